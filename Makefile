@@ -1,0 +1,39 @@
+# make train: set up, fetch Fashion-MNIST, train the default one-loss GAN (GPU config if CUDA, else CPU)
+# make test:  set up and run the test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist
+ARGS   ?=
+
+.PHONY: setup data train test clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Fashion-MNIST: the Debian package when apt is there, else torchvision's download into datasets/.
+data: $(STAMP)
+	@if [ -f $(FMNIST)/train-images-idx3-ubyte.gz ] || [ -d datasets/FashionMNIST/raw ]; then \
+		echo "Fashion-MNIST found"; \
+	elif command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get install -y dataset-fashion-mnist 2>/dev/null || sudo -n apt-get install -y dataset-fashion-mnist; }; then \
+		echo "Fashion-MNIST installed under $(FMNIST)"; \
+	else \
+		$(PY) -c "from torchvision.datasets import FashionMNIST; FashionMNIST('datasets', download=True)"; \
+	fi
+
+train: data
+	$(PY) scripts/train.py --config $$($(PY) -c "import torch; print('configs/fashion_mnist_dcgan.yaml' \
+		if torch.cuda.is_available() else 'configs/fashion_mnist_dcgan_cpu.yaml')") $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""What every generative family shares: config, training loop, checkpoints, logging, init, metrics."""

@@ -1,0 +1,99 @@
+"""Checkpoints: written atomically (temp file + rename), read with torch.load(weights_only=True).
+
+A checkpoint holds everything a resumed run needs to continue the exact same run: the method's
+networks, optimizers and EMA, the step, the data order, and every RNG state (Python, NumPy, torch,
+CUDA). RNG states are stored as tensors and plain lists so the safe unpickler accepts them.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError
+
+FORMAT = "genmodels-checkpoint"
+VERSION = 1
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "python": _listify(random.getstate()),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict):
+    random.setstate(_tupleify(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:  # a different number of GPUs than when saved: each device gets device 0's state
+            for i in range(torch.cuda.device_count()):
+                torch.cuda.set_rng_state(cuda[0], i)
+
+
+def _listify(x):
+    return [_listify(v) for v in x] if isinstance(x, tuple) else x
+
+
+def _tupleify(x):
+    return tuple(_tupleify(v) for v in x) if isinstance(x, list) else x
+
+
+def save_checkpoint(path, payload: dict):
+    """Write atomically: a crash (even SIGKILL) leaves either the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Load and validate; any problem is one CheckpointError line naming the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found: pass a checkpoints/*.pt file of a run")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError,
+            OSError, AttributeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch file ({first}): use "
+                              f"another checkpoint (checkpoints/step_*.pt) or start a new run") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint written by this project (no "
+                              f"'{FORMAT}' header): pass a run's checkpoints/last.pt")
+    if ckpt.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {ckpt.get('version')}, this code reads "
+                              f"version {VERSION}: use the matching code revision")
+    for key in ("config", "step", "method", "data_info"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path} is incomplete (no '{key}'): use another checkpoint")
+    return ckpt

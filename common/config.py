@@ -1,0 +1,333 @@
+"""Typed configuration: YAML files and dotted command-line overrides, checked against dataclasses.
+
+Every section is a dataclass; `parse(cls, raw, path)` checks keys and types recursively and raises a
+one-line ConfigError naming the dotted key (with the closest valid key when there is one). The top-level
+`Config` has fixed sections plus the ones a method declares: its `model`, `optim` and its own section,
+stored under the method's name (`gan:`, `ncsn:`...), readable as `cfg.gan`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+
+
+def did_you_mean(word: str, options, prefix: str = "") -> str:
+    match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"; did you mean '{prefix}{match[0]}'?" if match else ""
+
+
+def _typename(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_typename(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_typename(a) for a in typing.get_args(tp))}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(tp, value, path: str):
+    """Check `value` against the type annotation `tp`; return it (converted where lossless)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return parse(tp, value, path)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(arg, value, path)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{path}: expected {_typename(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
+            return value
+        raise ConfigError(f"{path}: must be one of {', '.join(repr(a) for a in args)}, got {value!r}"
+                          + did_you_mean(value, args))
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list ({_typename(tp)}), got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}")
+            return tuple(coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        out = [coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return {str(k): coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, (float, str)):  # 1e4 or "1e4" in YAML: accept when integral
+            try:
+                f = float(value)
+                if f.is_integer():
+                    return int(f)
+            except ValueError:
+                pass
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"config schema uses an unsupported type {tp!r} at {path}")
+    raise ConfigError(f"{path}: expected {_typename(tp)}, got {value!r}")
+
+
+def parse(cls, raw, path: str):
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"unknown key '{path}.{key}'" + did_you_mean(key, names, f"{path}.")
+                              + f" (valid keys: {', '.join(names)})")
+    kwargs = {name: coerce(hints[name], raw[name], f"{path}.{name}") for name in names if name in raw}
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in raw
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"missing key '{path}.{missing[0]}': add it to the config")
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        check(path)
+    return obj
+
+
+def require(condition: bool, message: str):
+    if not condition:
+        raise ConfigError(message)
+
+
+def to_dict(obj):
+    """Dataclasses → plain YAML-able dicts (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------------
+# The sections every method shares.
+
+@dataclass
+class DataConfig:
+    name: Literal["fashion_mnist", "cifar10", "celeba", "image_folder", "toy"] = "fashion_mnist"
+    root: str = "datasets"             # where data sets live (or are downloaded to)
+    download: bool = False             # let torchvision download when the files are missing
+    split: str = "train"               # train | test (CelebA also: valid | all)
+    image_size: Optional[int] = None   # null: the data set's own size
+    channels: Optional[int] = None     # image_folder: 1 or 3 (null: 3)
+    flip: bool = False                 # random horizontal flip
+    crop: int = 140                    # CelebA centre crop before the resize
+    path: Optional[str] = None         # image_folder: a folder or a .zip of <class>/<image> files
+    toy: str = "8gaussians"            # toy: 8gaussians | rings | checkerboard | spirals
+    toy_size: int = 100_000            # toy: number of points drawn once (fixed by the seed)
+    loader: Literal["auto", "device", "workers"] = "auto"  # auto: small sets on the device, large via workers
+    num_workers: int = 4
+
+    def check(self, path):
+        split_ok = {"celeba": ("train", "valid", "test", "all")}.get(self.name, ("train", "test"))
+        require(self.split in split_ok, f"{path}.split: must be one of {', '.join(split_ok)} for "
+                                        f"{self.name}, got {self.split!r}")
+        require(self.image_size is None or self.image_size > 0, f"{path}.image_size: must be positive")
+        require(self.channels in (None, 1, 3), f"{path}.channels: must be 1, 3 or null")
+        require(self.name != "image_folder" or self.path,
+                f"{path}.path: image_folder needs data.path=<folder or .zip of class folders>")
+
+
+@dataclass
+class InitConfig:
+    """Weight initialisation of one network (common/init.py)."""
+    scheme: Literal["default", "normal", "xavier_uniform", "xavier_normal", "kaiming_uniform",
+                    "kaiming_normal", "orthogonal", "fan_in_normal"] = "default"
+    std: float = 0.02                  # normal
+    gain: float = 1.0                  # xavier_*, orthogonal, fan_in_normal (scales std)
+    nonlinearity: Literal["relu", "leaky_relu", "linear"] = "relu"   # kaiming_*
+    negative_slope: float = 0.2        # kaiming_* with leaky_relu
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20_000
+    batch_size: int = 64
+    log_every: int = 50                # scalars to TensorBoard, metrics.jsonl and the progress bar
+    sample_every: int = 500            # PNG grid in samples/ and in TensorBoard
+    n_samples: int = 64                # images in each grid
+    ckpt_every: int = 1000             # checkpoints/last.pt
+    keep_every: int = 0                # also keep checkpoints/step_XXXXXXX.pt every N steps (0: never)
+    max_minutes: Optional[float] = None  # wall-time budget: checkpoint and stop when spent
+    ema: Optional[float] = 0.999       # decay of the weights' exponential moving average (null: off)
+
+    def check(self, path):
+        for key in ("steps", "batch_size", "log_every", "sample_every", "n_samples", "ckpt_every"):
+            require(getattr(self, key) > 0, f"{path}.{key}: must be positive")
+        require(self.keep_every >= 0, f"{path}.keep_every: must be >= 0")
+        require(self.ema is None or 0.0 <= self.ema < 1.0, f"{path}.ema: must be in [0, 1) or null")
+
+
+@dataclass
+class OptimConfig:
+    """Adam(W) settings shared by every method; methods add their learning rates."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: Optional[float] = None  # clip the global gradient norm of each network (null: off)
+
+
+TOP_KEYS = ("method", "seed", "device", "precision", "data", "model", "init", "optim", "train")
+
+
+@dataclass
+class Config:
+    method: str
+    data: DataConfig
+    model: Any                         # the method's ModelConfig
+    optim: Any                         # the method's OptimConfig
+    train: TrainConfig
+    section: Any                       # the method's own section, stored under its name
+    init: dict[str, InitConfig] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"               # auto | cpu | cuda | cuda:N
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+    def __getattr__(self, name):
+        # cfg.gan / cfg.ncsn ... reads the method's own section.
+        if name != "method" and name == self.__dict__.get("method"):
+            return self.__dict__["section"]
+        raise AttributeError(name)
+
+    def to_dict(self) -> dict:
+        out = {"method": self.method, "seed": self.seed, "device": self.device,
+               "precision": self.precision}
+        for key in ("data", "model", "init", "optim", "train"):
+            out[key] = to_dict(getattr(self, key))
+        out[self.method] = to_dict(self.section)
+        return out
+
+
+def build_config(raw: dict) -> Config:
+    from .registry import get_method  # late: the registry imports the method families
+
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a YAML mapping with at least 'method:'")
+    if "method" not in raw:
+        raise ConfigError("missing key 'method': set it to one of the registered methods")
+    spec = get_method(raw["method"])
+    name = spec.name
+    allowed = TOP_KEYS + (name,)
+    for key in raw:
+        if key not in allowed:
+            from .registry import METHODS
+            hint = (f"; section '{key}' belongs to method '{key}', not '{name}'" if key in METHODS
+                    else did_you_mean(key, allowed))
+            raise ConfigError(f"unknown top-level key '{key}'{hint} (valid keys: {', '.join(allowed)})")
+    seed = coerce(int, raw.get("seed", 0), "seed")
+    device = coerce(str, raw.get("device", "auto"), "device")
+    require(device in ("auto", "cpu", "cuda") or device.startswith("cuda:"),
+            f"device: must be auto, cpu, cuda or cuda:N, got {device!r}")
+    init = coerce(dict[str, InitConfig], raw.get("init") or {}, "init")
+    for net in init:
+        require(net in spec.networks, f"unknown key 'init.{net}'" + did_you_mean(net, spec.networks, "init.")
+                + f" (networks of {name}: {', '.join(spec.networks)})")
+    cfg = Config(
+        method=name,
+        seed=seed,
+        device=device,
+        precision=coerce(Literal["fp32", "bf16"], raw.get("precision", "fp32"), "precision"),
+        data=parse(DataConfig, raw.get("data"), "data"),
+        model=parse(spec.ModelConfig, raw.get("model"), "model"),
+        init=init,
+        optim=parse(spec.OptimConfig, raw.get("optim"), "optim"),
+        train=parse(TrainConfig, raw.get("train"), "train"),
+        section=parse(spec.Config, raw.get(name), name),
+    )
+    spec.check_config(cfg)
+    return cfg
+
+
+def read_yaml(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found: pass an existing file, e.g. "
+                          f"--config configs/fashion_mnist_dcgan.yaml")
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return raw if raw is not None else {}
+
+
+def apply_overrides(raw: dict, overrides) -> dict:
+    """Apply `a.b.c=value` strings; values are parsed as YAML (so 2e-4, true, [0.5, 0.9] work)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not key=value (e.g. train.steps=1000)")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text != "" else None
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{item}': '{'.'.join(parts[:i + 1])}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path=None, overrides=(), raw: Optional[dict] = None) -> Config:
+    """The fully checked config from a YAML file (or a dict) and dotted overrides."""
+    raw = read_yaml(path) if raw is None else raw
+    return build_config(apply_overrides(raw, overrides))
+
+
+def save_config(cfg: Config, path):
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)

@@ -1,0 +1,64 @@
+"""A generic labelled image set: `<class>/<image>` files in a folder or inside a .zip.
+
+The CIFAR-10 JPEG zips in shared/datasets are read this way (zip members are read without
+extracting). Class indices follow the sorted class-folder names. Images are decoded once into memory
+as uint8 NCHW; all images must share one size unless data.image_size is set.
+"""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from common.errors import DataError
+from .base import DataInfo, TensorData, fit_size
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def _members(path: Path):
+    """(class name, reader of the file's bytes) for every image under path."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in EXTENSIONS)
+        return [(p.parent.name, p.read_bytes) for p in files], None
+    zf = zipfile.ZipFile(path)
+    names = sorted(n for n in zf.namelist() if PurePosixPath(n).suffix.lower() in EXTENSIONS)
+    return [(PurePosixPath(n).parent.name, (lambda n=n: zf.read(n))) for n in names], zf
+
+
+def load(cfg, name: str = "image_folder") -> TensorData:
+    path = Path(cfg.path)
+    if not path.exists():
+        raise DataError(f"image folder {path} not found: set data.path to a folder or .zip of "
+                        f"<class>/<image> files")
+    try:
+        members, zf = _members(path)
+    except zipfile.BadZipFile:
+        raise DataError(f"{path} is not a readable zip file: check the download") from None
+    if not members:
+        raise DataError(f"no images ({', '.join(EXTENSIONS)}) under {path}: expected <class>/<image> files")
+    classes = sorted({c for c, _ in members})
+    index = {c: i for i, c in enumerate(classes)}
+    mode = "L" if cfg.channels == 1 else "RGB"
+    images, labels = [], []
+    try:
+        for cls, read in members:
+            with Image.open(io.BytesIO(read())) as im:
+                img = pil_to_tensor(im.convert(mode))
+            if cfg.image_size is not None:
+                img = fit_size(img.unsqueeze(0), cfg.image_size)[0]
+            images.append(img)
+            labels.append(index[cls])
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"could not decode an image under {path}: {e}") from None
+    finally:
+        if zf is not None:
+            zf.close()
+    if len({tuple(i.shape) for i in images}) > 1:
+        raise DataError(f"images under {path} differ in size: set data.image_size to resize them")
+    x = torch.stack(images)
+    return TensorData(x, torch.tensor(labels, dtype=torch.int64), DataInfo(name, tuple(x.shape[1:]), len(classes)))

@@ -1,0 +1,1 @@
+"""Denoising generators (DAE, NCSN, EBM, DDE). Importing this registers their methods."""

@@ -1,0 +1,52 @@
+"""The GAN method's config sections: model:, optim: and gan:."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from common.config import OptimConfig, require
+
+
+@dataclass
+class GANModelConfig:
+    arch: Literal["dcgan", "resnet", "mlp"] = "dcgan"
+    z_dim: int = 100
+    g_width: int = 64                      # DCGAN ngf / SNGAN generator channels / MLP width
+    d_width: int = 64                      # DCGAN ndf / SNGAN critic channels / MLP width
+    g_batchnorm: bool = True
+    d_batchnorm: Optional[bool] = None     # null: the architecture's default (DCGAN yes, others no)
+    d_spectral_norm: Optional[bool] = None  # null: the architecture's default (SNGAN yes, others no)
+    depth: int = 3                         # MLP hidden layers
+
+    def check(self, path):
+        require(not (self.arch != "dcgan" and self.d_batchnorm),
+                f"{path}.d_batchnorm: only the dcgan critic has BatchNorm; remove it or set arch: dcgan")
+        for key in ("z_dim", "g_width", "d_width", "depth"):
+            require(getattr(self, key) > 0, f"{path}.{key}: must be positive")
+
+    @property
+    def critic_batchnorm(self) -> bool:
+        return self.arch == "dcgan" if self.d_batchnorm is None else self.d_batchnorm
+
+    @property
+    def critic_spectral_norm(self) -> bool:
+        return self.arch == "resnet" if self.d_spectral_norm is None else self.d_spectral_norm
+
+
+@dataclass
+class GANOptimConfig(OptimConfig):
+    betas: tuple[float, float] = (0.5, 0.999)
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4                     # lr_d > lr_g is TTUR (Heusel et al. 2017)
+
+
+@dataclass
+class GANConfig:
+    step: Literal["one_loss", "alternating"] = "one_loss"
+    loss: Literal["hinge", "logistic", "wasserstein"] = "logistic"
+    n_critic: int = 1                      # critic updates per generator update
+    reg: Literal["none", "r1", "gp"] = "none"
+    reg_weight: float = 10.0               # γ of R1 (adds γ/2·E‖∇D(x)‖²) or λ of the gradient penalty
+
+    def check(self, path):
+        require(self.n_critic >= 1, f"{path}.n_critic: must be >= 1")

@@ -1,0 +1,58 @@
+"""GAN objectives on critic logits, as (d_loss, g_loss) pairs, and the critic's regularisers.
+
+Each loss is minimised by its player: D minimises d_loss(D(x), D(G(z))), G minimises g_loss(D(G(z))).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class Hinge:
+    """Lim & Ye 2017; Miyato et al. 2018: d = E[relu(1 − D(x))] + E[relu(1 + D(G(z)))], g = −E[D(G(z))]."""
+
+    def d_loss(self, real, fake):
+        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+    def g_loss(self, fake):
+        return -fake.mean()
+
+
+class Logistic:
+    """Goodfellow et al. 2014 with the non-saturating generator loss:
+    d = E[softplus(−D(x))] + E[softplus(D(G(z)))] (= −log σ(D(x)) − log(1 − σ(D(G(z))))),
+    g = E[softplus(−D(G(z)))] (= −log σ(D(G(z))))."""
+
+    def d_loss(self, real, fake):
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+    def g_loss(self, fake):
+        return F.softplus(-fake).mean()
+
+
+class Wasserstein:
+    """Arjovsky et al. 2017: d = E[D(G(z))] − E[D(x)], g = −E[D(G(z))] (pair with gp)."""
+
+    def d_loss(self, real, fake):
+        return fake.mean() - real.mean()
+
+    def g_loss(self, fake):
+        return -fake.mean()
+
+
+LOSSES = {"hinge": Hinge, "logistic": Logistic, "wasserstein": Wasserstein}
+
+
+def r1_penalty(real_logits: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E‖∇ₓD(x)‖² on real data; x_real must require grad and
+    real_logits = D(x_real) is reused, so no extra forward pass. Weighted by γ/2."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), x_real, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()
+
+
+def gradient_penalty(D, x_real: torch.Tensor, x_fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): E(‖∇D(x̂)‖ − 1)² at x̂ uniform on real–fake segments."""
+    eps = torch.rand(x_real.shape[0], *([1] * (x_real.dim() - 1)), device=x_real.device, dtype=x_real.dtype)
+    x_hat = (eps * x_real.detach() + (1 - eps) * x_fake.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+    return (grad.float().flatten(1).norm(dim=1) - 1).pow(2).mean()

@@ -1,0 +1,131 @@
+"""`method: gan`: a generator and a critic trained with the one-loss step or the alternating one."""
+from __future__ import annotations
+
+import torch
+
+from common.config import require
+from common.method import Method
+from common.registry import register_method
+from .config import GANConfig, GANModelConfig, GANOptimConfig
+from .losses import LOSSES
+from .models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator,
+                     ResNetDiscriminator, ResNetGenerator)
+from .steps import critic_objective, one_loss_objective
+
+
+def build_networks(m: GANModelConfig, info):
+    """(G, D) for a model config and the data's shape."""
+    if m.arch == "mlp":
+        return (MLPGenerator(m.z_dim, info.shape[0], m.g_width, m.depth),
+                MLPDiscriminator(info.shape[0], m.d_width, m.depth, m.critic_spectral_norm))
+    channels, size = info.shape[0], info.shape[-1]
+    if m.arch == "dcgan":
+        return (DCGANGenerator(m.z_dim, size, channels, m.g_width, m.g_batchnorm),
+                DCGANDiscriminator(size, channels, m.d_width, m.critic_batchnorm, m.critic_spectral_norm))
+    return (ResNetGenerator(m.z_dim, size, channels, m.g_width, m.g_batchnorm),
+            ResNetDiscriminator(size, channels, m.d_width, m.critic_spectral_norm))
+
+
+@register_method("gan")
+class GAN(Method):
+    ModelConfig, OptimConfig, Config = GANModelConfig, GANOptimConfig, GANConfig
+    networks = ("G", "D")
+    ema_networks = ("G",)
+
+    @classmethod
+    def check_config(cls, cfg):
+        points = cfg.data.name == "toy"
+        require(points == (cfg.model.arch == "mlp"),
+                "model.arch: use mlp for toy 2-D data and dcgan/resnet for images")
+        if cfg.model.arch == "resnet":
+            require(cfg.data.image_size in (32, 64),
+                    "data.image_size: the SNGAN ResNets are defined for 32 and 64 px; set 32 or 64")
+
+    def __init__(self, cfg, info, device):
+        super().__init__(cfg, info, device)
+        G, D = build_networks(cfg.model, info)
+        self.G, self.D = self.add_network("G", G), self.add_network("D", D)
+        self.loss = LOSSES[cfg.gan.loss]()
+        self.batches_per_step = cfg.gan.n_critic
+        o = cfg.optim
+        if cfg.gan.step == "one_loss":
+            # TTUR = per-group learning rates in one optimizer, stepped once for both players.
+            self.optimizers = {"GD": self.adam({"G": o.lr_g, "D": o.lr_d})}
+        else:
+            self.optimizers = {"G": self.adam({"G": o.lr_g}), "D": self.adam({"D": o.lr_d})}
+
+    def sample_latents(self, n, generator=None):
+        return torch.randn(n, self.cfg.model.z_dim, device=self.device, generator=generator)
+
+    def example_inputs(self, name, n):
+        return (self.sample_latents(n),) if name == "G" else super().example_inputs(name, n)
+
+    def training_step(self, batch):
+        reals = batch.chunk(self.batches_per_step)
+        if self.cfg.gan.step == "one_loss":
+            return self._one_loss_step(reals)
+        return self._alternating_step(reals)
+
+    def _critic_only(self, opt, x_real):
+        """A critic update with G frozen (the extra n_critic − 1 steps)."""
+        g = self.cfg.gan
+        with torch.no_grad(), self.autocast():
+            x_fake = self.G(self.sample_latents(x_real.shape[0]))
+        with self.autocast():
+            d_total, _, stats = critic_objective(self.D, self.loss, x_real, x_fake, g.reg, g.reg_weight)
+        opt.zero_grad(set_to_none=True)
+        d_total.backward()
+        self.clip_gradients("D")
+        opt.step()
+        return stats
+
+    def _one_loss_step(self, reals):
+        g, opt = self.cfg.gan, self.optimizers["GD"]
+        for x_real in reals[:-1]:
+            self._critic_only(opt, x_real)
+        x_real = reals[-1]
+        with self.autocast():
+            total, stats = one_loss_objective(self.G, self.D, self.loss, x_real,
+                                              self.sample_latents(x_real.shape[0]), g.reg, g.reg_weight)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.clip_gradients("G", "D")
+        opt.step()
+        return stats
+
+    def _alternating_step(self, reals):
+        g, opt_g, opt_d = self.cfg.gan, self.optimizers["G"], self.optimizers["D"]
+        for x_real in reals[:-1]:
+            self._critic_only(opt_d, x_real)
+        x_real = reals[-1]
+        with self.autocast():
+            x_fake = self.G(self.sample_latents(x_real.shape[0]))
+            d_total, _, stats = critic_objective(self.D, self.loss, x_real, x_fake.detach(), g.reg, g.reg_weight)
+        opt_d.zero_grad(set_to_none=True)
+        d_total.backward()
+        self.clip_gradients("D")
+        opt_d.step()
+        # Generator step on the same fakes; D's weight gradients are not needed, so skip them.
+        self.D.requires_grad_(False)
+        try:
+            with self.autocast():
+                g_loss = self.loss.g_loss(self.D(x_fake))
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+        finally:
+            self.D.requires_grad_(True)
+        self.clip_gradients("G")
+        opt_g.step()
+        stats["g_loss"] = g_loss.detach()
+        return stats
+
+    @torch.no_grad()
+    def sample(self, n, generator=None, ema=True, latents=None):
+        G = self.net("G", ema)
+        z = self.sample_latents(n, generator) if latents is None else latents.to(self.device)
+        was_training = G.training
+        G.eval()  # BatchNorm uses its running (and, for the EMA copy, averaged) statistics
+        try:
+            return torch.cat([G(chunk).float() for chunk in z.split(500)])
+        finally:
+            G.train(was_training)

@@ -1,0 +1,53 @@
+"""DCGAN (Radford et al. 2016) for 28, 32 and 64 px: transposed-conv generator, strided-conv critic."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .layers import base_size, sn
+
+
+class DCGANGenerator(nn.Module):
+    """z → base×base×(width·2^(n−1)) → n × [ConvT 4×4 stride 2, BN, ReLU] → tanh image."""
+
+    def __init__(self, z_dim: int = 100, image_size: int = 64, channels: int = 3, width: int = 64,
+                 batchnorm: bool = True):
+        super().__init__()
+        base = base_size(image_size)
+        n_up = int(math.log2(image_size // base))
+        ch = width * 2 ** (n_up - 1)
+        norm = (lambda c: nn.BatchNorm2d(c)) if batchnorm else (lambda c: nn.Identity())
+        self.z_dim = z_dim
+        layers = [nn.ConvTranspose2d(z_dim, ch, base, 1, 0, bias=not batchnorm), norm(ch), nn.ReLU(True)]
+        for _ in range(n_up - 1):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=not batchnorm), norm(ch // 2), nn.ReLU(True)]
+            ch //= 2
+        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(z.shape[0], -1, 1, 1))
+
+
+class DCGANDiscriminator(nn.Module):
+    """image → n × [Conv 4×4 stride 2, (BN), LeakyReLU 0.2] → base×base conv → one logit per image."""
+
+    def __init__(self, image_size: int = 64, channels: int = 3, width: int = 64, batchnorm: bool = True,
+                 spectral_norm: bool = False):
+        super().__init__()
+        base = base_size(image_size)
+        n_down = int(math.log2(image_size // base))
+        ch = width
+        layers = [sn(nn.Conv2d(channels, ch, 4, 2, 1), spectral_norm), nn.LeakyReLU(0.2, True)]
+        for _ in range(n_down - 1):
+            layers += [sn(nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=not batchnorm), spectral_norm)]
+            layers += [nn.BatchNorm2d(ch * 2)] if batchnorm else []
+            layers += [nn.LeakyReLU(0.2, True)]
+            ch *= 2
+        layers += [sn(nn.Conv2d(ch, 1, base, 1, 0), spectral_norm)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()

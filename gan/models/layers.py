@@ -1,0 +1,19 @@
+"""Small shared pieces of the GAN networks."""
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def sn(module: nn.Module, enabled: bool) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) when enabled: W / σ_max(W), one power iteration per step."""
+    return spectral_norm(module) if enabled else module
+
+
+def base_size(image_size: int) -> int:
+    """DCGAN nets grow from a base×base map by stride-2 steps: 7 for 28 px, 4 for 32 and 64 px."""
+    for base in (4, 7):
+        size = base
+        while size < image_size:
+            size *= 2
+        if size == image_size:
+            return base
+    raise ValueError(f"image size {image_size} is not 7·2^k or 4·2^k (use 28, 32 or 64)")

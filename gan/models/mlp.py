@@ -1,0 +1,31 @@
+"""MLP generator and critic for 2-D toy data."""
+from torch import nn
+
+from .layers import sn
+
+
+class MLPGenerator(nn.Module):
+    def __init__(self, z_dim: int = 16, out_dim: int = 2, width: int = 128, depth: int = 3):
+        super().__init__()
+        self.z_dim = z_dim
+        layers, d = [], z_dim
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), nn.ReLU(True)]
+            d = width
+        self.net = nn.Sequential(*layers, nn.Linear(d, out_dim))
+
+    def forward(self, z):
+        return self.net(z)
+
+
+class MLPDiscriminator(nn.Module):
+    def __init__(self, in_dim: int = 2, width: int = 128, depth: int = 3, spectral_norm: bool = False):
+        super().__init__()
+        layers, d = [], in_dim
+        for _ in range(depth):
+            layers += [sn(nn.Linear(d, width), spectral_norm), nn.LeakyReLU(0.2, True)]
+            d = width
+        self.net = nn.Sequential(*layers, sn(nn.Linear(d, 1), spectral_norm))
+
+    def forward(self, x):
+        return self.net(x).flatten()

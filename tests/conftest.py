@@ -1,0 +1,91 @@
+"""Fixtures in the real on-disk formats (IDX gz, CIFAR pickles, CelebA folder, class-folder zip)."""
+import gzip
+import io
+import pickle
+import struct
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def write_idx(path: Path, array: np.ndarray):
+    """LeCun's IDX: 0x00 0x00, dtype 0x08 (uint8), ndim, big-endian int32 dims, then the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def fake_garments(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """28×28 images whose brightness encodes the label, so label/image pairing is checkable."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = (labels[:, None, None] * 25 + rng.integers(0, 5, (n, 28, 28))).astype(np.uint8)
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def fashion_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fashion")
+    for split, n, seed in (("train", 256, 0), ("t10k", 64, 1)):
+        images, labels = fake_garments(n, seed)
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cifar")
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = rng.integers(0, 10, 20).tolist()
+        data = np.stack([np.full(3072, 20 * l, np.uint8) for l in labels])
+        data[:, :1024] = 7  # red plane differs from green/blue: checks the CHW layout
+        with open(folder / name, "wb") as f:
+            pickle.dump({"batch_label": name, "labels": labels, "data": data,
+                         "filenames": [f"{i}.png" for i in range(20)]}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def celeba_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("celeba_root")
+    folder = root / "celeba" / "img_align_celeba"
+    folder.mkdir(parents=True)
+    rows = []
+    for i in range(1, 13):
+        img = np.zeros((218, 178, 3), np.uint8)
+        img[39:179, 19:159] = 200  # the central 140×140 crop is bright, the border black
+        Image.fromarray(img).save(folder / f"{i:06d}.jpg", quality=95)
+        rows.append(f"{i:06d}.jpg {0 if i <= 8 else (1 if i <= 10 else 2)}")
+    (root / "celeba" / "list_eval_partition.txt").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def class_zip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("zips") / "train.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for c, cls in enumerate(["airplane", "bird", "cat"]):
+            for i in range(4):
+                buf = io.BytesIO()
+                Image.fromarray(np.full((32, 32, 3), 60 * c + 10, np.uint8)).save(buf, format="PNG")
+                zf.writestr(f"{cls}/{i:04d}.png", buf.getvalue())
+    return path
+
+
+def quick_config(name: str, *overrides: str):
+    from common.config import load_config
+    return load_config(ROOT / "configs" / "quick" / name, overrides)

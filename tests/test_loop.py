@@ -1,0 +1,159 @@
+"""Training-loop facts: the run directory's layout; k steps + resume + k steps is bitwise the same
+run as 2k straight; a SIGKILLed run leaves a loadable checkpoint; bad checkpoints, NaN losses and
+re-used run directories each stop with one clear line and lose nothing."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from common.checkpoint import load_checkpoint
+from common.errors import CheckpointError, ConfigError
+from common.loop import Diverged, train
+from conftest import ROOT, quick_config
+
+TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]
+
+
+def fashion(fashion_root, *overrides):
+    return quick_config("gan_fashion.yaml", f"data.root={fashion_root}", *overrides)
+
+
+def test_run_directory_layout(fashion_root, tmp_path):
+    summary = train(fashion(fashion_root), tmp_path)
+    assert summary["step"] == 8
+    for rel in ("config.yaml", "checkpoints/last.pt", "samples/step_0000004.png", "samples/step_0000008.png"):
+        assert (tmp_path / rel).is_file(), rel
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [2, 4, 6, 8]
+    assert {"loss/d_loss", "loss/g_loss", "loss/bracket", "lr/G", "lr/D", "perf/images_per_s"} <= set(lines[0])
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 8 and "G" in ckpt["state"]["ema"]
+
+
+def flat_state(run_dir):
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    out = {}
+
+    def walk(prefix, x):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(f"{prefix}.{i}", v)
+        else:
+            out[prefix] = x
+    walk("", {"state": ckpt["state"], "data": ckpt["data"], "rng": ckpt["rng"]})
+    return ckpt["step"], out
+
+
+@pytest.mark.parametrize("variant", [
+    ["gan.step=one_loss"],
+    ["gan.step=alternating", "gan.n_critic=2", "data.flip=true", "gan.reg=r1", "gan.loss=hinge"],
+])
+def test_resume_reproduces_the_straight_run_bitwise(fashion_root, tmp_path, variant):
+    k = 6
+    straight = fashion(fashion_root, *variant, f"train.steps={2 * k}", "train.ckpt_every=3")
+    train(straight, tmp_path / "straight")
+    first = fashion(fashion_root, *variant, f"train.steps={k}", "train.ckpt_every=3")
+    train(first, tmp_path / "split")
+    more = fashion(fashion_root, *variant, f"train.steps={2 * k}", "train.ckpt_every=3")
+    train(more, tmp_path / "split", resume=True)
+    step_a, a = flat_state(tmp_path / "straight")
+    step_b, b = flat_state(tmp_path / "split")
+    assert step_a == step_b == 2 * k and a.keys() == b.keys()
+    for key in a:
+        if torch.is_tensor(a[key]):
+            assert torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+    losses = lambda d: [{k: v for k, v in json.loads(l).items() if not k.startswith("perf/")}
+                        for l in (d / "metrics.jsonl").read_text().splitlines()]
+    assert losses(tmp_path / "straight") == losses(tmp_path / "split")
+
+
+def test_sigkill_mid_run_leaves_a_loadable_checkpoint_that_resumes(fashion_root, tmp_path):
+    run = tmp_path / "run"
+    args = ["--config", str(ROOT / "configs/quick/gan_fashion.yaml"), "--run-dir", str(run),
+            f"data.root={fashion_root}", "train.steps=100000", "train.ckpt_every=5", "train.log_every=5"]
+    proc = subprocess.Popen(TRAIN + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if last.exists() and load_checkpoint(last)["step"] >= 15:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step = load_checkpoint(last)["step"]  # loadable after the kill, whatever it interrupted
+    assert step >= 15 and not list(last.parent.glob("*.tmp"))
+    r = subprocess.run(TRAIN + ["--run-dir", str(run), "--resume", f"train.steps={step + 4}"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load_checkpoint(last)["step"] == step + 4
+
+
+def test_corrupt_and_foreign_checkpoints_are_one_clear_line(fashion_root, tmp_path):
+    train(fashion(fashion_root), tmp_path / "run")
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    good = last.read_bytes()
+    last.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or not a PyTorch file"):
+        load_checkpoint(last)
+    torch.save({"G": torch.zeros(3)}, last)
+    with pytest.raises(CheckpointError, match="not a checkpoint written by this project"):
+        load_checkpoint(last)
+    for argv in (TRAIN + ["--run-dir", str(tmp_path / "run"), "--resume"],
+                 [sys.executable, str(ROOT / "scripts/sample.py"), "--checkpoint", str(last), "--out",
+                  str(tmp_path / "g.png")]):
+        r = subprocess.run(argv, capture_output=True, text=True)
+        assert r.returncode == 2
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "not a checkpoint written by this project" in lines[0]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(fashion_root, tmp_path, monkeypatch):
+    from gan.method import GAN
+    real_step = GAN.training_step
+    calls = {"n": 0}
+
+    def poisoned(self, batch):
+        calls["n"] += 1
+        stats = real_step(self, batch)
+        if calls["n"] == 6:
+            stats["d_loss"] = torch.tensor(float("nan"))
+        return stats
+
+    monkeypatch.setattr(GAN, "training_step", poisoned)
+    with pytest.raises(Diverged, match=r"non-finite loss \(d_loss=nan\) between steps 5 and 6.*step 4"):
+        train(fashion(fashion_root, "train.log_every=3", "train.ckpt_every=4"), tmp_path)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 4
+
+
+def test_an_existing_run_is_never_overwritten(fashion_root, tmp_path):
+    train(fashion(fashion_root), tmp_path)
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run .* --resume"):
+        train(fashion(fashion_root), tmp_path)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(fashion(fashion_root), tmp_path / "empty", resume=True)
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_wall_time_budget_checkpoints_and_stops(fashion_root, tmp_path):
+    summary = train(fashion(fashion_root, "train.max_minutes=0", "train.steps=1000"), tmp_path)
+    assert summary["step"] == 1
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 1
+    assert (tmp_path / "samples" / "step_0000001.png").is_file()
+
+
+def test_periodic_checkpoints_are_kept(fashion_root, tmp_path):
+    train(fashion(fashion_root, "train.keep_every=4"), tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "last.pt", "step_0000004.pt", "step_0000008.pt"]
