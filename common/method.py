@@ -61,6 +61,12 @@ class Method:
     def check_config(cls, cfg: Config):
         """Cross-section checks (raise ConfigError); sections are already type-checked."""
 
+    @classmethod
+    def resolve_config(cls, cfg: Config, dataset) -> Config:
+        """Fill values the config leaves to the data (e.g. σ_max: null → from the data set), so
+        that config.yaml and checkpoints hold the numbers actually used. Called on new runs only."""
+        return cfg
+
     def __init__(self, cfg: Config, info, device):
         self.cfg, self.info, self.device = cfg, info, torch.device(device)
         self.nets = nn.ModuleDict()
