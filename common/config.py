@@ -159,7 +159,7 @@ class DataConfig:
     flip: bool = False                 # random horizontal flip
     crop: int = 140                    # CelebA centre crop before the resize
     path: Optional[str] = None         # image_folder: a folder or a .zip of <class>/<image> files
-    toy: str = "8gaussians"            # toy: 8gaussians | rings | checkerboard | spirals
+    toy: str = "8gaussians"            # toy: 8gaussians | rings | checkerboard | spirals | gaussian
     toy_size: int = 100_000            # toy: number of points drawn once (fixed by the seed)
     loader: Literal["auto", "device", "workers"] = "auto"  # auto: small sets on the device, large via workers
     num_workers: int = 4
@@ -213,7 +213,26 @@ class OptimConfig:
     grad_clip: Optional[float] = None  # clip the global gradient norm of each network (null: off)
 
 
-TOP_KEYS = ("method", "seed", "device", "precision", "data", "model", "init", "optim", "train")
+@dataclass
+class EvalConfig:
+    """Sample-quality metrics during training (common/metrics/; scripts/evaluate.py does the same
+    for a checkpoint): FID, KID, Inception Score, precision and recall against the training data."""
+    every: int = 0                     # evaluate every N steps (0: off)
+    n: int = 5000                      # generated samples per evaluation
+    features: str = "inception"        # inception | classifier:PATH (from scripts/train_classifier.py)
+    batch_size: int = 250              # samples drawn and featurised at once
+    download: bool = False             # let torch-fidelity fetch the Inception weights when missing
+
+    def check(self, path):
+        require(self.every >= 0, f"{path}.every: must be >= 0 (0 turns evaluation off)")
+        require(self.n >= 2, f"{path}.n: must be at least 2 (FID needs a covariance)")
+        require(self.batch_size > 0, f"{path}.batch_size: must be positive")
+        require(self.features == "inception" or (self.features.startswith("classifier:")
+                                                  and len(self.features) > len("classifier:")),
+                f"{path}.features: must be 'inception' or 'classifier:PATH', got {self.features!r}")
+
+
+TOP_KEYS = ("method", "seed", "device", "precision", "data", "model", "init", "optim", "train", "eval")
 
 
 @dataclass
@@ -225,6 +244,7 @@ class Config:
     train: TrainConfig
     section: Any                       # the method's own section, stored under its name
     init: dict[str, InitConfig] = field(default_factory=dict)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -238,7 +258,7 @@ class Config:
     def to_dict(self) -> dict:
         out = {"method": self.method, "seed": self.seed, "device": self.device,
                "precision": self.precision}
-        for key in ("data", "model", "init", "optim", "train"):
+        for key in ("data", "model", "init", "optim", "train", "eval"):
             out[key] = to_dict(getattr(self, key))
         out[self.method] = to_dict(self.section)
         return out
@@ -278,6 +298,7 @@ def build_config(raw: dict) -> Config:
         init=init,
         optim=parse(spec.OptimConfig, raw.get("optim"), "optim"),
         train=parse(TrainConfig, raw.get("train"), "train"),
+        eval=parse(EvalConfig, raw.get("eval"), "eval"),
         section=parse(spec.Config, raw.get(name), name),
     )
     spec.check_config(cfg)

@@ -140,6 +140,10 @@ def train(cfg: Config, run_dir, resume: bool = False) -> dict:
         logger.image("samples", at, to_grid(samples))
 
     logger = RunLogger(run.root, start_step=step)
+    evaluate = None
+    if cfg.eval.every:
+        from .metrics.evaluate import TrainingEvaluator  # torchmetrics is imported only when used
+        evaluate = TrainingEvaluator(cfg, dataset, device)
     meter, last = Meter(), {}
     start_time = tick = time.monotonic()
     tick_step, saved_step, checked_step = step, step, step
@@ -179,6 +183,10 @@ def train(cfg: Config, run_dir, resume: bool = False) -> dict:
                 tick, tick_step = now, step
             if step % t.sample_every == 0 or finishing:
                 sample_grid(step)
+            if evaluate is not None and step % cfg.eval.every == 0:
+                began = time.monotonic()
+                logger.scalars(step, evaluate(method))  # own RNG: the run is unchanged by it
+                tick += time.monotonic() - began  # keep evaluation time out of images/s
             if step % t.ckpt_every == 0 or finishing:
                 if meter.count:
                     read_meter(step)

@@ -43,10 +43,12 @@ class GANOptimConfig(OptimConfig):
 @dataclass
 class GANConfig:
     step: Literal["one_loss", "alternating"] = "one_loss"
-    loss: Literal["hinge", "logistic", "wasserstein"] = "logistic"
+    loss: Literal["hinge", "logistic", "wasserstein", "smooth_hinge"] = "logistic"
+    temperature: float = 1.0               # K of smooth_hinge (K → ∞: hinge) and of the smoothed accuracies
     n_critic: int = 1                      # critic updates per generator update
     reg: Literal["none", "r1", "gp"] = "none"
     reg_weight: float = 10.0               # γ of R1 (adds γ/2·E‖∇D(x)‖²) or λ of the gradient penalty
 
     def check(self, path):
         require(self.n_critic >= 1, f"{path}.n_critic: must be >= 1")
+        require(self.temperature > 0, f"{path}.temperature: must be positive")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from common.smooth import smooth_relu
+
 
 class Hinge:
     """Lim & Ye 2017; Miyato et al. 2018: d = E[relu(1 − D(x))] + E[relu(1 + D(G(z)))], g = −E[D(G(z))]."""
@@ -40,7 +42,27 @@ class Wasserstein:
         return -fake.mean()
 
 
-LOSSES = {"hinge": Hinge, "logistic": Logistic, "wasserstein": Wasserstein}
+class SmoothHinge:
+    """The hinge loss with its ReLU smoothed at temperature K (common/smooth.py):
+    d = E[smooth_relu_K(1 − D(x))] + E[smooth_relu_K(1 + D(G(z)))],  smooth_relu_K(u) = softplus(K·u)/K,
+    g = −E[D(G(z))], the hinge generator loss: it is linear in D, so there is nothing to smooth, and
+    keeping it makes K change the critic's objective only.
+    K → ∞: d decreases to the hinge d_loss, with 0 ≤ d − d_hinge ≤ 2·log(2)/K.
+    K = 1: the logistic d_loss with a margin of 1, since softplus(1 − t) = softplus(−(t − 1)):
+    d(r, f) = d_logistic(r − 1, f + 1); for any K, d(r, f) = d_logistic(K(r − 1), K(f + 1))/K."""
+
+    def __init__(self, temperature: float = 1.0):
+        self.temperature = temperature
+
+    def d_loss(self, real, fake):
+        K = self.temperature
+        return smooth_relu(1 - real, K).mean() + smooth_relu(1 + fake, K).mean()
+
+    def g_loss(self, fake):
+        return -fake.mean()
+
+
+LOSSES = {"hinge": Hinge, "logistic": Logistic, "wasserstein": Wasserstein, "smooth_hinge": SmoothHinge}
 
 
 def r1_penalty(real_logits: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:

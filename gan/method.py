@@ -45,7 +45,8 @@ class GAN(Method):
         super().__init__(cfg, info, device)
         G, D = build_networks(cfg.model, info)
         self.G, self.D = self.add_network("G", G), self.add_network("D", D)
-        self.loss = LOSSES[cfg.gan.loss]()
+        smoothing = {"temperature": cfg.gan.temperature} if cfg.gan.loss == "smooth_hinge" else {}
+        self.loss = LOSSES[cfg.gan.loss](**smoothing)
         self.batches_per_step = cfg.gan.n_critic
         o = cfg.optim
         if cfg.gan.step == "one_loss":

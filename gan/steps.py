@@ -13,7 +13,18 @@ from __future__ import annotations
 
 import torch
 
+from common.smooth import smooth_step
 from .losses import gradient_penalty, r1_penalty
+
+
+def critic_accuracy(real, fake, temperature: float = 1.0) -> dict:
+    """How often the critic tells real from fake (D(x) > 0, D(G(z)) < 0), exact and smoothed:
+    sigmoid(K·logit) = softmax(K·[logit, 0])₀ is the smooth accuracy of the two-way decision
+    (common/smooth.py), with K the loss's temperature (1 for the losses that have none)."""
+    real, fake = real.detach().float(), fake.detach().float()
+    return {"acc_real": (real > 0).float().mean(), "acc_fake": (fake < 0).float().mean(),
+            "sacc_real": smooth_step(real, temperature).mean(),
+            "sacc_fake": smooth_step(-fake, temperature).mean()}
 
 
 def critic_objective(D, loss, x_real, x_fake_sg, reg: str = "none", reg_weight: float = 10.0):
@@ -23,7 +34,8 @@ def critic_objective(D, loss, x_real, x_fake_sg, reg: str = "none", reg_weight: 
     real, fake_sg = D(x_real), D(x_fake_sg)
     d_loss = loss.d_loss(real, fake_sg)
     stats = {"d_loss": d_loss.detach(), "d_real": real.detach().float().mean(),
-             "d_fake": fake_sg.detach().float().mean()}
+             "d_fake": fake_sg.detach().float().mean(),
+             **critic_accuracy(real, fake_sg, getattr(loss, "temperature", 1.0))}
     total = d_loss
     if reg == "r1":
         penalty = r1_penalty(real, x_real)

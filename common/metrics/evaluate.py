@@ -1,0 +1,77 @@
+"""Images → every metric against a reference; and the evaluation the training loop runs every
+eval.every steps (logged as eval/fid, eval/kid, ...)."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from common.errors import ConfigError
+from data import from_unit_range
+from .features import build_extractor
+from .reference import Reference, extract, reference_stats
+from .scores import inception_score, kernel_inception_distance, precision_recall
+
+METRICS = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall")
+
+
+def generated_batches(method, n: int, batch_size: int, seed: int, ema: bool = True):
+    """uint8 samples in batches, drawn with their own generator: never from the global RNG, so
+    evaluating inside a training run leaves the run (and its exact resume) unchanged."""
+    gen = torch.Generator(device=method.device).manual_seed(seed)
+    for start in range(0, n, batch_size):
+        yield from_unit_range(method.sample(min(batch_size, n - start), generator=gen, ema=ema))
+
+
+def score(batches, extractor, reference: Reference, device, seed: int = 0, k: int = 3) -> dict:
+    """FID of every image against the reference's full moments; KID and IS over random subsets and
+    splits drawn with `seed`; precision/recall on equal numbers of generated and reference points."""
+    fid, features, logits = reference.frechet(device), [], []
+    for f, l in extract(extractor, batches, device):
+        fid.update(f.double(), real=False)
+        features.append(f)
+        logits.append(l)
+    fake, logits = torch.cat(features), torch.cat(logits)
+    real = reference.features.to(device)
+    m = min(len(fake), len(real))
+    kid, kid_std = kernel_inception_distance(real, fake, seed=seed)
+    is_mean, is_std = inception_score(logits, seed=seed)
+    precision, recall = precision_recall(real[:m], fake[:m], k)
+    return {"fid": fid.compute().item(), "kid": kid, "kid_std": kid_std, "is": is_mean,
+            "is_std": is_std, "precision": precision, "recall": recall, "n": len(fake),
+            "n_ref": reference.n}
+
+
+def untouched_rng(device: torch.device):
+    """Run the enclosed code on a forked copy of the global RNGs (CPU, and `device` if CUDA)."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+class TrainingEvaluator:
+    """The loop's `eval:` hook: eval.n samples (the same latents every time) against the training
+    data. The extractor is built at once (a missing file stops the run before it starts), the
+    reference statistics on the first call. Both run on forked RNGs: building a network draws its
+    initial weights, and a method's sampler may draw noise; neither may advance the run's random
+    streams, or evaluating would change the run and its exact resume."""
+
+    def __init__(self, cfg, dataset, device):
+        self.cfg, self.dataset, self.device = cfg, dataset, torch.device(device)
+        if dataset.info.kind != "image":
+            raise ConfigError(f"eval.every: sample-quality metrics need images, {dataset.info.name} "
+                              f"holds {dataset.info.kind}: set eval.every=0")
+        with untouched_rng(self.device):
+            self.extractor = build_extractor(cfg.eval.features, self.device, cfg.eval.download)
+        self.reference = None
+
+    def __call__(self, method) -> dict[str, float]:
+        e = self.cfg.eval
+        start = time.monotonic()
+        with untouched_rng(self.device):
+            if self.reference is None:
+                self.reference = reference_stats(self.dataset, self.cfg.data, self.extractor,
+                                                 self.device, e.batch_size)
+            batches = generated_batches(method, e.n, e.batch_size, seed=self.cfg.seed + 2)
+            scores = score(batches, self.extractor, self.reference, self.device, seed=self.cfg.seed)
+        out = {f"eval/{k}": scores[k] for k in METRICS}
+        out["eval/seconds"] = time.monotonic() - start
+        return out

@@ -1,0 +1,89 @@
+"""FID, KID and Inception Score (torchmetrics, in float64) and improved precision and recall.
+
+Every metric compares features, not images: the extractor runs once per batch (features.py) and its
+outputs feed all of them, so torchmetrics' metrics are given an identity "extractor". FID streams:
+its state is the float64 sums Σφ and Σφφᵀ, so a reference set's state is computed once and cached
+(reference.py). The random subsets of KID and the splits of IS are drawn from a seeded, forked RNG:
+scores are reproducible and the caller's random stream (a training run's) is left untouched.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.image.kid import KernelInceptionDistance
+
+
+class Given(nn.Module):
+    """Identity: the features handed to torchmetrics are already extracted."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features):
+        return features
+
+
+def frechet_metric(num_features: int, device="cpu") -> FrechetInceptionDistance:
+    """Streaming FID, FID = ‖μ_r − μ_g‖² + tr(Σ_r + Σ_g − 2(Σ_r Σ_g)^½) (Heusel et al. 2017),
+    from float64 sums; update(features.double(), real=...)."""
+    return FrechetInceptionDistance(feature=Given(num_features), reset_real_features=False).to(device)
+
+
+def _quietly(metric_cls, **kwargs):
+    with warnings.catch_warnings():  # "will save all extracted features in buffer": that is the point
+        warnings.filterwarnings("ignore", message=".*save all extracted features.*")
+        return metric_cls(**kwargs)
+
+
+def kernel_inception_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100,
+                              subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """KID (Bińkowski et al. 2018): the unbiased MMD² with the cubic kernel (φ·ψ/d + 1)³, averaged
+    over random subsets of min(subset_size, n_real, n_fake) points; (mean, std over subsets)."""
+    size = min(subset_size, len(real), len(fake))
+    kid = _quietly(KernelInceptionDistance, feature=Given(real.shape[1]), subsets=subsets,
+                   subset_size=size)
+    kid.update(real.double(), real=True)
+    kid.update(fake.double(), real=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, std = kid.compute()
+    return mean.item(), std.item()
+
+
+def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """IS (Salimans et al. 2016) = exp E_x KL(p(y|x) ‖ p(y)), per split of the samples; (mean, std)."""
+    score = _quietly(InceptionScore, feature=Given(logits.shape[1]), splits=min(splits, len(logits)))
+    score.update(logits.double())
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*degrees of freedom.*")  # one split: no std
+        torch.manual_seed(seed)
+        mean, std = score.compute()
+    return mean.item(), (std.item() if score.splits > 1 else 0.0)
+
+
+def knn_radii(x: torch.Tensor, k: int, block: int = 2048) -> torch.Tensor:
+    """Distance from each point to its k-th nearest neighbour in x (itself excluded)."""
+    return torch.cat([torch.cdist(chunk, x).kthvalue(k + 1, dim=1).values for chunk in x.split(block)])
+
+
+def coverage(points: torch.Tensor, centers: torch.Tensor, radii: torch.Tensor, block: int = 2048) -> float:
+    """Fraction of `points` inside at least one ball B(center_i, radius_i)."""
+    inside = [(torch.cdist(chunk, centers) <= radii).any(1) for chunk in points.split(block)]
+    return torch.cat(inside).float().mean().item()
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019): each set's manifold is the union of
+    balls reaching each point's k-th nearest neighbour; precision is the fraction of fakes on the
+    real manifold (quality), recall the fraction of reals on the fake manifold (coverage)."""
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"precision/recall with k={k} needs more than {k} samples per set")
+    real, fake = real.float(), fake.float()
+    precision = coverage(fake, real, knn_radii(real, k))
+    recall = coverage(real, fake, knn_radii(fake, k))
+    return precision, recall

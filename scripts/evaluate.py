@@ -1,0 +1,126 @@
+"""FID, KID, Inception Score, precision and recall of a checkpoint's samples (EMA weights).
+
+    python scripts/evaluate.py --checkpoint runs/x/checkpoints/last.pt [--features inception] [--n 10000]
+    python scripts/evaluate.py --checkpoint ... --features classifier:classifiers/fashion_mnist.pt --json out.json
+    python scripts/evaluate.py --real --checkpoint ...      # the floor: the real test split, not samples
+    python scripts/evaluate.py --real --config configs/fashion_mnist_dcgan_cpu.yaml --features classifier:c.pt
+
+The reference is the data set the model was trained on (the checkpoint's data config: all its
+images, statistics cached per data set and extractor). Prints one JSON object, writes it to --json,
+and adds eval/<metric> scalars at the checkpoint's step to the run's tb/ directory.
+"""
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import _bootstrap  # noqa: F401
+
+from common.config import load_config
+from common.errors import ConfigError, cli
+from common.loop import resolve_device
+from common.metrics.evaluate import METRICS, generated_batches, score
+from common.metrics.features import build_extractor
+from common.metrics.reference import image_batches, reference_stats
+from data import build_dataset
+from sample import load_method
+
+DEFAULT_N = 10_000
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", help="a run's checkpoints/*.pt")
+    p.add_argument("--config", help="with --real and no checkpoint: the config whose data to use")
+    p.add_argument("--features", help="inception | classifier:PATH (default: the run's eval.features)")
+    p.add_argument("--n", type=int, help=f"samples to draw (default {DEFAULT_N}; --real: the whole test split)")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0, help="latents, and KID/IS subsets")
+    p.add_argument("--json", help="also write the result to this file")
+    p.add_argument("--real", action="store_true", help="score the real test split instead of samples")
+    p.add_argument("--real-path", help="--real with image_folder data: the test folder or .zip")
+    p.add_argument("--no-ema", action="store_true", help="sample with the raw weights")
+    p.add_argument("--download", action="store_true", help="let torch-fidelity fetch the Inception weights")
+    p.add_argument("--stats-dir", help="reference statistics cache (default $GENMODELS_CACHE/stats)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("overrides", nargs="*", help="with --config: dotted overrides, e.g. data.root=datasets")
+    args = p.parse_args(argv)
+    if (args.checkpoint is None) == (args.config is None) or (args.config and not args.real):
+        raise ConfigError("pass --checkpoint CKPT (or --real --config PATH to score the real test split)")
+    if args.n is not None and args.n < 2 or args.batch_size <= 0:
+        raise ConfigError("--n must be at least 2 and --batch-size positive")
+    return args
+
+
+def real_batches(data_cfg, args):
+    """The test split of the training data, the floor a perfect generator would reach."""
+    changes = {"split": "test"}
+    if data_cfg.name == "image_folder":
+        if not args.real_path:
+            raise ConfigError("--real with image_folder data needs --real-path <test folder or .zip>")
+        changes = {"path": args.real_path}
+    dataset = build_dataset(dataclasses.replace(data_cfg, **changes))
+    n = args.n or len(dataset)
+    return limit(image_batches(dataset, args.batch_size), n), f"real {data_cfg.name}/test"
+
+
+def limit(batches, n: int):
+    """The first n images of a stream of batches."""
+    left = n
+    for x in batches:
+        if left <= 0:
+            return
+        yield x[:left]
+        left -= len(x)
+
+
+def write_tensorboard(checkpoint: Path, step: int, result: dict):
+    run_dir = checkpoint.resolve().parent.parent
+    if not (run_dir / "config.yaml").is_file():
+        return None  # a checkpoint outside its run directory
+    from torch.utils.tensorboard import SummaryWriter
+    with SummaryWriter(str(run_dir / "tb")) as writer:
+        for key in METRICS:
+            writer.add_scalar(f"eval/{key}", result[key], step)
+    return run_dir / "tb"
+
+
+@cli
+def main(argv=None):
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    method = ckpt = None
+    if args.checkpoint:
+        method, ckpt = load_method(args.checkpoint, args.device)
+        cfg = method.cfg
+    else:
+        cfg = load_config(args.config, args.overrides)
+    features = args.features or cfg.eval.features
+    extractor = build_extractor(features, device, args.download or cfg.eval.download)
+    start = time.monotonic()
+    dataset = build_dataset(cfg.data, cfg.seed)
+    reference = reference_stats(dataset, cfg.data, extractor, device, args.batch_size,
+                                Path(args.stats_dir) if args.stats_dir else None)
+    if args.real:
+        batches, samples = real_batches(cfg.data, args)
+    else:
+        batches = generated_batches(method, args.n or DEFAULT_N, args.batch_size, args.seed, not args.no_ema)
+        samples = f"{cfg.method} step {ckpt['step']} ({'raw' if args.no_ema else 'EMA'} weights)"
+    result = {"samples": samples, "reference": reference.name, "features": features,
+              **score(batches, extractor, reference, device, seed=args.seed),
+              "seconds": round(time.monotonic() - start, 1)}
+    if args.checkpoint:
+        result.update(checkpoint=str(args.checkpoint), step=ckpt["step"])
+    if args.checkpoint and not args.real:
+        tb = write_tensorboard(Path(args.checkpoint), ckpt["step"], result)
+        result["tensorboard"] = str(tb) if tb else None
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

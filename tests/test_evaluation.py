@@ -1,0 +1,203 @@
+"""Evaluation end to end, with no download: the project's classifier trains on a fixture, loads as a
+feature extractor of the stated size; reference statistics are the data's exact moments and are
+cached per data set and extractor; evaluate.py scores a checkpoint (and the real floor, which beats
+an 8-step GAN) to JSON and TensorBoard; the training loop's periodic evaluation leaves the run
+bitwise unchanged; missing Inception weights and bad extractor specs are one line each."""
+import json
+import math
+
+import pytest
+import torch
+
+import evaluate as evaluate_cli
+import train_classifier
+from common.checkpoint import load_checkpoint
+from common.errors import ConfigError, UserError
+from common.loop import train
+from common.metrics import reference as reference_module
+from common.metrics.evaluate import METRICS
+from common.metrics.features import INCEPTION_FILE, build_extractor, inception_weights_path
+from common.metrics.reference import image_batches, reference_stats
+from conftest import quick_config
+from data import build_dataset
+
+WIDTH = 4
+
+
+@pytest.fixture(scope="module")
+def classifier(fashion_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("classifier") / "fashion.pt"
+    fit(fashion_root, out, "ce")
+    return out
+
+
+def fit(fashion_root, out, loss):
+    train_classifier.main(["--data", "fashion_mnist", "--root", str(fashion_root), "--out", str(out),
+                           "--epochs", "10", "--width", str(WIDTH), "--batch-size", "32", "--lr", "0.05",
+                           "--loss", loss, "--device", "cpu"])
+    return torch.load(out, weights_only=True)["test_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(fashion_root, tmp_path_factory):
+    run = tmp_path_factory.mktemp("gan_run")
+    train(quick_config("gan_fashion.yaml", f"data.root={fashion_root}"), run)
+    return run / "checkpoints" / "last.pt"
+
+
+def images(n, size=28, seed=0):
+    return torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(seed))
+
+
+def test_classifier_learns_the_fixture_and_gives_features_of_the_stated_size(classifier):
+    ckpt = torch.load(classifier, weights_only=True)
+    assert ckpt["format"] == "genmodels-classifier" and ckpt["feature_dim"] == 8 * WIDTH
+    assert ckpt["test_accuracy"] > 0.9  # brightness encodes the label; chance is 0.1
+    extractor = build_extractor(f"classifier:{classifier}", "cpu")
+    assert extractor.num_features == 8 * WIDTH and not extractor.training
+    for size in (28, 32):  # 32 px samples are fitted to the classifier's 28 px
+        features, logits = extractor(images(5, size))
+        assert features.shape == (5, 8 * WIDTH) and logits.shape == (5, 10)
+    assert extractor.id == build_extractor(f"classifier:{classifier}", "cpu").id
+
+
+@pytest.mark.parametrize("loss", ["smooth_acc", "smooth_f1"])
+def test_classifier_trains_on_smoothed_accuracy_and_f1(fashion_root, tmp_path, loss):
+    assert fit(fashion_root, tmp_path / "c.pt", loss) > 0.3  # chance is 0.1
+
+
+def test_reference_statistics_are_the_datas_moments_and_are_cached(fashion_root, classifier, tmp_path,
+                                                                   monkeypatch):
+    cfg = quick_config("gan_fashion.yaml", f"data.root={fashion_root}").data
+    dataset = build_dataset(cfg)
+    extractor = build_extractor(f"classifier:{classifier}", "cpu")
+    ref = reference_stats(dataset, cfg, extractor, "cpu", 100, tmp_path)
+    with torch.no_grad():
+        features = torch.cat([extractor(x)[0] for x in image_batches(dataset, 64)]).double()
+    assert ref.n == len(dataset) == 256 and len(ref.features) == 256
+    assert torch.allclose(ref.feature_sum / ref.n, features.mean(0), rtol=1e-5, atol=1e-6)
+    centred = ref.outer_sum - ref.n * torch.outer(ref.feature_sum / ref.n, ref.feature_sum / ref.n)
+    assert torch.allclose(centred / (ref.n - 1), torch.cov(features.T), rtol=1e-4, atol=1e-5)
+    (entry,) = tmp_path.glob("*.pt")
+    assert entry.name.startswith("fashion_mnist-train-1x28x28-" + extractor.id)
+
+    def recompute(*args):
+        raise AssertionError("the cached statistics should have been used")
+    monkeypatch.setattr(reference_module, "compute_reference", recompute)
+    again = reference_stats(dataset, cfg, extractor, "cpu", 100, tmp_path)
+    assert torch.equal(again.outer_sum, ref.outer_sum) and torch.equal(again.features, ref.features)
+    monkeypatch.undo()
+    test_cfg = quick_config("gan_fashion.yaml", f"data.root={fashion_root}", "data.split=test").data
+    reference_stats(build_dataset(test_cfg), test_cfg, extractor, "cpu", 100, tmp_path)
+    assert len(list(tmp_path.glob("*.pt"))) == 2  # another data set, another entry
+
+
+def test_evaluate_cli_writes_every_metric_to_json_and_tensorboard(checkpoint, classifier, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    common = ["--checkpoint", str(checkpoint), "--features", f"classifier:{classifier}",
+              "--stats-dir", str(tmp_path / "stats"), "--batch-size", "32", "--device", "cpu"]
+    evaluate_cli.main(common + ["--n", "64", "--json", str(tmp_path / "gan.json")])
+    gan = json.loads((tmp_path / "gan.json").read_text())
+    assert all(math.isfinite(gan[k]) for k in METRICS)
+    assert gan["n"] == 64 and gan["n_ref"] == 256 and gan["step"] == 8 and gan["fid"] > 0
+    assert 0 <= gan["precision"] <= 1 and 0 <= gan["recall"] <= 1
+    events = EventAccumulator(str(checkpoint.parent.parent / "tb"))
+    events.Reload()
+    (point,) = events.Scalars("eval/fid")
+    assert point.step == 8 and point.value == pytest.approx(gan["fid"], rel=1e-5)
+    evaluate_cli.main(common + ["--real", "--json", str(tmp_path / "floor.json")])
+    floor = json.loads((tmp_path / "floor.json").read_text())
+    assert floor["n"] == 64 and floor["samples"] == "real fashion_mnist/test"
+    assert floor["fid"] < gan["fid"] and floor["precision"] > gan["precision"]
+
+
+def flat(ckpt):
+    out = {}
+
+    def walk(prefix, x):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(f"{prefix}.{i}", v)
+        else:
+            out[prefix] = x
+    walk("", {"state": ckpt["state"], "data": ckpt["data"], "rng": ckpt["rng"]})
+    return out
+
+
+def test_periodic_evaluation_logs_scores_and_leaves_the_run_unchanged(fashion_root, classifier, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setenv("GENMODELS_CACHE", str(tmp_path / "cache"))
+    base = ["train.steps=8", f"data.root={fashion_root}"]
+    train(quick_config("gan_fashion.yaml", *base), tmp_path / "plain")
+    evaluated = quick_config("gan_fashion.yaml", *base, "eval.every=4", "eval.n=40", "eval.batch_size=16",
+                             f"eval.features=classifier:{classifier}")
+    train(evaluated, tmp_path / "evaluated")
+    a = flat(load_checkpoint(tmp_path / "plain" / "checkpoints" / "last.pt"))
+    b = flat(load_checkpoint(tmp_path / "evaluated" / "checkpoints" / "last.pt"))
+    assert a.keys() == b.keys()
+    for key in a:  # weights, optimizer, EMA, data order and every RNG state
+        assert torch.equal(a[key], b[key]) if torch.is_tensor(a[key]) else a[key] == b[key], key
+    lines = [json.loads(l) for l in (tmp_path / "evaluated" / "metrics.jsonl").read_text().splitlines()]
+    evals = [l for l in lines if "eval/fid" in l]
+    assert [l["step"] for l in evals] == [4, 8]
+    assert all(math.isfinite(l[f"eval/{k}"]) for l in evals for k in METRICS)
+
+
+def test_missing_inception_weights_is_one_line_naming_where_to_put_them(checkpoint, tmp_path, monkeypatch,
+                                                                        capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty cache, as on an offline machine
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("no download may be attempted without --download")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    expected = tmp_path / "torch" / "hub" / "checkpoints" / INCEPTION_FILE
+    assert inception_weights_path() == expected
+    with pytest.raises(SystemExit) as e:
+        evaluate_cli.main(["--checkpoint", str(checkpoint), "--features", "inception", "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: Inception-v3 weights not found at") and str(expected) in err
+    assert "--download" in err and "https://" in err
+
+
+def test_inception_extractor_uses_weights_placed_at_the_documented_path(tmp_path, monkeypatch):
+    """With (random) weights in the documented file, `inception` gives 2048 pool features and the
+    1008 logits of the Inception Score, from grayscale images of any size."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torch.save({}, tmp_path / "empty.pth")
+    with monkeypatch.context() as m:
+        m.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        random_net = FeatureExtractorInceptionV3("x", ["2048"], str(tmp_path / "empty.pth"))
+    inception_weights_path().parent.mkdir(parents=True)
+    torch.save(random_net.state_dict(), inception_weights_path())
+    extractor = build_extractor("inception", "cpu")
+    with torch.no_grad():
+        features, logits = extractor(images(2, 28))
+    assert features.shape == (2, 2048) and logits.shape == (2, 1008) and extractor.num_features == 2048
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("incepton", "unknown feature extractor 'incepton': use 'inception' or 'classifier:PATH'"),
+    ("classifier:{tmp}/missing.pt", "missing.pt not found: train one with"),
+    ("classifier:{tmp}/garbage.pt", "is corrupt or not a PyTorch file"),
+    ("classifier:{ckpt}", "is not a classifier from scripts/train_classifier.py"),
+])
+def test_bad_extractors_are_one_line(spec, message, checkpoint, tmp_path):
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError) as e:
+        build_extractor(spec.format(tmp=tmp_path, ckpt=checkpoint), "cpu")
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_eval_config_is_checked():
+    cfg = quick_config("gan_fashion.yaml", "eval.every=100", "eval.features=classifier:c.pt")
+    assert cfg.eval.every == 100 and cfg.to_dict()["eval"]["features"] == "classifier:c.pt"
+    with pytest.raises(ConfigError, match="eval.features: must be 'inception' or 'classifier:PATH'"):
+        quick_config("gan_fashion.yaml", "eval.features=vgg")
+    with pytest.raises(ConfigError, match="unknown key 'eval.evry'; did you mean 'eval.every'"):
+        quick_config("gan_fashion.yaml", "eval.evry=5")
