@@ -107,8 +107,7 @@ def train(cfg: Config, run_dir, resume: bool = False) -> dict:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     dataset = build_dataset(cfg.data, cfg.seed)
-    if not resume:
-        cfg = get_method(cfg.method).resolve_config(cfg, dataset)
+    cfg = get_method(cfg.method).resolve_config(cfg, dataset)  # deterministic, so resumes agree
     method = build(cfg, device, dataset=dataset)
     t = cfg.train
     stream = build_stream(dataset, cfg.data, t.batch_size * method.batches_per_step, device, cfg.seed)

@@ -64,7 +64,8 @@ class Method:
     @classmethod
     def resolve_config(cls, cfg: Config, dataset) -> Config:
         """Fill values the config leaves to the data (e.g. σ_max: null → from the data set), so
-        that config.yaml and checkpoints hold the numbers actually used. Called on new runs only."""
+        that config.yaml and checkpoints hold the numbers actually used. Must be deterministic:
+        it runs again on resume (where the run's config already holds the values)."""
         return cfg
 
     def __init__(self, cfg: Config, info, device):

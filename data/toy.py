@@ -73,7 +73,17 @@ def spirals(n, g):
     return x + 0.05 * torch.randn(n, 2, generator=g, dtype=torch.float64)
 
 
-SAMPLERS = {"rings": rings, "checkerboard": checkerboard, "spirals": spirals}
+GAUSSIAN_MEAN = (0.5, -0.5)
+GAUSSIAN_COV = ((0.5, 0.3), (0.3, 0.4))
+
+
+def gaussian(n, g):
+    """A correlated 2-D Gaussian N(μ, Σ) with the constants above (a target with known moments)."""
+    chol = torch.linalg.cholesky(torch.tensor(GAUSSIAN_COV, dtype=torch.float64))
+    return torch.tensor(GAUSSIAN_MEAN, dtype=torch.float64) + torch.randn(n, 2, generator=g, dtype=torch.float64) @ chol.T
+
+
+SAMPLERS = {"rings": rings, "checkerboard": checkerboard, "spirals": spirals, "gaussian": gaussian}
 MIXTURES = {"8gaussians": eight_gaussians}
 
 

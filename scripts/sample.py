@@ -2,6 +2,9 @@
 
     python scripts/sample.py --checkpoint runs/x/checkpoints/last.pt --out grid.png [--n 64] [--seed 0]
     python scripts/sample.py --checkpoint ... --out interp.png --interpolate 8   # latent interpolation rows
+    python scripts/sample.py --checkpoint ... --out heun.png ncsn.sampler=heun ncsn.heun_steps=25
+
+Trailing key=value overrides change the checkpoint's config for sampling (e.g. the sampler).
 """
 import argparse
 
@@ -24,10 +27,10 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
 
 
-def load_method(path, device="auto"):
+def load_method(path, device="auto", overrides=()):
     """The method of a checkpoint, with its trained (and EMA) weights, ready to sample."""
     ckpt = load_checkpoint(path)
-    cfg = load_config(raw=ckpt["config"], overrides=[f"device={device}"])
+    cfg = load_config(raw=ckpt["config"], overrides=[*overrides, f"device={device}"])
     method = build(cfg, resolve_device(cfg.device), info=DataInfo.from_dict(ckpt["data_info"]))
     method.load_state_dict(ckpt["state"], weights_only=True)
     method.train(False)
@@ -51,10 +54,11 @@ def main(argv=None):
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
     p.add_argument("--interpolate", type=int, metavar="COLS", help="rows of COLS latent interpolations")
     p.add_argument("--device", default="auto")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. ncsn.sampler=heun")
     args = p.parse_args(argv)
     if args.n <= 0:
         raise ConfigError("--n must be positive")
-    method, ckpt = load_method(args.checkpoint, args.device)
+    method, ckpt = load_method(args.checkpoint, args.device, args.overrides)
     gen = torch.Generator(device=method.device).manual_seed(args.seed)
     latents, nrow = None, None
     if args.interpolate:

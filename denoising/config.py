@@ -1,0 +1,101 @@
+"""Config sections of the denoising methods: model:, optim: and dae: / ncsn: / ebm: / dde:."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from common.config import OptimConfig, require
+
+
+@dataclass
+class DenoiserModelConfig:
+    arch: Literal["unet", "ncsnv2", "mlp"] = "unet"
+    width: int = 64                          # U-Net base channels / NCSNv2 ngf / MLP width
+    mults: list[int] = (1, 2, 2)             # U-Net channel multiplier per resolution
+    blocks: int = 2                          # U-Net residual blocks per resolution
+    depth: int = 3                           # MLP hidden layers
+    sigma_conditional: Optional[bool] = None  # null: the architecture's default (NCSNv2 no, others yes)
+    scale_input: Optional[bool] = None       # EDM's c_in; null: the architecture's default (NCSNv2 no)
+
+    def check(self, path):
+        for key in ("width", "blocks", "depth"):
+            require(getattr(self, key) > 0, f"{path}.{key}: must be positive")
+        require(len(self.mults) > 0 and all(m > 0 for m in self.mults), f"{path}.mults: positive integers")
+        require(not (self.arch == "ncsnv2" and self.sigma_conditional),
+                f"{path}.sigma_conditional: NCSNv2 is unconditional (its output is scaled by 1/σ)")
+
+    @property
+    def conditional(self) -> bool:
+        return self.arch != "ncsnv2" if self.sigma_conditional is None else self.sigma_conditional
+
+    @property
+    def input_scaling(self) -> bool:
+        return self.arch != "ncsnv2" if self.scale_input is None else self.scale_input
+
+
+@dataclass
+class DenoiserOptimConfig(OptimConfig):
+    lr: float = 1e-4
+
+
+@dataclass
+class NoiseConfig:
+    """Noise levels, loss weighting and sampler of a denoising model (the dae:/ncsn:/ebm: section)."""
+    sigma_min: float = 0.01
+    sigma_max: Optional[float] = None         # null: largest pairwise distance in the data (NCSNv2 technique 1)
+    num_scales: Optional[int] = None          # null: from NCSNv2 technique 2 (1: a single-σ model)
+    sigma_sampling: Literal["discrete", "log_uniform"] = "discrete"  # levels of the ladder, or continuous
+    sigma_data: float = 0.5                   # data std for EDM's input scaling
+    weighting: Literal["score", "reconstruction"] = "score"
+    sampler: Literal["langevin", "heun"] = "langevin"
+    langevin_steps: int = 5                   # T per noise level
+    step_lr: Optional[float] = None           # ε; null: NCSNv2 technique 4
+    final_denoise: bool = True
+    heun_steps: int = 18                      # EDM levels: 2n − 1 network evaluations
+    rho: float = 7.0
+
+    def check(self, path):
+        require(self.sigma_min > 0, f"{path}.sigma_min: must be positive")
+        require(self.sigma_max is None or self.sigma_max > self.sigma_min,
+                f"{path}.sigma_max: must exceed sigma_min")
+        require(self.num_scales is None or self.num_scales >= 1, f"{path}.num_scales: must be >= 1")
+        require(not (self.num_scales == 1 and self.sampler == "heun"),
+                f"{path}.sampler: heun needs a range of noise levels; use num_scales > 1 or sampler: langevin")
+        require(self.langevin_steps > 0 and self.heun_steps > 1, f"{path}: sampler steps must be positive")
+
+
+@dataclass
+class DAEConfig(NoiseConfig):
+    weighting: Literal["score", "reconstruction"] = "reconstruction"
+    num_scales: Optional[int] = 10
+
+
+@dataclass
+class DDEModelConfig:
+    g_arch: Literal["dcgan", "mlp"] = "dcgan"
+    z_dim: int = 100
+    g_width: int = 64
+    g_depth: int = 3
+    arch: Literal["unet", "mlp"] = "unet"    # the two density networks
+    width: int = 64
+    mults: list[int] = (1, 2, 2)
+    blocks: int = 2
+    depth: int = 3
+
+
+@dataclass
+class DDEOptimConfig(OptimConfig):
+    betas: tuple[float, float] = (0.5, 0.999)
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4                        # both density estimators
+
+
+@dataclass
+class DDEConfig:
+    sigma: float = 0.1                        # the smoothing noise of both densities
+    sigma_data: float = 0.5
+    q_steps: int = 1                          # updates of the generator's density per generator update
+
+    def check(self, path):
+        require(self.sigma > 0, f"{path}.sigma: must be positive")
+        require(self.q_steps >= 1, f"{path}.q_steps: must be >= 1")

@@ -1,0 +1,109 @@
+"""`method: dde`: a generator trained through denoising density estimators (Bigdeli et al. 2020).
+
+Two scalar log-density networks at one noise level σ, each trained by DSM: log p̃ for the data and
+log q̃ for the generator's samples (here −E of an energy-parametrised Denoiser). The generator
+minimises KL(q̃‖p̃) = E[log q̃(x̃) − log p̃(x̃)], x̃ = G(z) + σε, whose reparametrised gradient is
+E[(∇ log q̃ − ∇ log p̃)(x̃) ∂x̃/∂θ]. The three updates share one backward pass, by the same
+stop-gradient construction as the one-loss GAN:
+
+    L = DSM_p(x) + DSM_q(sg(G(z))) + [KL(x̃) − KL(sg(x̃))]
+
+The bracket is zero and gives both density networks exactly zero gradient; G reaches L only through
+KL(x̃). One optimizer with a parameter group per network steps all three together.
+"""
+from __future__ import annotations
+
+import torch
+
+from common.config import require
+from common.method import Method
+from common.registry import register_method
+from gan.models import DCGANGenerator, MLPGenerator
+from .config import DDEConfig, DDEModelConfig, DDEOptimConfig
+from .denoiser import Denoiser
+from .losses import dsm_loss
+from .models import MLP, UNet
+
+
+@register_method("dde")
+class DDE(Method):
+    ModelConfig, OptimConfig, Config = DDEModelConfig, DDEOptimConfig, DDEConfig
+    networks = ("G", "p", "q")
+    ema_networks = ("G",)
+
+    @classmethod
+    def check_config(cls, cfg):
+        points = cfg.data.name == "toy"
+        m = cfg.model
+        require(points == (m.g_arch == "mlp") == (m.arch == "mlp"),
+                "model.g_arch / model.arch: use mlp for toy 2-D data, dcgan / unet for images")
+
+    def __init__(self, cfg, info, device):
+        super().__init__(cfg, info, device)
+        m, shape = cfg.model, info.shape
+        if m.g_arch == "mlp":
+            G = MLPGenerator(m.z_dim, shape[0], m.g_width, m.g_depth)
+            density = lambda: MLP(shape[0], m.width, m.depth, sigma_conditional=False)
+        else:
+            G = DCGANGenerator(m.z_dim, shape[-1], shape[0], m.g_width)
+            density = lambda: UNet(shape[0], m.width, tuple(m.mults), m.blocks, sigma_conditional=False)
+        self.G = self.add_network("G", G)
+        for name in ("p", "q"):
+            self.add_network(name, density())
+        o = cfg.optim
+        self.optimizers = {"all": self.adam({"G": o.lr_g, "p": o.lr_d, "q": o.lr_d})}
+
+    def density(self, name: str) -> Denoiser:
+        """The energy-parametrised denoiser of network p (data) or q (generator); log density = −E."""
+        return Denoiser(self.nets[name], "energy", self.cfg.dde.sigma_data)
+
+    def sample_latents(self, n, generator=None):
+        return torch.randn(n, self.cfg.model.z_dim, device=self.device, generator=generator)
+
+    def example_inputs(self, name, n):
+        if name == "G":
+            return (self.sample_latents(n),)
+        return (torch.randn(n, *self.info.shape, device=self.device), torch.full((n,), self.cfg.dde.sigma, device=self.device))
+
+    def training_step(self, batch):
+        sigma, opt = self.cfg.dde.sigma, self.optimizers["all"]
+        P, Q = self.density("p"), self.density("q")
+        for _ in range(self.cfg.dde.q_steps - 1):  # let q̃ catch up with the moving generator
+            with torch.no_grad(), self.autocast():
+                fakes = self.G(self.sample_latents(batch.shape[0]))
+            with self.autocast():
+                loss_q = dsm_loss(Q, fakes, sigma).mean()
+            opt.zero_grad(set_to_none=True)
+            loss_q.backward()
+            opt.step()
+        with self.autocast():
+            total, stats = self.objective(batch, P, Q, sigma)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.clip_gradients("G", "p", "q")
+        opt.step()
+        return stats
+
+    def objective(self, x, P, Q, sigma):
+        """L = DSM_p(x) + DSM_q(sg(G(z))) + [KL(x̃) − KL(sg(x̃))] and its terms (module docstring)."""
+        x_fake = self.G(self.sample_latents(x.shape[0]))
+        dsm_p = dsm_loss(P, x, sigma).mean()
+        dsm_q = dsm_loss(Q, x_fake.detach(), sigma).mean()
+        x_noisy = x_fake + sigma * torch.randn_like(x_fake)
+        kl = lambda y: (P.energy(y, sigma) - Q.energy(y, sigma)).mean()  # log q̃ − log p̃ + const
+        g_loss = kl(x_noisy)
+        bracket = g_loss - kl(x_noisy.detach())
+        stats = {"dsm_p": dsm_p.detach(), "dsm_q": dsm_q.detach(), "g_loss": g_loss.detach(),
+                 "bracket": bracket.detach()}
+        return dsm_p + dsm_q + bracket, stats
+
+    @torch.no_grad()
+    def sample(self, n, generator=None, ema=True, latents=None):
+        G = self.net("G", ema)
+        z = self.sample_latents(n, generator) if latents is None else latents.to(self.device)
+        was_training = G.training
+        G.eval()
+        try:
+            return torch.cat([G(chunk).float() for chunk in z.split(500)])
+        finally:
+            G.train(was_training)

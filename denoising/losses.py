@@ -1,0 +1,25 @@
+"""Denoising score matching (Vincent 2011), the one loss of every denoising method here."""
+from __future__ import annotations
+
+import torch
+
+from .denoiser import Denoiser, per_example
+
+
+def dsm_loss(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, weighting: str = "score") -> torch.Tensor:
+    """Per-example loss for x̃ = x + σε, ε ~ N(0, I):
+
+        score           ½‖σ s(x̃; σ) + ε‖²  = ½‖D(x̃; σ) − x‖²/σ²   NCSN's λ(σ) = σ² weighting
+        reconstruction  ½‖D(x̃; σ) − x‖²                           a plain denoising autoencoder
+
+    Both have their minimum at the optimal denoiser D*(x̃) = E[x | x̃], whose residual is the score
+    of the noised data. An energy model's score is −∇E, so its loss backpropagates twice.
+    """
+    s = per_example(sigma, x)
+    eps = torch.randn_like(x)
+    x_noisy = x + s * eps
+    residual = s * denoiser.score(x_noisy, s, create_graph=True) + eps  # = (D(x̃) − x)/σ
+    per = 0.5 * residual.float().pow(2).flatten(1).sum(1)
+    if weighting == "reconstruction":
+        per = per * s.flatten().float() ** 2
+    return per

@@ -1,0 +1,141 @@
+"""`method: dae | ncsn | ebm`: one denoiser, three parametrisations, one loss, two samplers.
+
+    dae   D = F(x̃, σ) trained to reconstruct x (its residual is the score), one σ or a ladder
+    ncsn  s = F(x̃)/σ, σ²-weighted DSM over NCSN's geometric ladder (Song & Ermon 2019, 2020)
+    ebm   s = −∇ₓE(x̃; σ), the same annealed DSM through double backprop (Li, Chen & Sommer 2019)
+
+Samples: annealed Langevin dynamics (NCSN) or Heun's method on the probability-flow ODE (EDM).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from common.config import require
+from common.method import Method
+from common.registry import register_method
+from data.base import to_unit_range
+from .config import DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig
+from .denoiser import Denoiser
+from .losses import dsm_loss
+from .models import MLP, NCSNv2, UNet
+from .samplers import annealed_langevin, heun
+from .schedule import (edm_sigmas, geometric_sigmas, max_pairwise_distance, ncsnv2_num_scales,
+                       ncsnv2_ratio, ncsnv2_step_size)
+
+
+def build_network(m: DenoiserModelConfig, shape) -> torch.nn.Module:
+    if m.arch == "mlp":
+        return MLP(shape[0], m.width, m.depth, m.conditional)
+    if m.arch == "ncsnv2":
+        return NCSNv2(shape[0], m.width, shape[-1])
+    return UNet(shape[0], m.width, tuple(m.mults), m.blocks, m.conditional)
+
+
+def data_dim(dataset) -> int:
+    return math.prod(dataset.info.shape)
+
+
+class DenoisingMethod(Method):
+    parametrization = "score"
+    ModelConfig, OptimConfig, Config = DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig
+    networks = ("net",)
+    ema_networks = ("net",)
+
+    @classmethod
+    def check_config(cls, cfg):
+        points = cfg.data.name == "toy"
+        require(points == (cfg.model.arch == "mlp"),
+                "model.arch: use mlp for toy 2-D data and unet/ncsnv2 for images")
+
+    @classmethod
+    def resolve_config(cls, cfg, dataset):
+        """NCSNv2's techniques fill σ_max (1), the number of levels (2) and the Langevin step (4)."""
+        n = cfg.section
+        sigma_max = n.sigma_max
+        if sigma_max is None:
+            data = dataset.data if hasattr(dataset, "data") else torch.stack([dataset[i][0] for i in range(min(len(dataset), 5000))])
+            sigma_max = round(max_pairwise_distance(to_unit_range(data)), 3)
+        num_scales = n.num_scales or ncsnv2_num_scales(sigma_max, n.sigma_min, data_dim(dataset))
+        step_lr = n.step_lr
+        if step_lr is None:
+            gamma = (sigma_max / n.sigma_min) ** (1 / max(num_scales - 1, 1)) if num_scales > 1 else ncsnv2_ratio(data_dim(dataset))
+            step_lr = float(f"{ncsnv2_step_size(n.sigma_min, gamma, n.langevin_steps):.4g}")
+        section = dataclasses.replace(n, sigma_max=sigma_max, num_scales=num_scales, step_lr=step_lr)
+        return dataclasses.replace(cfg, section=section)
+
+    def __init__(self, cfg, info, device):
+        super().__init__(cfg, info, device)
+        n = cfg.section
+        require(n.sigma_max is not None and n.num_scales is not None and n.step_lr is not None,
+                f"{cfg.method}: sigma_max, num_scales and step_lr must be resolved before building")
+        self.add_network("net", build_network(cfg.model, info.shape))
+        self.sigmas = geometric_sigmas(n.sigma_max, n.sigma_min, n.num_scales).to(self.device, torch.float32)
+        self.optimizers = {"net": self.adam({"net": cfg.optim.lr})}
+
+    def denoiser(self, ema: bool = False) -> Denoiser:
+        m, n = self.cfg.model, self.cfg.section
+        return Denoiser(self.net("net", ema), self.parametrization, n.sigma_data, m.input_scaling)
+
+    def draw_sigmas(self, n: int) -> torch.Tensor:
+        if self.cfg.section.sigma_sampling == "discrete" or len(self.sigmas) == 1:
+            return self.sigmas[torch.randint(len(self.sigmas), (n,), device=self.device)]
+        lo, hi = self.sigmas[-1].log(), self.sigmas[0].log()
+        return (lo + (hi - lo) * torch.rand(n, device=self.device)).exp()
+
+    def training_step(self, batch):
+        opt = self.optimizers["net"]
+        with self.autocast():
+            loss = dsm_loss(self.denoiser(), batch, self.draw_sigmas(batch.shape[0]),
+                            self.cfg.section.weighting).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.clip_gradients("net")
+        opt.step()
+        return {"dsm": loss.detach()}
+
+    def example_inputs(self, name, n):
+        x = torch.randn(n, *self.info.shape, device=self.device)
+        return (x, self.sigmas[0].expand(n))
+
+    def sample_latents(self, n, generator=None):
+        return torch.randn(n, *self.info.shape, device=self.device, generator=generator)
+
+    @torch.no_grad()
+    def sample(self, n, generator=None, ema=True, latents=None):
+        """Samples from σ_max·z with the config's sampler (langevin or heun)."""
+        cfg = self.cfg.section
+        z = self.sample_latents(n, generator) if latents is None else latents.to(self.device)
+        D = self.denoiser(ema)
+        was_training = D.net.training
+        D.net.eval()
+        try:
+            out = []
+            for chunk in z.split(1000):
+                x = chunk * self.sigmas[0]
+                if cfg.sampler == "heun":
+                    out.append(heun(D, x, edm_sigmas(cfg.heun_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho)))
+                else:
+                    out.append(annealed_langevin(D.score, x, self.sigmas, cfg.langevin_steps, cfg.step_lr,
+                                                 cfg.final_denoise, generator))
+            return torch.cat(out).float()
+        finally:
+            D.net.train(was_training)
+
+
+@register_method("dae")
+class DAE(DenoisingMethod):
+    parametrization = "direct"
+    Config = DAEConfig
+
+
+@register_method("ncsn")
+class NCSN(DenoisingMethod):
+    parametrization = "score"
+
+
+@register_method("ebm")
+class EBM(DenoisingMethod):
+    parametrization = "energy"

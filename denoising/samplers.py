@@ -1,0 +1,46 @@
+"""Samplers: pure functions of a score (or denoiser) function, an initial x and a noise schedule.
+
+    score_fn(x, sigma) -> s(x; σ)          denoise_fn(x, sigma) -> D(x; σ)
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _noise(x, generator):
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def langevin(score_fn, x, sigma: float, steps: int, step_size: float, generator=None):
+    """Unadjusted Langevin dynamics at one noise level: x ← x + (α/2) s(x; σ) + √α z."""
+    for _ in range(steps):
+        x = x + 0.5 * step_size * score_fn(x, sigma) + step_size ** 0.5 * _noise(x, generator)
+    return x
+
+
+def annealed_langevin(score_fn, x, sigmas, steps_per_level: int, step_lr: float, final_denoise: bool = True,
+                      generator=None):
+    """Annealed Langevin dynamics (Song & Ermon 2019, algorithm 1): T steps at each σ_i, from the
+    largest to the smallest, with step α_i = ε·σ_i²/σ_L²; then, as NCSNv2 recommends, one
+    denoising step x ← x + σ_L² s(x; σ_L) (= D(x; σ_L), Tweedie) to remove the last noise."""
+    sigmas = [float(s) for s in sigmas]
+    for sigma in sigmas:
+        x = langevin(score_fn, x, sigma, steps_per_level, step_lr * (sigma / sigmas[-1]) ** 2, generator)
+    if final_denoise:
+        x = x + sigmas[-1] ** 2 * score_fn(x, sigmas[-1])
+    return x
+
+
+def heun(denoise_fn, x, sigmas):
+    """Deterministic sampling of the probability-flow ODE dx/dσ = (x − D(x; σ))/σ with Heun's
+    2nd-order method (Karras et al. 2022, algorithm 1). `sigmas` decreases to a final 0 and x
+    starts at σ_0·N(0, I); n levels cost 2n − 1 network evaluations."""
+    sigmas = [float(s) for s in sigmas]
+    for s_cur, s_next in zip(sigmas[:-1], sigmas[1:]):
+        d = (x - denoise_fn(x, s_cur)) / s_cur
+        x_next = x + (s_next - s_cur) * d
+        if s_next > 0:  # second-order correction, skipped on the last step to σ = 0
+            d_next = (x_next - denoise_fn(x_next, s_next)) / s_next
+            x_next = x + (s_next - s_cur) * 0.5 * (d + d_next)
+        x = x_next
+    return x
