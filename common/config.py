@@ -196,6 +196,10 @@ class TrainConfig:
     keep_every: int = 0                # also keep checkpoints/step_XXXXXXX.pt every N steps (0: never)
     max_minutes: Optional[float] = None  # wall-time budget: checkpoint and stop when spent
     ema: Optional[float] = 0.999       # decay of the weights' exponential moving average (null: off)
+    # Fast paths (off: the fp32 eager baseline, numerically the same within float tolerance):
+    compile: bool = False              # torch.compile every network (forward and backward graphs)
+    cuda_graph: bool = False           # capture the whole step (fwd, bwd, optimizer, EMA) as one CUDA graph
+    channels_last: bool = False        # NHWC memory format for conv nets and image batches
 
     def check(self, path):
         for key in ("steps", "batch_size", "log_every", "sample_every", "n_samples", "ckpt_every"):
@@ -211,6 +215,7 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
     grad_clip: Optional[float] = None  # clip the global gradient norm of each network (null: off)
+    fused: bool = False                # fused (single-kernel) Adam instead of torch's default foreach one
 
 
 @dataclass
@@ -302,6 +307,9 @@ def build_config(raw: dict) -> Config:
         section=parse(spec.Config, raw.get(name), name),
     )
     spec.check_config(cfg)
+    require(not (cfg.train.compile and spec.needs_double_backward(cfg)),
+            f"train.compile: {name} differentiates through gradients here (energy scores, R1 or GP), "
+            f"which torch.compile does not support; set train.compile=false")
     return cfg
 
 

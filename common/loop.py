@@ -16,9 +16,11 @@ import torch
 from tqdm import tqdm
 
 from data import build_dataset, build_stream
+from . import distributed
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, save_config
 from .errors import ConfigError, UserError
+from .graphs import GraphedStep
 from .images import save_grid, to_grid
 from .logging import RunLogger
 from .registry import get_method
@@ -58,6 +60,16 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
+def check_fast_paths(cfg: Config, device: torch.device, ctx):
+    if cfg.train.cuda_graph and device.type != "cuda":
+        raise ConfigError("train.cuda_graph: CUDA graphs need a CUDA device; set train.cuda_graph=false")
+    if cfg.train.cuda_graph and ctx.enabled:
+        raise ConfigError("train.cuda_graph: not supported with several processes (DDP); "
+                          "set train.cuda_graph=false or train.compile=true instead")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+
+
 def prepare_run_dir(root, cfg: Config, resume: bool) -> RunDir:
     run = RunDir(Path(root))
     if resume and not run.last.is_file():
@@ -93,24 +105,34 @@ class Meter:
             self.total = self.total + values
         self.count += 1
 
-    def read(self) -> dict[str, float]:
+    def read(self, ctx=None) -> dict[str, float]:
+        """Means since the last read, averaged over ranks when distributed (one small all-reduce)."""
         if self.total is None:
             return {}
-        means = (self.total / self.count).tolist()
+        total = self.total if ctx is None else distributed.all_mean(self.total, ctx)
+        means = (total / self.count).tolist()
         self.total, self.count = None, 0
         return dict(zip(self.keys, means))
 
 
 def train(cfg: Config, run_dir, resume: bool = False) -> dict:
-    """Train `cfg` in `run_dir` (continuing its last checkpoint with `resume`); returns a summary."""
-    run = prepare_run_dir(run_dir, cfg, resume)
+    """Train `cfg` in `run_dir` (continuing its last checkpoint with `resume`); returns a summary.
+    Under torchrun every process runs this; rank 0 alone writes logs, grids and checkpoints."""
     device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
+    ctx = distributed.init(device.type)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    check_fast_paths(cfg, device, ctx)
+    run = prepare_run_dir(run_dir, cfg, resume)
+    seed_everything(cfg.seed)  # identical initial weights on every rank
     dataset = build_dataset(cfg.data, cfg.seed)
     cfg = get_method(cfg.method).resolve_config(cfg, dataset)  # deterministic, so resumes agree
     method = build(cfg, device, dataset=dataset)
     t = cfg.train
-    stream = build_stream(dataset, cfg.data, t.batch_size * method.batches_per_step, device, cfg.seed)
+    stream = build_stream(dataset, cfg.data, t.batch_size * method.batches_per_step, device, cfg.seed,
+                          ctx.rank, ctx.world)
+    if ctx.enabled:
+        seed_everything(cfg.seed + ctx.rank)  # but each rank its own noise
 
     step = 0
     if resume:
@@ -120,38 +142,54 @@ def train(cfg: Config, run_dir, resume: bool = False) -> dict:
                               f"'{cfg.method}': resume with the run's own config.yaml")
         method.load_state_dict(ckpt["state"])
         stream.load_state_dict(ckpt["data"])
-        set_rng_state(ckpt["rng"])
+        states = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        set_rng_state(states[ctx.rank % len(states)])  # exact when the number of ranks is unchanged
         step = int(ckpt["step"])
-    save_config(cfg, run.root / "config.yaml")
+    if ctx.enabled:
+        method.distribute(device)
+    if ctx.main:
+        save_config(cfg, run.root / "config.yaml")
 
     def checkpoint(at: int):
+        states = distributed.gather_objects(rng_state(), ctx)  # a collective: every rank calls it
+        if not ctx.main:
+            return
         payload = {"method": cfg.method, "config": cfg.to_dict(), "data_info": dataset.info.to_dict(),
                    "step": at, "state": method.state_dict(), "data": stream.state_dict(),
-                   "rng": rng_state()}
+                   "rng": states[0], **({"rng_ranks": states} if ctx.enabled else {})}
         save_checkpoint(run.last, payload)
         if t.keep_every and at % t.keep_every == 0:
             save_checkpoint(run.checkpoints / f"step_{at:07d}.pt", payload)
 
     def sample_grid(at: int):
+        if not ctx.main:
+            return
         gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # same noise every time
         samples = method.sample(t.n_samples, generator=gen)
         save_grid(samples, run.sample_path(at))
         logger.image("samples", at, to_grid(samples))
 
-    logger = RunLogger(run.root, start_step=step)
+    def train_step(x):
+        stats = method.training_step(x)
+        method.update_ema()
+        return stats
+
+    step_fn = GraphedStep(train_step) if t.cuda_graph else train_step
+    logger = RunLogger(run.root, start_step=step, enabled=ctx.main)
     evaluate = None
-    if cfg.eval.every:
+    if cfg.eval.every and ctx.main:
         from .metrics.evaluate import TrainingEvaluator  # torchmetrics is imported only when used
         evaluate = TrainingEvaluator(cfg, dataset, device)
     meter, last = Meter(), {}
     start_time = tick = time.monotonic()
     tick_step, saved_step, checked_step = step, step, step
-    images_per_step = t.batch_size * method.batches_per_step
-    bar = tqdm(total=t.steps, initial=step, dynamic_ncols=True, mininterval=1.0, desc=cfg.method)
+    images_per_step = t.batch_size * method.batches_per_step * ctx.world
+    bar = tqdm(total=t.steps, initial=step, dynamic_ncols=True, mininterval=1.0, desc=cfg.method,
+               disable=not ctx.main)
 
     def read_meter(at: int) -> dict:
         nonlocal checked_step
-        values = meter.read()
+        values = meter.read(ctx)
         bad = {k: v for k, v in values.items() if not np.isfinite(v)}
         if bad:
             raise Diverged(f"non-finite loss ({', '.join(f'{k}={v}' for k, v in bad.items())}) between "
@@ -160,16 +198,23 @@ def train(cfg: Config, run_dir, resume: bool = False) -> dict:
         checked_step = at
         return values
 
+    def out_of_time(at: int) -> bool:
+        if t.max_minutes is None or (ctx.enabled and at % t.log_every):
+            return False  # distributed: decided at log steps, by rank 0, for all
+        spent = time.monotonic() - start_time > 60 * t.max_minutes
+        return distributed.broadcast_flag(spent, ctx, device)
+
     method.train()
     try:
         while step < t.steps:
             x, _ = next(stream)
-            meter.add(method.training_step(x))
-            method.update_ema()
+            if t.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            meter.add(step_fn(x))
             step += 1
             bar.update(1)
-            out_of_time = t.max_minutes is not None and time.monotonic() - start_time > 60 * t.max_minutes
-            finishing = step == t.steps or out_of_time
+            stop = out_of_time(step)
+            finishing = step == t.steps or stop
             if step % t.log_every == 0 or finishing:
                 now = time.monotonic()
                 last = read_meter(step)
@@ -191,11 +236,12 @@ def train(cfg: Config, run_dir, resume: bool = False) -> dict:
                     read_meter(step)
                 checkpoint(step)
                 saved_step = step
-            if out_of_time:
+            if stop:
                 bar.write(f"wall-time budget of {t.max_minutes} min spent at step {step}; checkpoint saved")
                 break
     finally:
         bar.close()
         logger.close()
-    return {"step": step, "run_dir": str(run.root), "metrics": last,
+    distributed.barrier(ctx)
+    return {"step": step, "run_dir": str(run.root), "metrics": last, "main": ctx.main,
             "seconds": time.monotonic() - start_time}

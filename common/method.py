@@ -62,6 +62,11 @@ class Method:
         """Cross-section checks (raise ConfigError); sections are already type-checked."""
 
     @classmethod
+    def needs_double_backward(cls, cfg: Config) -> bool:
+        """Whether training differentiates through a gradient (energy scores, R1, GP)."""
+        return False
+
+    @classmethod
     def resolve_config(cls, cfg: Config, dataset) -> Config:
         """Fill values the config leaves to the data (e.g. σ_max: null → from the data set), so
         that config.yaml and checkpoints hold the numbers actually used. Must be deterministic:
@@ -73,14 +78,20 @@ class Method:
         self.nets = nn.ModuleDict()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.ema: dict[str, EMA] = {}
+        self.wrapped: dict[str, nn.Module] = {}  # DDP wrappers used for training forwards
 
     # -- building blocks for subclasses -------------------------------------------------------------
     def add_network(self, name: str, module: nn.Module) -> nn.Module:
         init = self.cfg.init.get(name)
         if init is not None:
             initialize(module, init)
-        self.nets[name] = module.to(self.device)
-        return self.nets[name]
+        module = module.to(self.device)
+        if self.cfg.train.channels_last:
+            module = module.to(memory_format=torch.channels_last)  # 4-D weights become NHWC
+        if self.cfg.train.compile:
+            module.compile()  # in place: parameters and state_dict keys are unchanged
+        self.nets[name] = module
+        return module
 
     def adam(self, groups: dict[str, float], names=None) -> torch.optim.Optimizer:
         """One Adam over the named networks, one parameter group each with its own learning rate
@@ -89,7 +100,11 @@ class Method:
         param_groups = [{"params": list(self.nets[n].parameters()), "lr": lr, "name": n}
                         for n, lr in groups.items()]
         cls = torch.optim.AdamW if o.weight_decay else torch.optim.Adam
-        return cls(param_groups, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        # A captured CUDA graph needs the optimizer's step counters on the device (capturable).
+        extra = {"fused": True} if o.fused else {}
+        if self.cfg.train.cuda_graph:
+            extra["capturable"] = True
+        return cls(param_groups, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay, **extra)
 
     def clip_gradients(self, *names):
         if self.cfg.optim.grad_clip is not None:
@@ -101,6 +116,18 @@ class Method:
         if self.cfg.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def module(self, name: str) -> nn.Module:
+        """The network to train through: its DistributedDataParallel wrapper when distributed (so
+        gradients are averaged across ranks in the backward pass), else the network itself."""
+        return self.wrapped.get(name, self.nets[name])
+
+    def distribute(self, device):
+        """Wrap every trained network in DDP (torchrun); call after loading any checkpoint."""
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ids = [device.index] if device.type == "cuda" else None
+        self.wrapped = {n: DDP(m, device_ids=ids) for n, m in self.nets.items()
+                        if any(p.requires_grad for p in m.parameters())}
 
     def net(self, name: str, ema: bool = True) -> nn.Module:
         """The network to sample with: its EMA copy when there is one and `ema` is asked for."""

@@ -32,6 +32,10 @@ class DDE(Method):
     ema_networks = ("G",)
 
     @classmethod
+    def needs_double_backward(cls, cfg):
+        return True  # both densities are trained through −∇E
+
+    @classmethod
     def check_config(cls, cfg):
         points = cfg.data.name == "toy"
         m = cfg.model
@@ -47,15 +51,17 @@ class DDE(Method):
         else:
             G = DCGANGenerator(m.z_dim, shape[-1], shape[0], m.g_width)
             density = lambda: UNet(shape[0], m.width, tuple(m.mults), m.blocks, sigma_conditional=False)
-        self.G = self.add_network("G", G)
+        self.add_network("G", G)
         for name in ("p", "q"):
             self.add_network(name, density())
         o = cfg.optim
         self.optimizers = {"all": self.adam({"G": o.lr_g, "p": o.lr_d, "q": o.lr_d})}
 
+    G = property(lambda self: self.module("G"))  # through DDP when distributed
+
     def density(self, name: str) -> Denoiser:
         """The energy-parametrised denoiser of network p (data) or q (generator); log density = −E."""
-        return Denoiser(self.nets[name], "energy", self.cfg.dde.sigma_data)
+        return Denoiser(self.module(name), "energy", self.cfg.dde.sigma_data)
 
     def sample_latents(self, n, generator=None):
         return torch.randn(n, self.cfg.model.z_dim, device=self.device, generator=generator)
@@ -70,7 +76,7 @@ class DDE(Method):
         P, Q = self.density("p"), self.density("q")
         for _ in range(self.cfg.dde.q_steps - 1):  # let q̃ catch up with the moving generator
             with torch.no_grad(), self.autocast():
-                fakes = self.G(self.sample_latents(batch.shape[0]))
+                fakes = self.nets["G"](self.sample_latents(batch.shape[0]))
             with self.autocast():
                 loss_q = dsm_loss(Q, fakes, sigma).mean()
             opt.zero_grad(set_to_none=True)

@@ -75,9 +75,11 @@ class DenoisingMethod(Method):
         self.sigmas = geometric_sigmas(n.sigma_max, n.sigma_min, n.num_scales).to(self.device, torch.float32)
         self.optimizers = {"net": self.adam({"net": cfg.optim.lr})}
 
-    def denoiser(self, ema: bool = False) -> Denoiser:
+    def denoiser(self, ema: bool = False, train: bool = False) -> Denoiser:
+        """The denoiser around the EMA network (`ema`), the DDP-wrapped one (`train`) or the raw one."""
         m, n = self.cfg.model, self.cfg.section
-        return Denoiser(self.net("net", ema), self.parametrization, n.sigma_data, m.input_scaling)
+        net = self.module("net") if train else self.net("net", ema)
+        return Denoiser(net, self.parametrization, n.sigma_data, m.input_scaling)
 
     def draw_sigmas(self, n: int) -> torch.Tensor:
         if self.cfg.section.sigma_sampling == "discrete" or len(self.sigmas) == 1:
@@ -88,7 +90,7 @@ class DenoisingMethod(Method):
     def training_step(self, batch):
         opt = self.optimizers["net"]
         with self.autocast():
-            loss = dsm_loss(self.denoiser(), batch, self.draw_sigmas(batch.shape[0]),
+            loss = dsm_loss(self.denoiser(train=True), batch, self.draw_sigmas(batch.shape[0]),
                             self.cfg.section.weighting).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -119,7 +121,7 @@ class DenoisingMethod(Method):
                     out.append(heun(D, x, edm_sigmas(cfg.heun_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho)))
                 else:
                     out.append(annealed_langevin(D.score, x, self.sigmas, cfg.langevin_steps, cfg.step_lr,
-                                                 cfg.final_denoise, generator))
+                                                 cfg.final_denoise, generator, self.cfg.train.cuda_graph))
             return torch.cat(out).float()
         finally:
             D.net.train(was_training)
@@ -139,3 +141,7 @@ class NCSN(DenoisingMethod):
 @register_method("ebm")
 class EBM(DenoisingMethod):
     parametrization = "energy"
+
+    @classmethod
+    def needs_double_backward(cls, cfg):
+        return True

@@ -14,18 +14,34 @@ def _noise(x, generator):
 def langevin(score_fn, x, sigma: float, steps: int, step_size: float, generator=None):
     """Unadjusted Langevin dynamics at one noise level: x ← x + (α/2) s(x; σ) + √α z."""
     for _ in range(steps):
-        x = x + 0.5 * step_size * score_fn(x, sigma) + step_size ** 0.5 * _noise(x, generator)
+        x = langevin_step(score_fn, x, sigma, step_size, generator)
     return x
 
 
+def langevin_step(score_fn, x, sigma, step_size, generator=None):
+    return x + 0.5 * step_size * score_fn(x, sigma) + step_size ** 0.5 * _noise(x, generator)
+
+
 def annealed_langevin(score_fn, x, sigmas, steps_per_level: int, step_lr: float, final_denoise: bool = True,
-                      generator=None):
+                      generator=None, cuda_graph: bool = False):
     """Annealed Langevin dynamics (Song & Ermon 2019, algorithm 1): T steps at each σ_i, from the
     largest to the smallest, with step α_i = ε·σ_i²/σ_L²; then, as NCSNv2 recommends, one
-    denoising step x ← x + σ_L² s(x; σ_L) (= D(x; σ_L), Tweedie) to remove the last noise."""
+    denoising step x ← x + σ_L² s(x; σ_L) (= D(x; σ_L), Tweedie) to remove the last noise.
+    With cuda_graph, the thousands of identical steps replay one captured step (σ and α as
+    device scalars) instead of launching every kernel again."""
     sigmas = [float(s) for s in sigmas]
-    for sigma in sigmas:
-        x = langevin(score_fn, x, sigma, steps_per_level, step_lr * (sigma / sigmas[-1]) ** 2, generator)
+    if cuda_graph and x.is_cuda:
+        from common.graphs import GraphedInPlace
+        sigma_t, alpha_t = x.new_tensor(sigmas[0]), x.new_tensor(step_lr)
+        step = GraphedInPlace(lambda y, s, a: langevin_step(score_fn, y, s, a, generator),
+                              x.clone(), sigma_t, alpha_t, generator=generator)
+        for sigma in sigmas:
+            for _ in range(steps_per_level):
+                x = step(sigma, step_lr * (sigma / sigmas[-1]) ** 2)
+        x = x.clone()
+    else:
+        for sigma in sigmas:
+            x = langevin(score_fn, x, sigma, steps_per_level, step_lr * (sigma / sigmas[-1]) ** 2, generator)
     if final_denoise:
         x = x + sigmas[-1] ** 2 * score_fn(x, sigmas[-1])
     return x

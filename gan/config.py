@@ -42,7 +42,7 @@ class GANOptimConfig(OptimConfig):
 
 @dataclass
 class GANConfig:
-    step: Literal["one_loss", "alternating"] = "one_loss"
+    step: Literal["one_loss", "one_loss_fused", "alternating"] = "one_loss"  # one_loss_fused: gan/fused.py
     loss: Literal["hinge", "logistic", "wasserstein", "smooth_hinge"] = "logistic"
     temperature: float = 1.0               # K of smooth_hinge (K → ∞: hinge) and of the smoothed accuracies
     n_critic: int = 1                      # critic updates per generator update

@@ -31,6 +31,10 @@ class Logistic:
     def g_loss(self, fake):
         return F.softplus(-fake).mean()
 
+    def fused_ratio(self, fake):
+        """(∂g_loss/∂f)/(∂d_loss/∂f) per sample = −σ(−f)/σ(f) = −exp(−f) (gan/steps.py)."""
+        return -torch.exp(-fake)
+
 
 class Wasserstein:
     """Arjovsky et al. 2017: d = E[D(G(z))] − E[D(x)], g = −E[D(G(z))] (pair with gp)."""
@@ -40,6 +44,10 @@ class Wasserstein:
 
     def g_loss(self, fake):
         return -fake.mean()
+
+    def fused_ratio(self, fake):
+        """(∂g_loss/∂f)/(∂d_loss/∂f) = −1: the generator's gradient is the critic's, reversed."""
+        return -torch.ones_like(fake)
 
 
 class SmoothHinge:

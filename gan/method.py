@@ -10,7 +10,7 @@ from .config import GANConfig, GANModelConfig, GANOptimConfig
 from .losses import LOSSES
 from .models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator,
                      ResNetDiscriminator, ResNetGenerator)
-from .steps import critic_objective, one_loss_objective
+from .steps import critic_objective, fused_one_loss_objective, one_loss_objective
 
 
 def build_networks(m: GANModelConfig, info):
@@ -37,23 +37,39 @@ class GAN(Method):
         points = cfg.data.name == "toy"
         require(points == (cfg.model.arch == "mlp"),
                 "model.arch: use mlp for toy 2-D data and dcgan/resnet for images")
+        if cfg.gan.step == "one_loss_fused":
+            require(hasattr(LOSSES[cfg.gan.loss], "fused_ratio"),
+                    f"gan.step: one_loss_fused is exact only for losses whose critic derivative never "
+                    f"vanishes (wasserstein, logistic), not {cfg.gan.loss}; use gan.step=one_loss")
+            require(not cfg.model.critic_batchnorm,
+                    "gan.step: one_loss_fused needs a critic that treats samples independently; "
+                    "set model.d_batchnorm=false or use gan.step=one_loss")
         if cfg.model.arch == "resnet":
             require(cfg.data.image_size in (32, 64),
                     "data.image_size: the SNGAN ResNets are defined for 32 and 64 px; set 32 or 64")
 
+    @classmethod
+    def needs_double_backward(cls, cfg):
+        return cfg.gan.reg != "none"
+
     def __init__(self, cfg, info, device):
         super().__init__(cfg, info, device)
         G, D = build_networks(cfg.model, info)
-        self.G, self.D = self.add_network("G", G), self.add_network("D", D)
+        self.add_network("G", G)
+        self.add_network("D", D)
         smoothing = {"temperature": cfg.gan.temperature} if cfg.gan.loss == "smooth_hinge" else {}
         self.loss = LOSSES[cfg.gan.loss](**smoothing)
         self.batches_per_step = cfg.gan.n_critic
         o = cfg.optim
-        if cfg.gan.step == "one_loss":
+        if cfg.gan.step != "alternating":
             # TTUR = per-group learning rates in one optimizer, stepped once for both players.
             self.optimizers = {"GD": self.adam({"G": o.lr_g, "D": o.lr_d})}
         else:
             self.optimizers = {"G": self.adam({"G": o.lr_g}), "D": self.adam({"D": o.lr_d})}
+
+    # Training forwards go through the DDP wrappers when distributed (Method.module).
+    G = property(lambda self: self.module("G"))
+    D = property(lambda self: self.module("D"))
 
     def sample_latents(self, n, generator=None):
         return torch.randn(n, self.cfg.model.z_dim, device=self.device, generator=generator)
@@ -63,15 +79,15 @@ class GAN(Method):
 
     def training_step(self, batch):
         reals = batch.chunk(self.batches_per_step)
-        if self.cfg.gan.step == "one_loss":
-            return self._one_loss_step(reals)
-        return self._alternating_step(reals)
+        if self.cfg.gan.step == "alternating":
+            return self._alternating_step(reals)
+        return self._one_loss_step(reals)
 
     def _critic_only(self, opt, x_real):
         """A critic update with G frozen (the extra n_critic − 1 steps)."""
         g = self.cfg.gan
         with torch.no_grad(), self.autocast():
-            x_fake = self.G(self.sample_latents(x_real.shape[0]))
+            x_fake = self.nets["G"](self.sample_latents(x_real.shape[0]))
         with self.autocast():
             d_total, _, stats = critic_objective(self.D, self.loss, x_real, x_fake, g.reg, g.reg_weight)
         opt.zero_grad(set_to_none=True)
@@ -85,9 +101,10 @@ class GAN(Method):
         for x_real in reals[:-1]:
             self._critic_only(opt, x_real)
         x_real = reals[-1]
+        objective = fused_one_loss_objective if g.step == "one_loss_fused" else one_loss_objective
         with self.autocast():
-            total, stats = one_loss_objective(self.G, self.D, self.loss, x_real,
-                                              self.sample_latents(x_real.shape[0]), g.reg, g.reg_weight)
+            total, stats = objective(self.G, self.D, self.loss, x_real, self.sample_latents(x_real.shape[0]),
+                                     g.reg, g.reg_weight)
         opt.zero_grad(set_to_none=True)
         total.backward()
         self.clip_gradients("G", "D")
@@ -106,15 +123,16 @@ class GAN(Method):
         d_total.backward()
         self.clip_gradients("D")
         opt_d.step()
-        # Generator step on the same fakes; D's weight gradients are not needed, so skip them.
-        self.D.requires_grad_(False)
+        # Generator step on the same fakes; D's weight gradients are not needed, so skip them
+        # (and call D itself, not its DDP wrapper: there is nothing of D's to synchronise).
+        D = self.nets["D"].requires_grad_(False)
         try:
             with self.autocast():
-                g_loss = self.loss.g_loss(self.D(x_fake))
+                g_loss = self.loss.g_loss(D(x_fake))
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
         finally:
-            self.D.requires_grad_(True)
+            D.requires_grad_(True)
         self.clip_gradients("G")
         opt_g.step()
         stats["g_loss"] = g_loss.detach()

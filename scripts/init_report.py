@@ -23,7 +23,7 @@ def main(argv=None):
     p.add_argument("--config", required=True)
     p.add_argument("--shape", help="data shape, e.g. 1,32,32 (default: from data.image_size)")
     p.add_argument("overrides", nargs="*")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     cfg = load_config(args.config, [*args.overrides, "device=cpu"])
     if args.shape:
         shape = tuple(int(s) for s in args.shape.split(","))

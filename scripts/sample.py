@@ -55,7 +55,7 @@ def main(argv=None):
     p.add_argument("--interpolate", type=int, metavar="COLS", help="rows of COLS latent interpolations")
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. ncsn.sampler=heun")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     if args.n <= 0:
         raise ConfigError("--n must be positive")
     method, ckpt = load_method(args.checkpoint, args.device, args.overrides)

@@ -19,7 +19,7 @@ def parse_args(argv=None):
     p.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run dir's checkpoints/last.pt")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr_d=4e-4 train.steps=1000")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)
 
 
 @cli
@@ -34,6 +34,8 @@ def main(argv=None):
         raw = read_yaml(args.config)
     cfg = load_config(raw=raw, overrides=args.overrides)
     summary = train(cfg, run_dir, resume=args.resume)
+    if not summary["main"]:
+        return
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in summary["metrics"].items())
     print(f"done: step {summary['step']} in {summary['seconds']:.0f}s, {metrics}; run dir {run_dir}")
 

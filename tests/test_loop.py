@@ -49,7 +49,7 @@ def flat_state(run_dir):
                 walk(f"{prefix}.{i}", v)
         else:
             out[prefix] = x
-    walk("", {"state": ckpt["state"], "data": ckpt["data"], "rng": ckpt["rng"]})
+    walk("", {"state": ckpt["state"], "data": ckpt["data"], "rng": ckpt["rng"], "rng_ranks": ckpt.get("rng_ranks", [])})
     return ckpt["step"], out
 
 

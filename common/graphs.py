@@ -1,0 +1,69 @@
+"""CUDA-graph capture of fixed-shape work (torch.cuda.graph). A training step at small batch is
+launch-bound: hundreds of small kernels, each costing more to launch than to run. Captured once, the
+whole step (forward, backward, optimizer step, EMA update) replays as one graph launch.
+
+Requirements the callers meet: fixed shapes, no host syncs inside the step, optimizers built with
+capturable=True, randomness from the device's generator (or generators registered with the graph).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _warm_up(fn, *args, iters: int = 3):
+    """Run on a side stream first, as capture requires (lazy inits, cuDNN autotuning, allocations)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(iters):
+            out = fn(*args)
+    torch.cuda.current_stream().wait_stream(side)
+    return out
+
+
+class GraphedStep:
+    """step(x) -> stats, replayed as one CUDA graph. The first `warmup` calls run eagerly (they are
+    real training steps), the next one is captured, then every call copies the batch into the static
+    input and replays. Returned stats are the graph's static outputs: read or copy them before the
+    next call."""
+
+    def __init__(self, step, warmup: int = 3):
+        self.step, self.warmup, self.calls = step, warmup, 0
+        self.graph = self.static_x = self.static_out = None
+
+    def __call__(self, x: torch.Tensor):
+        if self.graph is None and self.calls < self.warmup:
+            self.calls += 1
+            return _warm_up(self.step, x, iters=1)
+        if self.graph is None:
+            self.static_x = x.clone()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.static_out = self.step(self.static_x)
+        else:
+            self.static_x.copy_(x)
+        self.graph.replay()
+        return self.static_out
+
+
+class GraphedInPlace:
+    """x ← fn(x, *params) in place as one captured graph; params are 0-dim device tensors that the
+    caller fills before each replay (e.g. σ and the step size of a Langevin step)."""
+
+    def __init__(self, fn, x: torch.Tensor, *params: torch.Tensor, generator=None):
+        self.x, self.params = x, params
+        step = lambda: self.x.copy_(fn(self.x, *self.params))
+        snapshot = x.clone()
+        _warm_up(step)
+        self.x.copy_(snapshot)  # warm-up steps must not count
+        self.graph = torch.cuda.CUDAGraph()
+        if generator is not None:
+            self.graph.register_generator_state(generator)
+        with torch.cuda.graph(self.graph):
+            step()
+
+    def __call__(self, *values):
+        for p, v in zip(self.params, values):
+            p.fill_(v)
+        self.graph.replay()
+        return self.x
