@@ -75,24 +75,32 @@ def save_checkpoint(path, payload: dict):
         raise
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load and validate; any problem is one CheckpointError line naming the file and the fix."""
+def load_tagged(path, fmt: str, version: int, what: str, missing: str, foreign: str,
+                map_location="cpu") -> dict:
+    """torch.load(weights_only=True) of a file save_checkpoint wrote with header `fmt`; any problem
+    is one CheckpointError line. `what` names the kind of file; `missing` and `foreign` say what to
+    do when it is absent or not of that kind."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found: pass a checkpoints/*.pt file of a run")
+        raise CheckpointError(f"{what} {path} not found: {missing}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError,
             OSError, AttributeError, TypeError) as e:
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch file ({first}): use "
-                              f"another checkpoint (checkpoints/step_*.pt) or start a new run") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a checkpoint written by this project (no "
-                              f"'{FORMAT}' header): pass a run's checkpoints/last.pt")
-    if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {ckpt.get('version')}, this code reads "
-                              f"version {VERSION}: use the matching code revision")
+        raise CheckpointError(f"{what} {path} is corrupt or not a PyTorch file ({first}): {foreign}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        raise CheckpointError(f"{path} is not a {what} written by this project (no '{fmt}' header): {foreign}")
+    if ckpt.get("version") != version:
+        raise CheckpointError(f"{path} has {what} version {ckpt.get('version')}, this code reads "
+                              f"version {version}: {foreign}")
+    return ckpt
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """A training checkpoint, validated; any problem is one CheckpointError line."""
+    ckpt = load_tagged(path, FORMAT, VERSION, "checkpoint", "pass a checkpoints/*.pt file of a run",
+                       "use another checkpoint (checkpoints/step_*.pt) or start a new run", map_location)
     for key in ("config", "step", "method", "data_info"):
         if key not in ckpt:
             raise CheckpointError(f"{path} is incomplete (no '{key}'): use another checkpoint")

@@ -46,24 +46,36 @@ class GraphedStep:
         return self.static_out
 
 
+class Graphed:
+    """fn() over fixed tensors, captured once (after a side-stream warm-up that runs it for real)
+    and replayed by each call; returns fn's static output. Generators other than the device's
+    default one must be registered."""
+
+    def __init__(self, fn, generator=None, warmup: int = 3):
+        self.fn = fn
+        _warm_up(fn, iters=warmup)
+        self.graph = torch.cuda.CUDAGraph()
+        if generator is not None:
+            self.graph.register_generator_state(generator)
+        with torch.cuda.graph(self.graph):
+            self.out = fn()
+
+    def __call__(self):
+        self.graph.replay()
+        return self.out
+
+
 class GraphedInPlace:
     """x ← fn(x, *params) in place as one captured graph; params are 0-dim device tensors that the
     caller fills before each replay (e.g. σ and the step size of a Langevin step)."""
 
     def __init__(self, fn, x: torch.Tensor, *params: torch.Tensor, generator=None):
         self.x, self.params = x, params
-        step = lambda: self.x.copy_(fn(self.x, *self.params))
         snapshot = x.clone()
-        _warm_up(step)
-        self.x.copy_(snapshot)  # warm-up steps must not count
-        self.graph = torch.cuda.CUDAGraph()
-        if generator is not None:
-            self.graph.register_generator_state(generator)
-        with torch.cuda.graph(self.graph):
-            step()
+        self.graphed = Graphed(lambda: self.x.copy_(fn(self.x, *self.params)), generator)
+        self.x.copy_(snapshot)  # the warm-up steps must not count
 
     def __call__(self, *values):
         for p, v in zip(self.params, values):
             p.fill_(v)
-        self.graph.replay()
-        return self.x
+        return self.graphed()

@@ -114,7 +114,9 @@ class Method:
     def autocast(self):
         """bf16 autocast for forward passes when precision: bf16 (backward stays outside)."""
         if self.cfg.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+            # Autocast's cache of cast weights must be off when the step is captured as a CUDA graph.
+            return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                  cache_enabled=not self.cfg.train.cuda_graph)
         return contextlib.nullcontext()
 
     def module(self, name: str) -> nn.Module:

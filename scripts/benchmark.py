@@ -24,7 +24,7 @@ import torch
 
 from common.config import DataConfig, load_config
 from common.errors import cli
-from common.graphs import GraphedInPlace, GraphedStep
+from common.graphs import Graphed, GraphedStep
 from common.loop import build
 from data import DataInfo, TensorData, build_stream
 from denoising.samplers import annealed_langevin, heun
@@ -154,8 +154,7 @@ def sampling_rows(device, args):
                 return D.score(x, sigma)
 
         if cfg.train.cuda_graph:
-            graphed = GraphedInPlace(lambda y, s: D.score(y, s).to(y.dtype), x.clone(), sigma.clone())
-            evaluate = lambda: graphed(1.0)  # noqa: E731
+            evaluate = Graphed(evaluate)
         ms = median_ms(evaluate, device, args.warmup, args.repeats)
         rows.append({"row": f"sampling/ncsnv2_32/nfe_b{n}", "variant": variant, "ms": ms,
                      "nfe_per_s": 1e3 / ms, "images_nfe_per_s": n * 1e3 / ms, "peak_mib": peak_mib(device)})

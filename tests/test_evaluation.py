@@ -113,19 +113,8 @@ def test_evaluate_cli_writes_every_metric_to_json_and_tensorboard(checkpoint, cl
 
 
 def flat(ckpt):
-    out = {}
-
-    def walk(prefix, x):
-        if isinstance(x, dict):
-            for k, v in x.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(x, (list, tuple)):
-            for i, v in enumerate(x):
-                walk(f"{prefix}.{i}", v)
-        else:
-            out[prefix] = x
-    walk("", {"state": ckpt["state"], "data": ckpt["data"], "rng": ckpt["rng"]})
-    return out
+    from test_loop import flat_tree
+    return flat_tree(ckpt)
 
 
 def test_periodic_evaluation_logs_scores_and_leaves_the_run_unchanged(fashion_root, classifier, tmp_path,
@@ -185,7 +174,7 @@ def test_inception_extractor_uses_weights_placed_at_the_documented_path(tmp_path
     ("incepton", "unknown feature extractor 'incepton': use 'inception' or 'classifier:PATH'"),
     ("classifier:{tmp}/missing.pt", "missing.pt not found: train one with"),
     ("classifier:{tmp}/garbage.pt", "is corrupt or not a PyTorch file"),
-    ("classifier:{ckpt}", "is not a classifier from scripts/train_classifier.py"),
+    ("classifier:{ckpt}", "is not a classifier written by this project"),
 ])
 def test_bad_extractors_are_one_line(spec, message, checkpoint, tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")

@@ -36,8 +36,8 @@ def test_run_directory_layout(fashion_root, tmp_path):
     assert ckpt["step"] == 8 and "G" in ckpt["state"]["ema"]
 
 
-def flat_state(run_dir):
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+def flat_tree(ckpt) -> dict:
+    """Every tensor and value a checkpoint holds for resuming, keyed by its path."""
     out = {}
 
     def walk(prefix, x):
@@ -49,8 +49,14 @@ def flat_state(run_dir):
                 walk(f"{prefix}.{i}", v)
         else:
             out[prefix] = x
-    walk("", {"state": ckpt["state"], "data": ckpt["data"], "rng": ckpt["rng"], "rng_ranks": ckpt.get("rng_ranks", [])})
-    return ckpt["step"], out
+    walk("", {"state": ckpt["state"], "data": ckpt["data"], "rng": ckpt["rng"],
+              "rng_ranks": ckpt.get("rng_ranks", [])})
+    return out
+
+
+def flat_state(run_dir):
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    return ckpt["step"], flat_tree(ckpt)
 
 
 @pytest.mark.parametrize("variant", [

@@ -7,14 +7,10 @@ pooled vector (8·width numbers) is the feature vector, the linear layer on top 
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from common.checkpoint import save_checkpoint
+from common.checkpoint import load_tagged, save_checkpoint
 from common.errors import CheckpointError
 
 FORMAT = "genmodels-classifier"  # distinct from training checkpoints ("genmodels-checkpoint")
@@ -69,23 +65,9 @@ def save_classifier(path, model: Classifier, arch: dict, image_shape, data: str,
 
 def load_classifier(path, device="cpu") -> tuple[Classifier, dict]:
     """(classifier in eval mode, its checkpoint); every problem is one CheckpointError line."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"classifier {path} not found: train one with `python "
-                              f"scripts/train_classifier.py --data fashion_mnist --out {path}`")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError,
-            OSError, AttributeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"classifier {path} is corrupt or not a PyTorch file ({first}): "
-                              f"train it again with scripts/train_classifier.py") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a classifier from scripts/train_classifier.py (no "
-                              f"'{FORMAT}' header): pass classifier:<its --out file>")
-    if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"{path} has classifier version {ckpt.get('version')}, this code reads "
-                              f"version {VERSION}: train it again")
+    ckpt = load_tagged(path, FORMAT, VERSION, "classifier",
+                       f"train one with `python scripts/train_classifier.py --data fashion_mnist --out {path}`",
+                       "train it with scripts/train_classifier.py and pass classifier:<its --out file>")
     try:
         model = Classifier(**ckpt["arch"])
         model.load_state_dict(ckpt["state"])
