@@ -38,6 +38,14 @@ def data_dim(dataset) -> int:
     return math.prod(dataset.info.shape)
 
 
+def data_sample(dataset, n: int = 5000, seed: int = 0) -> torch.Tensor:
+    """Up to n random examples (fixed by the seed) as floats in [−1, 1], from any data set."""
+    idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    if hasattr(dataset, "data"):  # in memory
+        return to_unit_range(dataset.data[idx])
+    return to_unit_range(torch.stack([torch.as_tensor(dataset[i][0]) for i in idx.tolist()]))
+
+
 class DenoisingMethod(Method):
     parametrization = "score"
     ModelConfig, OptimConfig, Config = DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig
@@ -53,15 +61,14 @@ class DenoisingMethod(Method):
     @classmethod
     def resolve_config(cls, cfg, dataset):
         """NCSNv2's techniques fill σ_max (1), the number of levels (2) and the Langevin step (4)."""
-        n = cfg.section
+        n, dim = cfg.section, data_dim(dataset)
         sigma_max = n.sigma_max
         if sigma_max is None:
-            data = dataset.data if hasattr(dataset, "data") else torch.stack([dataset[i][0] for i in range(min(len(dataset), 5000))])
-            sigma_max = round(max_pairwise_distance(to_unit_range(data)), 3)
-        num_scales = n.num_scales or ncsnv2_num_scales(sigma_max, n.sigma_min, data_dim(dataset))
+            sigma_max = round(max_pairwise_distance(data_sample(dataset)), 3)
+        num_scales = n.num_scales or ncsnv2_num_scales(sigma_max, n.sigma_min, dim)
         step_lr = n.step_lr
-        if step_lr is None:
-            gamma = (sigma_max / n.sigma_min) ** (1 / max(num_scales - 1, 1)) if num_scales > 1 else ncsnv2_ratio(data_dim(dataset))
+        if step_lr is None:  # γ of the actual ladder (technique 2's when there is a single level)
+            gamma = (sigma_max / n.sigma_min) ** (1 / (num_scales - 1)) if num_scales > 1 else ncsnv2_ratio(dim)
             step_lr = float(f"{ncsnv2_step_size(n.sigma_min, gamma, n.langevin_steps):.4g}")
         section = dataclasses.replace(n, sigma_max=sigma_max, num_scales=num_scales, step_lr=step_lr)
         return dataclasses.replace(cfg, section=section)
