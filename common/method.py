@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .config import Config, OptimConfig
+from .config import Config, OptimConfig, require
 from .init import initialize
 
 
@@ -44,6 +44,14 @@ class EMA(AveragedModel):
         if floats:
             self.multi_avg_fn(floats, sources, None)
         self.n_averaged += 1
+
+
+def require_arch_fits_data(cfg: Config, **archs: tuple[str, str]):
+    """Toy 2-D data takes MLPs and images take conv nets: model.<key> = (arch, its image choices)."""
+    points = cfg.data.name == "toy"
+    for key, (arch, image_archs) in archs.items():
+        require(points == (arch == "mlp"),
+                f"model.{key}: use mlp for toy 2-D data and {image_archs} for images")
 
 
 class Method:

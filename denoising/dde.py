@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from common.config import require
-from common.method import Method
+from common.method import Method, require_arch_fits_data
 from common.registry import register_method
 from gan.models import DCGANGenerator, MLPGenerator
 from .config import DDEConfig, DDEModelConfig, DDEOptimConfig
@@ -37,10 +36,7 @@ class DDE(Method):
 
     @classmethod
     def check_config(cls, cfg):
-        points = cfg.data.name == "toy"
-        m = cfg.model
-        require(points == (m.g_arch == "mlp") == (m.arch == "mlp"),
-                "model.g_arch / model.arch: use mlp for toy 2-D data, dcgan / unet for images")
+        require_arch_fits_data(cfg, g_arch=(cfg.model.g_arch, "dcgan"), arch=(cfg.model.arch, "unet"))
 
     def __init__(self, cfg, info, device):
         super().__init__(cfg, info, device)

@@ -14,7 +14,7 @@ import math
 import torch
 
 from common.config import require
-from common.method import Method
+from common.method import Method, require_arch_fits_data
 from common.registry import register_method
 from data.base import to_unit_range
 from .config import DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig
@@ -54,9 +54,7 @@ class DenoisingMethod(Method):
 
     @classmethod
     def check_config(cls, cfg):
-        points = cfg.data.name == "toy"
-        require(points == (cfg.model.arch == "mlp"),
-                "model.arch: use mlp for toy 2-D data and unet/ncsnv2 for images")
+        require_arch_fits_data(cfg, arch=(cfg.model.arch, "unet/ncsnv2"))
 
     @classmethod
     def resolve_config(cls, cfg, dataset):

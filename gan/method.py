@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from common.config import require
-from common.method import Method
+from common.method import Method, require_arch_fits_data
 from common.registry import register_method
 from .config import GANConfig, GANModelConfig, GANOptimConfig
 from .losses import LOSSES
@@ -34,9 +34,7 @@ class GAN(Method):
 
     @classmethod
     def check_config(cls, cfg):
-        points = cfg.data.name == "toy"
-        require(points == (cfg.model.arch == "mlp"),
-                "model.arch: use mlp for toy 2-D data and dcgan/resnet for images")
+        require_arch_fits_data(cfg, arch=(cfg.model.arch, "dcgan/resnet"))
         if cfg.gan.step == "one_loss_fused":
             require(hasattr(LOSSES[cfg.gan.loss], "fused_ratio"),
                     f"gan.step: one_loss_fused is exact only for losses whose critic derivative never "
