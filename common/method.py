@@ -133,10 +133,15 @@ class Method:
         return self.wrapped.get(name, self.nets[name])
 
     def distribute(self, device):
-        """Wrap every trained network in DDP (torchrun); call after loading any checkpoint."""
+        """Wrap every trained network in DDP (torchrun); call after loading any checkpoint.
+
+        Buffers (BatchNorm running statistics) are not broadcast: a GAN step calls D several times
+        within one backward, and DDP's broadcast before each forward overwrites, in place, buffers
+        that the earlier calls' backward still holds (an autograd error on torch 2.11). Each rank
+        keeps its own statistics, which training-mode forwards never read; rank 0's are saved."""
         from torch.nn.parallel import DistributedDataParallel as DDP
         ids = [device.index] if device.type == "cuda" else None
-        self.wrapped = {n: DDP(m, device_ids=ids) for n, m in self.nets.items()
+        self.wrapped = {n: DDP(m, device_ids=ids, broadcast_buffers=False) for n, m in self.nets.items()
                         if any(p.requires_grad for p in m.parameters())}
 
     def net(self, name: str, ema: bool = True) -> nn.Module:

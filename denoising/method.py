@@ -110,6 +110,17 @@ class DenoisingMethod(Method):
     def sample_latents(self, n, generator=None):
         return torch.randn(n, *self.info.shape, device=self.device, generator=generator)
 
+    def heun_sigmas(self) -> torch.Tensor:
+        """Heun's time steps, from σ_max down to a final 0. A σ-conditional network trained on the
+        discrete ladder has seen those levels only, and between them its output is arbitrary (on the
+        8-Gaussians toy: cosine 0.1 with the exact score at σ = 0.07, between levels 0.05 and 0.09),
+        so it steps on its own ladder (2L − 1 evaluations). A network trained on continuous σ, or
+        NCSNv2's unconditional one (s = F(x)/σ), takes EDM's `heun_steps` ρ-spaced levels."""
+        n = self.cfg.section
+        if n.sigma_sampling == "discrete" and self.cfg.model.conditional:
+            return torch.cat([self.sigmas.cpu(), self.sigmas.new_zeros(1, device="cpu")])
+        return edm_sigmas(n.heun_steps, n.sigma_min, n.sigma_max, n.rho)
+
     @torch.no_grad()
     def sample(self, n, generator=None, ema=True, latents=None):
         """Samples from σ_max·z with the config's sampler (langevin or heun)."""
@@ -123,7 +134,7 @@ class DenoisingMethod(Method):
             for chunk in z.split(1000):
                 x = chunk * self.sigmas[0]
                 if cfg.sampler == "heun":
-                    out.append(heun(D, x, edm_sigmas(cfg.heun_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho)))
+                    out.append(heun(D, x, self.heun_sigmas()))
                 else:
                     out.append(annealed_langevin(D.score, x, self.sigmas, cfg.langevin_steps, cfg.step_lr,
                                                  cfg.final_denoise, generator, self.cfg.train.cuda_graph))

@@ -28,7 +28,6 @@ from common.graphs import Graphed, GraphedStep
 from common.loop import build
 from data import DataInfo, TensorData, build_stream
 from denoising.samplers import annealed_langevin, heun
-from denoising.schedule import edm_sigmas
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,13 +157,13 @@ def sampling_rows(device, args):
         ms = median_ms(evaluate, device, args.warmup, args.repeats)
         rows.append({"row": f"sampling/ncsnv2_32/nfe_b{n}", "variant": variant, "ms": ms,
                      "nfe_per_s": 1e3 / ms, "images_nfe_per_s": n * 1e3 / ms, "peak_mib": peak_mib(device)})
-        s, gen = cfg.ncsn, torch.Generator(device=device)
+        s, gen, heun_sigmas = cfg.ncsn, torch.Generator(device=device), method.heun_sigmas()
         x0 = s.sigma_max * torch.randn(n, 3, 32, 32, device=device)
         samplers = {  # the pure sampler functions on the (EMA) denoiser, as method.sample runs them
             "langevin": (s.num_scales * s.langevin_steps + 1, lambda: annealed_langevin(
                 D.score, x0, method.sigmas, s.langevin_steps, s.step_lr, True, gen.manual_seed(0),
                 cfg.train.cuda_graph)),
-            "heun": (2 * s.heun_steps - 1, lambda: heun(D, x0, edm_sigmas(s.heun_steps, s.sigma_min, s.sigma_max)))}
+            "heun": (2 * len(heun_sigmas) - 3, lambda: heun(D, x0, heun_sigmas))}
         for sampler, (nfe, run) in samplers.items():
             reset_peak(device)
             with torch.no_grad(), method.autocast():

@@ -28,7 +28,7 @@ def load_split(args, split: str) -> TensorData:
     if args.data == "image_folder":
         raw.update(split="train", path=args.path if split == "train" else args.test_path)
         if raw["path"] is None:
-            raise ConfigError(f"--data image_folder needs --path (train) and --test-path (test)")
+            raise ConfigError("--data image_folder needs --path (train) and --test-path (test)")
     dataset = build_dataset(parse(DataConfig, raw, "data"))
     return dataset if isinstance(dataset, TensorData) else materialize(dataset)
 

@@ -3,7 +3,6 @@ streams visit every example once per epoch, resume exactly and shard disjointly.
 import shutil
 import zipfile
 
-import numpy as np
 import pytest
 import torch
 

@@ -118,6 +118,25 @@ def test_heun_on_a_gaussian_score_maps_sigma_max_noise_to_the_data_variance():
     assert 0.15 < errors[1] / errors[0] < 0.35
 
 
+@pytest.mark.parametrize("sampling", ["discrete", "log_uniform"])
+def test_heun_evaluates_a_conditional_net_only_where_it_was_trained(sampling):
+    """Trained on the ladder's levels alone, a σ-conditional net is arbitrary between them (cosine
+    0.1 with the exact score at σ = 0.07 on the toy), so Heun steps on the ladder; trained on
+    continuous σ, it takes EDM's levels."""
+    from data import DataInfo
+    cfg = quick_config("ncsn_toy.yaml", "ncsn.step_lr=1e-4", "ncsn.sampler=heun", "ncsn.heun_steps=6",
+                       f"ncsn.sigma_sampling={sampling}")
+    method = build(cfg, "cpu", info=DataInfo("toy", (2,), 1, "points"))
+    seen = []
+    method.nets["net"].register_forward_hook(lambda m, args, out: seen.append(args[1].unique()))
+    method.sample(16, torch.Generator().manual_seed(0), ema=False)
+    seen = torch.cat(seen).unique().sort(descending=True).values
+    s = cfg.ncsn
+    trained = method.sigmas if sampling == "discrete" else edm_sigmas(6, s.sigma_min, s.sigma_max, s.rho)[:-1]
+    assert len(seen) == len(trained) and torch.allclose(seen, trained.float())
+    assert len(method.heun_sigmas()) == (9 if sampling == "discrete" else 7)  # 8 levels + 0; 6 + 0
+
+
 def test_ncsnv2_schedule_rules():
     # Technique 2: consecutive levels overlap by one half (the defining equation holds at γ).
     phi = lambda t: 0.5 * (1 + math.erf(t / math.sqrt(2)))
