@@ -151,26 +151,31 @@ def test_ncsnv2_schedule_rules():
     assert e[0] == pytest.approx(80) and e[-2] == pytest.approx(0.002) and e[-1] == 0
 
 
-def sampled_cosines(method, mix):
+def score_errors(method, mix):
+    """Per level: mean cosine and relative error ‖s − s*‖/‖s*‖ (means over samples of p_σ) between
+    the learned and the analytic score; the cosine alone misses a score of the wrong magnitude."""
     D = method.denoiser(ema=True)
     g = torch.Generator().manual_seed(1)
-    out = []
+    cosines, errors = [], []
     for sigma in method.sigmas.tolist():
         x, _ = mix.sample(2000, g)
         x = (x + sigma * torch.randn(x.shape, generator=g, dtype=x.dtype)).float()
-        est = D.score(x, sigma).detach().double()
-        out.append(F.cosine_similarity(est, mix.score(x, sigma), dim=1).mean().item())
-    return out
+        est, exact = D.score(x, sigma).detach().double(), mix.score(x, sigma)
+        cosines.append(F.cosine_similarity(est, exact, dim=1).mean().item())
+        errors.append(((est - exact).norm(dim=1).mean() / exact.norm(dim=1).mean()).item())
+    return cosines, errors
 
 
-@pytest.mark.parametrize("name", ["ncsn_toy.yaml", "ebm_toy.yaml"])
+@pytest.mark.parametrize("name", ["ncsn_toy.yaml", "ebm_toy.yaml", "dae_toy.yaml"])
 def test_trained_score_matches_the_noised_mixture_score(name, tmp_path):
-    """Mean cosine similarity between the learned and analytic ∇log p_σ over samples of p_σ
-    (where the density is), at each of the 8 levels: measured 0.95–1.00 for both models."""
+    """The learned ∇log p_σ against the analytic one, over samples of p_σ, at each of the 8 levels.
+    Measured: cosine 0.95–1.00 and relative error 0.02–0.22 for all three models. The DAE with
+    weighting: reconstruction has cosine > 0.94 but relative error up to 0.68 (0.53 of the exact
+    magnitude at σ_min), which is why the magnitude is checked too."""
     train(quick_config(name), tmp_path)
     method, _ = load_method(tmp_path / "checkpoints" / "last.pt", "cpu")
-    cosines = sampled_cosines(method, eight_gaussians())
-    assert min(cosines) > 0.9, cosines
+    cosines, errors = score_errors(method, eight_gaussians())
+    assert min(cosines) > 0.9 and max(errors) < 0.3, (cosines, errors)
 
 
 def test_dde_generator_matches_the_data_moments(tmp_path):
