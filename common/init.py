@@ -15,7 +15,8 @@ import math
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm as torch_spectral_norm
+from . import spectral
 
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
             nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -82,7 +83,8 @@ def initialize(module: nn.Module, cfg) -> nn.Module:
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
             if sn is not None:
-                spectral_norm(m, **sn)
+                register, settings = sn
+                register(m, **settings)
         elif isinstance(m, NORMS) and getattr(m, "weight", None) is not None:
             if cfg.scheme == "normal":
                 nn.init.normal_(m.weight, 1.0, cfg.std)
@@ -96,8 +98,9 @@ def _spectral_norm_settings(m: nn.Module):
     if not parametrize.is_parametrized(m, "weight"):
         return None
     for p in m.parametrizations.weight:
-        if type(p).__name__ == "_SpectralNorm":
-            return {"n_power_iterations": p.n_power_iterations, "eps": p.eps, "dim": p.dim}
+        if isinstance(p, _SpectralNorm):  # torch's or common.spectral's
+            register = spectral.spectral_norm if isinstance(p, spectral.SpectralNorm) else torch_spectral_norm
+            return register, {"n_power_iterations": p.n_power_iterations, "eps": p.eps, "dim": p.dim}
     return None
 
 

@@ -29,6 +29,9 @@ class EMA(AveragedModel):
     def __init__(self, module: nn.Module, decay: float):
         super().__init__(module, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
         self.decay = decay
+        # AveragedModel makes its update counter on the CPU: keep it beside the weights, so that a
+        # captured CUDA graph counts its replays too.
+        self.n_averaged = self.n_averaged.to(next(module.parameters()).device)
 
     @torch.no_grad()
     def update_parameters(self, model: nn.Module):
@@ -97,7 +100,7 @@ class Method:
         if self.cfg.train.channels_last:
             module = module.to(memory_format=torch.channels_last)  # 4-D weights become NHWC
         if self.cfg.train.compile:
-            module.compile()  # in place: parameters and state_dict keys are unchanged
+            module.compile()  # for sampling; a compiled training objective inlines it (Method.compiled)
         self.nets[name] = module
         return module
 
@@ -113,6 +116,17 @@ class Method:
         if self.cfg.train.cuda_graph:
             extra["capturable"] = True
         return cls(param_groups, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay, **extra)
+
+    def compiled(self, fn):
+        """`fn` under torch.compile when train.compile is set, else `fn`. Methods pass their whole
+        training objective (every network's forward and the loss), which compiles to one graph:
+        AOTAutograd then makes its backward one graph too. Cached per function."""
+        if not self.cfg.train.compile:
+            return fn
+        cache = self.__dict__.setdefault("_compiled", {})
+        if fn not in cache:
+            cache[fn] = torch.compile(fn)
+        return cache[fn]
 
     def clip_gradients(self, *names):
         if self.cfg.optim.grad_clip is not None:

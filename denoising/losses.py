@@ -23,3 +23,9 @@ def dsm_loss(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, weighting
     if weighting == "reconstruction":
         per = per * s.flatten().float() ** 2
     return per
+
+
+def dsm_objective(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, weighting: str = "score") -> torch.Tensor:
+    """The batch mean of dsm_loss: a method's whole training objective (compiled whole with
+    train.compile)."""
+    return dsm_loss(denoiser, x, sigma, weighting).mean()

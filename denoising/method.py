@@ -19,7 +19,7 @@ from common.registry import register_method
 from data.base import to_unit_range
 from .config import DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig
 from .denoiser import Denoiser
-from .losses import dsm_loss
+from .losses import dsm_objective
 from .models import MLP, NCSNv2, UNet
 from .samplers import annealed_langevin, heun
 from .schedule import (edm_sigmas, geometric_sigmas, max_pairwise_distance, ncsnv2_num_scales,
@@ -81,10 +81,14 @@ class DenoisingMethod(Method):
         self.optimizers = {"net": self.adam({"net": cfg.optim.lr})}
 
     def denoiser(self, ema: bool = False, train: bool = False) -> Denoiser:
-        """The denoiser around the EMA network (`ema`), the DDP-wrapped one (`train`) or the raw one."""
+        """The denoiser around the EMA network (`ema`), the DDP-wrapped one (`train`) or the raw one.
+        The same object while its network is (a compiled objective is specialised to it)."""
         m, n = self.cfg.model, self.cfg.section
         net = self.module("net") if train else self.net("net", ema)
-        return Denoiser(net, self.parametrization, n.sigma_data, m.input_scaling)
+        cache = self.__dict__.setdefault("_denoisers", {})
+        if cache.get(id(net)) is None or cache[id(net)].net is not net:
+            cache[id(net)] = Denoiser(net, self.parametrization, n.sigma_data, m.input_scaling)
+        return cache[id(net)]
 
     def draw_sigmas(self, n: int) -> torch.Tensor:
         if self.cfg.section.sigma_sampling == "discrete" or len(self.sigmas) == 1:
@@ -95,8 +99,8 @@ class DenoisingMethod(Method):
     def training_step(self, batch):
         opt = self.optimizers["net"]
         with self.autocast():
-            loss = dsm_loss(self.denoiser(train=True), batch, self.draw_sigmas(batch.shape[0]),
-                            self.cfg.section.weighting).mean()
+            loss = self.compiled(dsm_objective)(self.denoiser(train=True), batch, self.draw_sigmas(batch.shape[0]),
+                                                self.cfg.section.weighting)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         self.clip_gradients("net")

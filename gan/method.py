@@ -6,11 +6,12 @@ import torch
 from common.config import require
 from common.method import Method, require_arch_fits_data
 from common.registry import register_method
+from common.spectral import power_iteration
 from .config import GANConfig, GANModelConfig, GANOptimConfig
 from .losses import LOSSES
 from .models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator,
                      ResNetDiscriminator, ResNetGenerator)
-from .steps import critic_objective, fused_one_loss_objective, one_loss_objective
+from .steps import critic_objective, fused_one_loss_objective, generator_objective, one_loss_objective
 
 
 def build_networks(m: GANModelConfig, info):
@@ -86,8 +87,10 @@ class GAN(Method):
         g = self.cfg.gan
         with torch.no_grad(), self.autocast():
             x_fake = self.nets["G"](self.sample_latents(x_real.shape[0]))
+        power_iteration(self.nets["D"])
         with self.autocast():
-            d_total, _, stats = critic_objective(self.D, self.loss, x_real, x_fake, g.reg, g.reg_weight)
+            d_total, _, stats = self.compiled(critic_objective)(self.D, self.loss, x_real, x_fake, g.reg,
+                                                                g.reg_weight)
         opt.zero_grad(set_to_none=True)
         d_total.backward()
         self.clip_gradients("D")
@@ -99,10 +102,11 @@ class GAN(Method):
         for x_real in reals[:-1]:
             self._critic_only(opt, x_real)
         x_real = reals[-1]
-        objective = fused_one_loss_objective if g.step == "one_loss_fused" else one_loss_objective
+        objective = self.compiled(fused_one_loss_objective if g.step == "one_loss_fused" else one_loss_objective)
+        z = self.sample_latents(x_real.shape[0])
+        power_iteration(self.nets["D"])  # once: every critic call of the update sees the same σ estimates
         with self.autocast():
-            total, stats = objective(self.G, self.D, self.loss, x_real, self.sample_latents(x_real.shape[0]),
-                                     g.reg, g.reg_weight)
+            total, stats = objective(self.G, self.D, self.loss, x_real, z, g.reg, g.reg_weight)
         opt.zero_grad(set_to_none=True)
         total.backward()
         self.clip_gradients("G", "D")
@@ -114,9 +118,14 @@ class GAN(Method):
         for x_real in reals[:-1]:
             self._critic_only(opt_d, x_real)
         x_real = reals[-1]
+        z = self.sample_latents(x_real.shape[0])
+        power_iteration(self.nets["D"])
         with self.autocast():
-            x_fake = self.G(self.sample_latents(x_real.shape[0]))
-            d_total, _, stats = critic_objective(self.D, self.loss, x_real, x_fake.detach(), g.reg, g.reg_weight)
+            # G's forward stays outside the compiled critic objective: a compiled function is one
+            # autograd node, and the critic's backward would free what the generator's needs.
+            x_fake = self.G(z)
+            d_total, _, stats = self.compiled(critic_objective)(self.D, self.loss, x_real, x_fake.detach(),
+                                                                g.reg, g.reg_weight)
         opt_d.zero_grad(set_to_none=True)
         d_total.backward()
         self.clip_gradients("D")
@@ -124,9 +133,10 @@ class GAN(Method):
         # Generator step on the same fakes; D's weight gradients are not needed, so skip them
         # (and call D itself, not its DDP wrapper: there is nothing of D's to synchronise).
         D = self.nets["D"].requires_grad_(False)
+        power_iteration(D)  # D has new weights (a training-mode forward of torch's SN would iterate here)
         try:
             with self.autocast():
-                g_loss = self.loss.g_loss(D(x_fake))
+                g_loss = self.compiled(generator_objective)(D, self.loss, x_fake)
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
         finally:

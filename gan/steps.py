@@ -15,7 +15,6 @@ import torch
 
 from common.smooth import smooth_step
 from .losses import gradient_penalty, r1_penalty
-from .models.layers import frozen_power_iteration
 
 
 def critic_accuracy(real, fake, temperature: float = 1.0) -> dict:
@@ -32,10 +31,8 @@ def critic_objective(D, loss, x_real, x_fake_sg, reg: str = "none", reg_weight: 
     """d_loss (+ regulariser) and the critic's logits on the stopped fakes (reused by the bracket)."""
     if reg == "r1":
         x_real = x_real.detach().requires_grad_(True)
-    real = D(x_real)  # the update's one spectral-norm power iteration happens here
-    with frozen_power_iteration(D):
-        fake_sg = D(x_fake_sg)
-        total, stats = critic_loss(D, loss, real, fake_sg, x_real, x_fake_sg, reg, reg_weight)
+    real, fake_sg = D(x_real), D(x_fake_sg)
+    total, stats = critic_loss(D, loss, real, fake_sg, x_real, x_fake_sg, reg, reg_weight)
     return total, fake_sg, stats
 
 
@@ -62,11 +59,15 @@ def one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: flo
     x_fake = G(z)
     x_sg = x_fake.detach()
     d_total, fake_sg, stats = critic_objective(D, loss, x_real, x_sg, reg, reg_weight)
-    with frozen_power_iteration(D):  # the same σ estimate as D(x_sg): the bracket is exactly zero
-        g_loss = loss.g_loss(D(x_fake))
+    g_loss = loss.g_loss(D(x_fake))
     bracket = g_loss - loss.g_loss(fake_sg)
     stats.update(g_loss=g_loss.detach(), bracket=bracket.detach())
     return d_total + bracket, stats
+
+
+def generator_objective(D, loss, x_fake):
+    """The alternating step's generator part: g_loss on the critic's view of the fakes."""
+    return loss.g_loss(D(x_fake))
 
 
 class _RescaleGrad(torch.autograd.Function):
@@ -99,9 +100,8 @@ def fused_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weigh
         x_real = x_real.detach().requires_grad_(True)
     ratio = []
     real = D(x_real)
-    with frozen_power_iteration(D):
-        fake = D(_RescaleGrad.apply(x_fake, ratio))
-        ratio.append(loss.fused_ratio(fake.detach().float()))
-        total, stats = critic_loss(D, loss, real, fake, x_real, x_fake.detach(), reg, reg_weight)
+    fake = D(_RescaleGrad.apply(x_fake, ratio))
+    ratio.append(loss.fused_ratio(fake.detach().float()))
+    total, stats = critic_loss(D, loss, real, fake, x_real, x_fake.detach(), reg, reg_weight)
     stats["g_loss"] = loss.g_loss(fake.detach())
     return total, stats

@@ -5,14 +5,15 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 
 from common.loop import build
+from common.spectral import power_iteration
 from conftest import quick_config
 from data import DataInfo
 from data.toy import eight_gaussians
 from gan.losses import LOSSES, gradient_penalty
 from gan.models import (DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator, ResNetGenerator)
-from gan.models.layers import frozen_power_iteration
 from gan.steps import critic_objective, one_loss_objective
 
 
@@ -30,6 +31,39 @@ def test_resnet_shapes(size):
     assert x.shape == (2, 3, size, size) and D(x).shape == (2,)
 
 
+@pytest.mark.parametrize("layer", [lambda: nn.Conv2d(3, 8, 3), lambda: nn.ConvTranspose2d(8, 4, 4, 2, 1),
+                                   lambda: nn.Linear(6, 5)])
+def test_spectral_norm_matches_torch_and_its_power_iteration_finds_the_top_singular_value(layer):
+    from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
+    from common.spectral import spectral_norm
+    torch.manual_seed(0)
+    base = layer()
+    torch.manual_seed(1)
+    ours = spectral_norm(copy.deepcopy(base))
+    torch.manual_seed(1)  # the same initial u, v
+    ref = torch_spectral_norm(copy.deepcopy(base))
+    assert ours.state_dict().keys() == ref.state_dict().keys()  # checkpoints stay interchangeable
+    for key, value in ref.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+    ours_sn = ours.parametrizations.weight[0]
+    u = ours_sn._u.clone()
+    for _ in range(3):  # a training-mode forward never iterates...
+        w = ours.weight
+    assert torch.equal(ours_sn._u, u)
+    power_iteration(ours)  # ...the explicit call gives torch's first training-mode forward
+    assert torch.allclose(ours.weight, ref.weight, rtol=1e-5, atol=1e-6)
+    for _ in range(200):
+        power_iteration(ours)
+    mat = ours.parametrizations.weight.original.detach()
+    if isinstance(base, nn.ConvTranspose2d):
+        mat = mat.transpose(0, 1)
+    sigma = torch.linalg.matrix_norm(mat.reshape(mat.shape[0], -1), 2)
+    w = ours.weight.detach()
+    w = (w.transpose(0, 1) if isinstance(base, nn.ConvTranspose2d) else w).reshape(mat.shape[0], -1)
+    assert torch.linalg.matrix_norm(w, 2) == pytest.approx(1.0, abs=1e-4)
+    assert (mat.reshape(mat.shape[0], -1) / w).mean() == pytest.approx(sigma.item(), rel=1e-4)
+
+
 def grads(params):
     return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
 
@@ -38,8 +72,9 @@ def grads(params):
 @pytest.mark.parametrize("critic", ["plain", "batchnorm", "spectral_norm"])
 @pytest.mark.parametrize("reg", ["none", "r1", "gp"])
 def test_one_loss_gives_each_player_its_own_gradient(loss_name, critic, reg):
-    """Spectral norm included: its power iteration runs once per update, so every critic call of
-    the update sees the same σ estimate and the bracket stays exactly zero."""
+    """Spectral norm included: its power iteration runs once per update, outside the critic's
+    forward, so every critic call of the update sees the same σ estimate and the bracket stays
+    exactly zero."""
     torch.manual_seed(0)
     G = DCGANGenerator(8, 28, 1, 8)
     D = DCGANDiscriminator(28, 1, 8, batchnorm=critic == "batchnorm", spectral_norm=critic == "spectral_norm")
@@ -47,6 +82,8 @@ def test_one_loss_gives_each_player_its_own_gradient(loss_name, critic, reg):
     loss = LOSSES[loss_name]()
     x, z = torch.rand(16, 1, 28, 28) * 2 - 1, torch.randn(16, 8)
 
+    power_iteration(D)  # as the method does, once per update (a no-op without spectral norm)
+    power_iteration(D2)
     torch.manual_seed(1)  # the gradient penalty draws its interpolation points
     total, stats = one_loss_objective(G, D, loss, x, z, reg, 10.0)
     total.backward()
@@ -55,8 +92,7 @@ def test_one_loss_gives_each_player_its_own_gradient(loss_name, critic, reg):
     torch.manual_seed(1)
     d_total, _, _ = critic_objective(D2, loss, x, G2(z).detach(), reg, 10.0)
     d_ref = torch.autograd.grad(d_total, list(D2.parameters()))
-    with frozen_power_iteration(D2):  # the same critic (σ estimate included) as the update's
-        g_ref = torch.autograd.grad(loss.g_loss(D2(G2(z))), list(G2.parameters()))
+    g_ref = torch.autograd.grad(loss.g_loss(D2(G2(z))), list(G2.parameters()))
 
     for got, ref in zip(grads(D.parameters()), d_ref):
         assert torch.allclose(got, ref, rtol=1e-4, atol=1e-6)
