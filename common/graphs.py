@@ -67,15 +67,20 @@ class Graphed:
 
 class GraphedInPlace:
     """x ← fn(x, *params) in place as one captured graph; params are 0-dim device tensors that the
-    caller fills before each replay (e.g. σ and the step size of a Langevin step)."""
+    caller fills before each replay (e.g. σ and the step size of a Langevin step). Off CUDA (or
+    with capture=False) the same parametrised step runs eagerly, so that path is testable on a CPU."""
 
-    def __init__(self, fn, x: torch.Tensor, *params: torch.Tensor, generator=None):
+    def __init__(self, fn, x: torch.Tensor, *params: torch.Tensor, generator=None, capture: bool | None = None):
         self.x, self.params = x, params
-        snapshot = x.clone()
-        self.graphed = Graphed(lambda: self.x.copy_(fn(self.x, *self.params)), generator)
-        self.x.copy_(snapshot)  # the warm-up steps must not count
+        step = lambda: self.x.copy_(fn(self.x, *self.params))
+        if (x.is_cuda if capture is None else capture):
+            snapshot = x.clone()
+            self.run = Graphed(step, generator)
+            self.x.copy_(snapshot)  # the warm-up steps must not count
+        else:
+            self.run = step
 
     def __call__(self, *values):
         for p, v in zip(self.params, values):
             p.fill_(v)
-        return self.graphed()
+        return self.run()

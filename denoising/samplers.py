@@ -30,18 +30,18 @@ def annealed_langevin(score_fn, x, sigmas, steps_per_level: int, step_lr: float,
     With cuda_graph, the thousands of identical steps replay one captured step (σ and α as
     device scalars) instead of launching every kernel again."""
     sigmas = [float(s) for s in sigmas]
-    if cuda_graph and x.is_cuda:
+    levels = [(sigma, step_lr * (sigma / sigmas[-1]) ** 2) for sigma in sigmas]
+    if cuda_graph:  # captured on CUDA; elsewhere the same parametrised step, run eagerly
         from common.graphs import GraphedInPlace
-        sigma_t, alpha_t = x.new_tensor(sigmas[0]), x.new_tensor(step_lr)
         step = GraphedInPlace(lambda y, s, a: langevin_step(score_fn, y, s, a, generator),
-                              x.clone(), sigma_t, alpha_t, generator=generator)
-        for sigma in sigmas:
+                              x.clone(), x.new_tensor(sigmas[0]), x.new_tensor(step_lr), generator=generator)
+        for sigma, alpha in levels:
             for _ in range(steps_per_level):
-                x = step(sigma, step_lr * (sigma / sigmas[-1]) ** 2)
+                x = step(sigma, alpha)
         x = x.clone()
     else:
-        for sigma in sigmas:
-            x = langevin(score_fn, x, sigma, steps_per_level, step_lr * (sigma / sigmas[-1]) ** 2, generator)
+        for sigma, alpha in levels:
+            x = langevin(score_fn, x, sigma, steps_per_level, alpha, generator)
     if final_denoise:
         x = x + sigmas[-1] ** 2 * score_fn(x, sigmas[-1])
     return x
