@@ -74,9 +74,16 @@ class GraphedInPlace:
         self.x, self.params = x, params
         step = lambda: self.x.copy_(fn(self.x, *self.params))
         if (x.is_cuda if capture is None else capture):
+            # The warm-up steps must not count: x and the random stream are put back, so the
+            # replays draw what the eager loop would have drawn.
             snapshot = x.clone()
+            rng = generator.get_state() if generator is not None else torch.cuda.get_rng_state(x.device)
             self.run = Graphed(step, generator)
-            self.x.copy_(snapshot)  # the warm-up steps must not count
+            self.x.copy_(snapshot)
+            if generator is not None:
+                generator.set_state(rng)
+            else:
+                torch.cuda.set_rng_state(rng, x.device)
         else:
             self.run = step
 
