@@ -76,14 +76,11 @@ class GraphedInPlace:
         if (x.is_cuda if capture is None else capture):
             # The warm-up steps must not count: x and the random stream are put back, so the
             # replays draw what the eager loop would have drawn.
-            snapshot = x.clone()
-            rng = generator.get_state() if generator is not None else torch.cuda.get_rng_state(x.device)
+            stream = generator if generator is not None else torch.cuda.default_generators[x.device.index]
+            snapshot, rng = x.clone(), stream.get_state()
             self.run = Graphed(step, generator)
             self.x.copy_(snapshot)
-            if generator is not None:
-                generator.set_state(rng)
-            else:
-                torch.cuda.set_rng_state(rng, x.device)
+            stream.set_state(rng)
         else:
             self.run = step
 

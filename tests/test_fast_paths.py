@@ -17,6 +17,7 @@ from gan.models import DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator
 from gan.steps import critic_objective, fused_one_loss_objective, one_loss_objective
 
 INFO = DataInfo("fashion_mnist", (1, 28, 28), 10)
+TOY = DataInfo("toy", (2,), 1, "points")
 
 
 def grads(net):
@@ -108,12 +109,11 @@ def test_compiled_denoising_step_keeps_the_baseline_numerics(monkeypatch):
     it draws what eager draws, so the two runs can be compared."""
     import torch._inductor.config
     monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
-    info = DataInfo("toy", (2,), 1, "points")
     x = torch.randn(64, 2)
 
     def params(*overrides):
         torch.manual_seed(0)
-        m = build(quick_config("ncsn_toy.yaml", "ncsn.step_lr=1e-4", "train.ema=null", *overrides), "cpu", info=info)
+        m = build(quick_config("ncsn_toy.yaml", "ncsn.step_lr=1e-4", "train.ema=null", *overrides), "cpu", info=TOY)
         for _ in range(2):
             m.training_step(x)
         return [p.detach().clone() for p in m.nets.parameters()]
@@ -161,9 +161,6 @@ class HostSyncs(TorchDispatchMode):
             finally:
                 self.paused = False
         return run
-
-
-TOY = DataInfo("toy", (2,), 1, "points")
 
 
 @pytest.mark.parametrize("config,info,overrides", [
