@@ -4,17 +4,21 @@ Two scalar log-density networks at one noise level σ, each trained by DSM: log 
 log q̃ for the generator's samples (here −E of an energy-parametrised Denoiser). The generator
 minimises KL(q̃‖p̃) = E[log q̃(x̃) − log p̃(x̃)], x̃ = G(z) + σε, whose reparametrised gradient is
 E[(∇ log q̃ − ∇ log p̃)(x̃) ∂x̃/∂θ]. The three updates share one backward pass, by the same
-stop-gradient construction as the one-loss GAN:
+stop-gradient construction as the one-loss GAN (gan/steps.py):
 
-    L = DSM_p(x) + DSM_q(sg(G(z))) + [KL(x̃) − KL(sg(x̃))]
+    L = DSM_p(x) + DSM_q(sg(G(z))) + KL_sg(x̃)
 
-The bracket is zero and gives both density networks exactly zero gradient; G reaches L only through
-KL(x̃). One optimizer with a parameter group per network steps all three together.
+where KL_sg evaluates both densities with their parameters stopped (common/stopgrad.py): the density
+networks receive exactly their DSM gradients, G reaches L only through KL_sg(x̃), and the pass
+computes no weight gradient of p or q. (The seed's form added [KL(x̃) − KL(sg(x̃))], zero in value
+but cancelling the densities' share of ∇KL only up to rounding.) One optimizer with a parameter
+group per network steps all three together.
 """
 from __future__ import annotations
 
 import torch
 
+from common.stopgrad import frozen
 from common.method import Method, require_arch_fits_data
 from common.registry import register_method
 from gan.models import DCGANGenerator, MLPGenerator
@@ -87,25 +91,15 @@ class DDE(Method):
         return stats
 
     def objective(self, x, P, Q, sigma):
-        """L = DSM_p(x) + DSM_q(sg(G(z))) + [KL(x̃) − KL(sg(x̃))] and its terms (module docstring)."""
+        """L = DSM_p(x) + DSM_q(sg(G(z))) + KL_sg(x̃) and its terms (module docstring)."""
         x_fake = self.G(self.sample_latents(x.shape[0]))
         dsm_p = dsm_loss(P, x, sigma).mean()
         dsm_q = dsm_loss(Q, x_fake.detach(), sigma).mean()
         x_noisy = x_fake + sigma * torch.randn_like(x_fake)
-        kl = lambda y: (P.energy(y, sigma) - Q.energy(y, sigma)).mean()  # log q̃ − log p̃ + const
-        g_loss = kl(x_noisy)
-        bracket = g_loss - kl(x_noisy.detach())
-        stats = {"dsm_p": dsm_p.detach(), "dsm_q": dsm_q.detach(), "g_loss": g_loss.detach(),
-                 "bracket": bracket.detach()}
-        return dsm_p + dsm_q + bracket, stats
+        P_sg, Q_sg = (Denoiser(frozen(d.net), "energy", d.sigma_data) for d in (P, Q))
+        g_loss = (P_sg.energy(x_noisy, sigma) - Q_sg.energy(x_noisy, sigma)).mean()  # log q̃ − log p̃ + const
+        stats = {"dsm_p": dsm_p.detach(), "dsm_q": dsm_q.detach(), "g_loss": g_loss.detach()}
+        return dsm_p + dsm_q + g_loss, stats
 
-    @torch.no_grad()
     def sample(self, n, generator=None, ema=True, latents=None):
-        G = self.net("G", ema)
-        z = self.sample_latents(n, generator) if latents is None else latents.to(self.device)
-        was_training = G.training
-        G.eval()
-        try:
-            return torch.cat([G(chunk).float() for chunk in z.split(500)])
-        finally:
-            G.train(was_training)
+        return self.generate("G", n, generator, ema, latents)

@@ -42,7 +42,9 @@ class GANOptimConfig(OptimConfig):
 
 @dataclass
 class GANConfig:
-    step: Literal["one_loss", "one_loss_fused", "alternating"] = "one_loss"  # one_loss_fused: gan/fused.py
+    # one_loss: D's weights stopped on the generator's term; one_loss_bracket: the seed's add-and-subtract
+    # form (same gradients, less precise); one_loss_fused: one critic pass on the fakes (gan/steps.py)
+    step: Literal["one_loss", "one_loss_bracket", "one_loss_fused", "alternating"] = "one_loss"
     loss: Literal["hinge", "logistic", "wasserstein", "smooth_hinge"] = "logistic"
     temperature: float = 1.0               # K of smooth_hinge (K → ∞: hinge) and of the smoothed accuracies
     n_critic: int = 1                      # critic updates per generator update

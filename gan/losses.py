@@ -31,9 +31,11 @@ class Logistic:
     def g_loss(self, fake):
         return F.softplus(-fake).mean()
 
-    def fused_ratio(self, fake):
-        """(∂g_loss/∂f)/(∂d_loss/∂f) per sample = −σ(−f)/σ(f) = −exp(−f) (gan/steps.py)."""
-        return -torch.exp(-fake)
+    fusable = True  # ∂d_loss/∂f = σ(f)/B > 0 for every fake
+
+    def g_grad(self, fake):
+        """∂g_loss/∂f per sample, −σ(−f)/B (stable at any f; gan/steps.py fused step)."""
+        return -torch.sigmoid(-fake) / fake.numel()
 
 
 class Wasserstein:
@@ -45,9 +47,11 @@ class Wasserstein:
     def g_loss(self, fake):
         return -fake.mean()
 
-    def fused_ratio(self, fake):
-        """(∂g_loss/∂f)/(∂d_loss/∂f) = −1: the generator's gradient is the critic's, reversed."""
-        return -torch.ones_like(fake)
+    fusable = True  # ∂d_loss/∂f = 1/B for every fake
+
+    def g_grad(self, fake):
+        """∂g_loss/∂f per sample, −1/B: the generator's gradient is the critic's, reversed."""
+        return torch.full_like(fake, -1.0 / fake.numel())
 
 
 class SmoothHinge:

@@ -11,7 +11,11 @@ from .config import GANConfig, GANModelConfig, GANOptimConfig
 from .losses import LOSSES
 from .models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator,
                      ResNetDiscriminator, ResNetGenerator)
-from .steps import critic_objective, fused_one_loss_objective, generator_objective, one_loss_objective
+from .steps import (bracket_one_loss_objective, critic_objective, fused_one_loss_objective, generator_objective,
+                    one_loss_objective)
+
+OBJECTIVES = {"one_loss": one_loss_objective, "one_loss_bracket": bracket_one_loss_objective,
+              "one_loss_fused": fused_one_loss_objective}
 
 
 def build_networks(m: GANModelConfig, info):
@@ -36,8 +40,12 @@ class GAN(Method):
     @classmethod
     def check_config(cls, cfg):
         require_arch_fits_data(cfg, arch=(cfg.model.arch, "dcgan/resnet"))
+        if cfg.gan.reg != "none":
+            require(not cfg.model.critic_batchnorm,
+                    f"gan.reg: {cfg.gan.reg} penalises ∇ₓD(x) per example, but a BatchNorm critic couples "
+                    f"the batch (each logit depends on every input); set model.d_batchnorm=false or gan.reg=none")
         if cfg.gan.step == "one_loss_fused":
-            require(hasattr(LOSSES[cfg.gan.loss], "fused_ratio"),
+            require(getattr(LOSSES[cfg.gan.loss], "fusable", False),
                     f"gan.step: one_loss_fused is exact only for losses whose critic derivative never "
                     f"vanishes (wasserstein, logistic), not {cfg.gan.loss}; use gan.step=one_loss")
             require(not cfg.model.critic_batchnorm,
@@ -102,7 +110,7 @@ class GAN(Method):
         for x_real in reals[:-1]:
             self._critic_only(opt, x_real)
         x_real = reals[-1]
-        objective = self.compiled(fused_one_loss_objective if g.step == "one_loss_fused" else one_loss_objective)
+        objective = self.compiled(OBJECTIVES[g.step])
         z = self.sample_latents(x_real.shape[0])
         power_iteration(self.nets["D"])  # once: every critic call of the update sees the same σ estimates
         with self.autocast():
@@ -130,29 +138,16 @@ class GAN(Method):
         d_total.backward()
         self.clip_gradients("D")
         opt_d.step()
-        # Generator step on the same fakes; D's weight gradients are not needed, so skip them
-        # (and call D itself, not its DDP wrapper: there is nothing of D's to synchronise).
-        D = self.nets["D"].requires_grad_(False)
-        power_iteration(D)  # D has new weights (a training-mode forward of torch's SN would iterate here)
-        try:
-            with self.autocast():
-                g_loss = self.compiled(generator_objective)(D, self.loss, x_fake)
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-        finally:
-            D.requires_grad_(True)
+        # Generator step on the same fakes, through D's stopped weights (no weight gradient of D).
+        power_iteration(self.nets["D"])  # D has new weights (a training-mode forward of torch's SN would iterate here)
+        with self.autocast():
+            g_loss = self.compiled(generator_objective)(self.nets["D"], self.loss, x_fake)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
         self.clip_gradients("G")
         opt_g.step()
         stats["g_loss"] = g_loss.detach()
         return stats
 
-    @torch.no_grad()
     def sample(self, n, generator=None, ema=True, latents=None):
-        G = self.net("G", ema)
-        z = self.sample_latents(n, generator) if latents is None else latents.to(self.device)
-        was_training = G.training
-        G.eval()  # BatchNorm uses its running (and, for the EMA copy, averaged) statistics
-        try:
-            return torch.cat([G(chunk).float() for chunk in z.split(500)])
-        finally:
-            G.train(was_training)
+        return self.generate("G", n, generator, ema, latents)

@@ -1,11 +1,26 @@
-"""The two ways to train a GAN, as objectives the method turns into optimizer steps.
+"""The ways to train a GAN, as objectives the method turns into optimizer steps.
 
-One loss (synchronous): one scalar whose single backward pass gives each player its own gradient,
-    L = d_loss(D(x), D(sg(G(z)))) + [g_loss(D(G(z))) − g_loss(D(sg(G(z))))],   sg = detach.
-The bracket is numerically zero. G only reaches L through the first g_loss term, so G's gradient is
-∇g_loss. D's gradient from the bracket is ∇_D g_loss(D(G(z))) − ∇_D g_loss(D(sg(G(z)))) = 0 because
-both terms see the same values, so D's gradient is exactly ∇d_loss. Both players then step together
-from the same (pre-update) weights: one backward, one optimizer step.
+One loss (synchronous training): one scalar whose single backward pass gives each player its own
+gradient. The generator's term goes through the critic with its *parameters* stopped:
+
+    L = d_loss(D(x), D(sg(G(z)))) + g_loss(D_sg(G(z))),     sg = detach,  D_sg = D with detached weights
+
+G reaches L only through g_loss, so its gradient is ∇g_loss; D's weights reach L only through
+d_loss, so D's gradient is exactly ∇d_loss (and the pass D_sg(G(z)) computes no weight gradient).
+D(sg(G(z))) and D_sg(G(z)) have the same value, so they share one forward pass. Both players then
+step together from the same (pre-update) weights: one backward, one optimizer step.
+
+The seed's bracket form (`one_loss_bracket`, kept for comparison and teaching) reaches the same
+gradients in exact arithmetic by adding and subtracting the generator's term:
+
+    L = d_loss(D(x), D(sg(G(z)))) + [g_loss(D(G(z))) − g_loss(D(sg(G(z))))]
+
+The bracket is numerically zero and its two terms give D opposite gradients, ∇_D g_loss(D(G(z)))
+and −∇_D g_loss(D(sg(G(z)))). In floating point D's gradient is then assembled as ∇d_loss plus a
+difference of two terms that can be much larger than it (|∂g_loss/∂f| ≫ |∂d_loss/∂f| for a confident
+critic under the logistic loss), so it carries their rounding error: 0.35 relative error in bf16 at
+logits +7/−5 where ∇d_loss alone has 0.007 (tests/test_gan.py). It also computes D's weight gradient
+twice on the live pass only to cancel it.
 
 Alternating: n_critic critic steps, then one generator step on the last critic step's fakes.
 """
@@ -13,6 +28,7 @@ from __future__ import annotations
 
 import torch
 
+from common.stopgrad import frozen, split_gradients
 from common.smooth import smooth_step
 from .losses import gradient_penalty, r1_penalty
 
@@ -37,7 +53,8 @@ def critic_objective(D, loss, x_real, x_fake_sg, reg: str = "none", reg_weight: 
 
 
 def critic_loss(D, loss, real, fake, x_real, x_fake_sg, reg: str = "none", reg_weight: float = 10.0):
-    """d_loss on given logits, plus R1 (on real, reusing its forward) or the gradient penalty."""
+    """d_loss on given logits, plus R1 (γ/2·E‖∇D(x)‖² on real, reusing its forward) or the gradient
+    penalty (λ·E(‖∇D(x̂)‖ − 1)²)."""
     d_loss = loss.d_loss(real, fake)
     stats = {"d_loss": d_loss.detach(), "d_real": real.detach().float().mean(),
              "d_fake": fake.detach().float().mean(),
@@ -55,7 +72,22 @@ def critic_loss(D, loss, real, fake, x_real, x_fake_sg, reg: str = "none", reg_w
 
 
 def one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0):
-    """The single scalar of synchronous training and its terms (see the module docstring)."""
+    """L = d_loss(D(x), D(sg(G(z)))) + g_loss(D_sg(G(z))) and its terms (module docstring). The
+    critic's two views of the fakes share one forward pass (common/stopgrad.py)."""
+    x_fake = G(z)
+    if reg == "r1":
+        x_real = x_real.detach().requires_grad_(True)
+    real = D(x_real)
+    fake_sg, fake = split_gradients(D, x_fake)
+    d_total, stats = critic_loss(D, loss, real, fake_sg, x_real, x_fake.detach(), reg, reg_weight)
+    g_loss = loss.g_loss(fake)
+    stats["g_loss"] = g_loss.detach()
+    return d_total + g_loss, stats
+
+
+def bracket_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0):
+    """The seed's form, L = d_loss(D(x), D(sg(G(z)))) + [g_loss(D(G(z))) − g_loss(D(sg(G(z))))]:
+    the same gradients in exact arithmetic, D's assembled by cancellation (module docstring)."""
     x_fake = G(z)
     x_sg = x_fake.detach()
     d_total, fake_sg, stats = critic_objective(D, loss, x_real, x_sg, reg, reg_weight)
@@ -66,23 +98,48 @@ def one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: flo
 
 
 def generator_objective(D, loss, x_fake):
-    """The alternating step's generator part: g_loss on the critic's view of the fakes."""
-    return loss.g_loss(D(x_fake))
+    """The alternating step's generator part: g_loss on the critic's view of the fakes, through
+    the critic's stopped weights (its gradient is not needed)."""
+    return loss.g_loss(frozen(D)(x_fake))
+
+
+# The critic derivative a fused pass carries for a fake is floored here: below it, the sample's
+# contribution to D's weights is lost in rounding anyway, and G's gradient must not underflow with it.
+COTANGENT_FLOOR = 2.0 ** -64
+
+
+class _FakeLogits(torch.autograd.Function):
+    """Identity on the fake logits f. Backward: the cotangent c = ∂d_loss/∂f that D's backward is
+    about to carry, floored at COTANGENT_FLOOR/B (both fused losses have c > 0), and recorded so
+    that the input side can turn it into ∂g_loss/∂f."""
+
+    @staticmethod
+    def forward(ctx, fake, shared: dict):
+        ctx.shared = shared
+        return fake.view_as(fake)
+
+    @staticmethod
+    def backward(ctx, cotangent):
+        cotangent = cotangent.clamp(min=COTANGENT_FLOOR / cotangent.numel())
+        ctx.shared["d_grad"] = cotangent
+        return cotangent, None
 
 
 class _RescaleGrad(torch.autograd.Function):
-    """Identity forward; the backward multiplies sample i's gradient by ratio[i], a tensor that is
-    only known after the critic's forward pass (so it arrives through a list)."""
+    """Identity on the fakes G(z). Backward: sample i's gradient c_i·∂f_i/∂x_i, rescaled by
+    g_i/c_i with g_i = ∂g_loss/∂f_i, becomes ∂g_loss/∂x_i (g and c arrive through `shared`)."""
 
     @staticmethod
-    def forward(ctx, x, ratio: list):
-        ctx.ratio = ratio
+    def forward(ctx, x, shared: dict):
+        ctx.shared = shared
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
-        r = ctx.ratio[0]
-        return grad * r.view(-1, *([1] * (grad.dim() - 1))).to(grad.dtype), None
+        g, c = ctx.shared["g_grad"], ctx.shared["d_grad"]
+        dtype = torch.promote_types(c.dtype, torch.float32)
+        ratio = g.to(dtype) / c.to(dtype)
+        return grad * ratio.view(-1, *([1] * (grad.dim() - 1))).to(grad.dtype), None
 
 
 def fused_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0):
@@ -90,18 +147,22 @@ def fused_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weigh
     and backwards instead of 3).
 
     D's parameters get ∇d_loss through f as usual. The gradient reaching G(z) is the one d_loss
-    sends, ∂d_loss/∂f_i · ∂f_i/∂x_i, rescaled per sample by r_i = (∂g_loss/∂f_i)/(∂d_loss/∂f_i), which
-    turns it into ∂g_loss/∂f_i · ∂f_i/∂x_i = ∇_x g_loss. That is exact when f_i depends on x_i alone
-    (no BatchNorm in D) and ∂d_loss/∂f_i never vanishes: r = −1 for the Wasserstein loss (gradient
-    reversal) and r = −exp(−f) for the logistic loss. GAN.check_config refuses the other cases.
+    sends, c_i·∂f_i/∂x_i with c_i = ∂d_loss/∂f_i, rescaled per sample by g_i/c_i (g_i = ∂g_loss/∂f_i),
+    which turns it into ∇_x g_loss: gradient reversal for the Wasserstein loss (g/c = −1), −exp(−f)
+    for the logistic one. That is exact when f_i depends on x_i alone (no BatchNorm in D) and c_i
+    never vanishes; GAN.check_config refuses the other cases. The ratio is taken of the computed
+    c and g, never as exp(−f) (which overflows below f ≈ −88), and c is floored at
+    COTANGENT_FLOOR/B before D's backward: for a fake the critic is sure of (logistic f = −100 in
+    fp32, −1000 in any precision), σ(f) underflows, and G's gradient, c·(g/c), would be 0·∞.
+    With the floor G's gradient stays exact, and D's weights get at most 2⁻⁶⁴·|∂f_i/∂θ|/B more.
     """
     x_fake = G(z)
     if reg == "r1":
         x_real = x_real.detach().requires_grad_(True)
-    ratio = []
+    shared = {}
     real = D(x_real)
-    fake = D(_RescaleGrad.apply(x_fake, ratio))
-    ratio.append(loss.fused_ratio(fake.detach().float()))
+    fake = _FakeLogits.apply(D(_RescaleGrad.apply(x_fake, shared)), shared)
+    shared["g_grad"] = loss.g_grad(fake.detach().to(torch.promote_types(fake.dtype, torch.float32)))
     total, stats = critic_loss(D, loss, real, fake, x_real, x_fake.detach(), reg, reg_weight)
     stats["g_loss"] = loss.g_loss(fake.detach())
     return total, stats

@@ -1,21 +1,27 @@
 """Speed and memory of the training steps, the samplers and the data pipeline.
 
-    python scripts/benchmark.py [--json OUT] [--tiny] [--compile] [--repeats 50] [--only gan,ncsn,...]
+    python scripts/benchmark.py [--sizes cpu|gpu|tiny] [--json OUT] [--compile] [--repeats 50] [--only gan,ncsn,...]
+
+Sizes default to the device: on a GPU the paper-sized rows (the seed's DCGAN at 64 px batch 64 with
+BatchNorm in D, the SN-ResNet at 32 px batch 128, NCSNv2 at 32 px batch 128, sampling at batch 1000);
+on a CPU the rows of the CPU configs (the 28 px DCGAN of configs/fashion_mnist_dcgan_cpu.yaml at
+batch 64, the U-Net of configs/fashion_mnist_ncsn_cpu.yaml); `--sizes gpu` forces the large rows
+anywhere, `--sizes tiny` is a seconds-long smoke test.
 
 Every row is timed after warm-up, with the device synchronised, as the median of many repeats (CUDA
 events on a GPU), in the fp32 eager baseline and with the fast paths on (bf16 autocast,
-channels_last, fused Adam, the whole step captured as one CUDA graph; --compile adds torch.compile).
-Rows: GAN steps (one-loss vs alternating, the seed's DCGAN at 64 px batch 64 with BatchNorm in D, and
-the SN-ResNet at 32 px batch 128), NCSNv2 training at 32 px batch 128, sampling (network evaluations
-per second at batch 1000; wall time for 1,000 samples with annealed Langevin and with Heun), the
-data streams (device-resident and DataLoader), and peak GPU memory. --tiny shrinks every size for a
-CPU smoke test.
+channels_last, fused Adam and, on CUDA, the whole step captured as one CUDA graph; --compile adds
+torch.compile). The GAN trainers of one model are timed interleaved, step by step, so that they
+share the machine's state: alternating, one-loss and the bracket form with the config's critic, and
+alternating, one-loss and the fused step with a critic without BatchNorm (logistic loss). Their
+speedup is against the alternating fp32 eager step of the same critic.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -23,13 +29,41 @@ import _bootstrap  # noqa: F401
 import torch
 
 from common.config import DataConfig, load_config
-from common.errors import cli
+from common.errors import ConfigError, cli
 from common.graphs import Graphed, GraphedStep
-from common.loop import build
+from common.loop import build, resolve_device
 from data import DataInfo, TensorData, build_stream
 from denoising.samplers import annealed_langevin, heun
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# (name, config, data shape, batch, overrides) of the GAN models per size.
+GAN_MODELS = {
+    "gpu": [("dcgan64", "celeba64_dcgan.yaml", (3, 64, 64), 64, []),
+            ("sngan32", "cifar10_sngan.yaml", (3, 32, 32), 128, ["gan.n_critic=1"])],
+    "cpu": [("dcgan28", "fashion_mnist_dcgan_cpu.yaml", (1, 28, 28), 64, [])],
+    "tiny": [("dcgan32", "celeba64_dcgan.yaml", (3, 32, 32), 8, ["model.g_width=8", "model.d_width=8"]),
+             ("sngan32", "cifar10_sngan.yaml", (3, 32, 32), 8, ["model.g_width=16", "model.d_width=16",
+                                                                 "gan.n_critic=1"])],
+}
+# The score network rows: (name, config, data shape, training batch, sampling batch, overrides). The
+# ladder is fixed so that no data set is needed.
+SCORE_MODELS = {
+    "gpu": ("ncsnv2_32", "cifar10_ncsn.yaml", (3, 32, 32), 128, 1000,
+            ["ncsn.sigma_max=100", "ncsn.num_scales=232", "ncsn.step_lr=1.25e-5"]),
+    "cpu": ("unet28", "fashion_mnist_ncsn_cpu.yaml", (1, 28, 28), 64, 64,
+            ["ncsn.sigma_max=40", "ncsn.num_scales=97", "ncsn.step_lr=1e-5"]),
+    "tiny": ("ncsnv2_32", "cifar10_ncsn.yaml", (3, 32, 32), 4, 16,
+             ["ncsn.sigma_max=100", "ncsn.num_scales=4", "ncsn.langevin_steps=2", "ncsn.step_lr=1.25e-5",
+              "ncsn.heun_steps=4", "model.width=8"]),
+}
+# The data stream rows: (data shape, set size, batch, DataLoader workers).
+DATA_SIZES = {"gpu": ((3, 32, 32), 50_000, 128, 8), "cpu": ((1, 28, 28), 60_000, 64, 2),
+              "tiny": ((3, 32, 32), 2048, 64, 0)}
+
+
+def progress(text: str):
+    print(text, file=sys.stderr, flush=True)
 
 
 def sync(device):
@@ -37,26 +71,36 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def median_ms(fn, device, warmup: int, repeats: int) -> float:
-    """Median wall time of fn() in ms: warm-up calls first, then each call timed between synced
-    CUDA events (host clock on CPU)."""
-    for _ in range(warmup):
+def time_once(fn, device) -> float:
+    """Wall time of fn() in ms: between synced CUDA events on a GPU, the host clock elsewhere."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return 1e3 * (time.perf_counter() - t0)
+
+
+def interleaved_ms(fns: dict, device, warmup: int, repeats: int) -> dict[str, float]:
+    """Median ms of each fn: warm-up calls first, then the fns timed in turn, once per round, so
+    that drift (clocks, caches, other load) falls on all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     sync(device)
-    times = []
+    times = {k: [] for k in fns}
     for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(1e3 * (time.perf_counter() - t0))
-    return statistics.median(times)
+        for k, fn in fns.items():
+            times[k].append(time_once(fn, device))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def median_ms(fn, device, warmup: int, repeats: int) -> float:
+    return interleaved_ms({"": fn}, device, warmup, repeats)[""]
 
 
 def peak_mib(device):
@@ -78,14 +122,18 @@ def fast_overrides(device, compile_: bool) -> list[str]:
     return fast
 
 
-def step_row(name, config, overrides, info, batch, device, args, extra=None):
-    """Time one training step (with the EMA update, as in the loop) of a config on a fixed batch."""
+
+def variants(device, args):
+    return (("fp32 eager", []), ("fast", fast_overrides(device, args.compile)))
+
+
+def step_fn(config, overrides, shape, batch, device):
+    """One training step (with the EMA update, as in the loop) of a config on a fixed batch."""
     cfg = load_config(ROOT / "configs" / config, [*overrides, f"train.batch_size={batch}",
                                                    f"device={device.type}", "train.ema=0.999"])
     torch.manual_seed(0)
-    reset_peak(device)
-    method = build(cfg, device, info=info)
-    x = torch.rand(batch * method.batches_per_step, *info.shape, device=device) * 2 - 1
+    method = build(cfg, device, info=DataInfo(cfg.data.name, shape, 10))
+    x = torch.rand(batch * method.batches_per_step, *shape, device=device) * 2 - 1
     if cfg.train.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
@@ -95,55 +143,54 @@ def step_row(name, config, overrides, info, batch, device, args, extra=None):
         return stats
 
     step = GraphedStep(train_step) if cfg.train.cuda_graph else train_step
-    ms = median_ms(lambda: step(x), device, args.warmup, args.repeats)
-    return {"row": name, "variant": extra or "", "ms": ms, "images_per_s": batch * 1e3 / ms,
-            "peak_mib": peak_mib(device)}
+    return lambda: step(x)
 
 
 def gan_rows(device, args):
-    t = args.tiny
     rows = []
-    seeds = [("gan/dcgan64", "celeba64_dcgan.yaml", DataInfo("celeba", (3, 32 if t else 64, 32 if t else 64), 0),
-              8 if t else 64, ["model.g_width=8", "model.d_width=8"] if t else []),
-             ("gan/sngan32", "cifar10_sngan.yaml", DataInfo("cifar10", (3, 32, 32), 10), 8 if t else 128,
-              (["model.g_width=16", "model.d_width=16"] if t else []) + ["gan.n_critic=1"])]
-    for name, config, info, batch, size in seeds:
-        for step in ("alternating", "one_loss"):
-            for variant, over in (("fp32 eager", []), ("fast", fast_overrides(device, args.compile))):
-                rows.append(step_row(f"{name}/b{batch}/{step}", config, [*size, f"gan.step={step}", *over],
-                                     info, batch, device, args, variant))
+    for name, config, shape, batch, size in GAN_MODELS[args.sizes]:
+        critic_bn = load_config(ROOT / "configs" / config, size).model.critic_batchnorm
+        groups = [("", [], ("alternating", "one_loss", "one_loss_bracket"))]
+        if critic_bn:  # the fused step needs a critic without BatchNorm (and a fusable loss)
+            groups.append(("/no_bn_d", ["model.d_batchnorm=false", "gan.loss=logistic"],
+                           ("alternating", "one_loss", "one_loss_fused")))
+        for tag, extra, steps in groups:
+            for variant, over in variants(device, args):
+                progress(f"gan/{name}{tag} ({variant}): {', '.join(steps)} interleaved")
+                reset_peak(device)
+                fns = {s: step_fn(config, [*size, *extra, f"gan.step={s}", *over], shape, batch, device)
+                       for s in steps}
+                for s, ms in interleaved_ms(fns, device, args.warmup, args.repeats).items():
+                    rows.append({"row": f"gan/{name}/b{batch}{tag}/{s}", "variant": variant, "ms": ms,
+                                 "images_per_s": batch * 1e3 / ms, "peak_mib": peak_mib(device)})
     return rows
 
 
-def ncsn_overrides(tiny):
-    """CIFAR-10 NCSNv2 with its ladder fixed (no data needed): 232 levels × 5 Langevin steps."""
-    if tiny:
-        return ["ncsn.sigma_max=100", "ncsn.num_scales=4", "ncsn.langevin_steps=2", "ncsn.step_lr=2.5e-5",
-                "ncsn.heun_steps=4", "model.width=8"]
-    return ["ncsn.sigma_max=100", "ncsn.num_scales=232", "ncsn.step_lr=2.5e-5"]
-
-
-def ncsn_rows(device, args):
-    batch = 4 if args.tiny else 128
-    info = DataInfo("cifar10", (3, 32, 32), 10)
-    return [step_row(f"ncsn/ncsnv2_32/b{batch}", "cifar10_ncsn.yaml", [*ncsn_overrides(args.tiny), *over],
-                     info, batch, device, args, variant)
-            for variant, over in (("fp32 eager", []), ("fast", fast_overrides(device, args.compile)))]
+def score_rows(device, args):
+    name, config, shape, batch, _, ladder = SCORE_MODELS[args.sizes]
+    rows = []
+    for variant, over in variants(device, args):
+        progress(f"ncsn/{name} training ({variant})")
+        reset_peak(device)
+        ms = median_ms(step_fn(config, [*ladder, *over], shape, batch, device), device, args.warmup, args.repeats)
+        rows.append({"row": f"ncsn/{name}/b{batch}", "variant": variant, "ms": ms,
+                     "images_per_s": batch * 1e3 / ms, "peak_mib": peak_mib(device)})
+    return rows
 
 
 def sampling_rows(device, args):
-    """Network evaluations per second at batch 1000, and 1,000 samples with each sampler."""
-    n = 16 if args.tiny else 1000
-    info = DataInfo("cifar10", (3, 32, 32), 10)
+    """Network evaluations per second at the sampling batch, and that many samples with each sampler."""
+    name, config, shape, _, n, ladder = SCORE_MODELS[args.sizes]
     rows = []
-    for variant, over in (("fp32 eager", []), ("fast", fast_overrides(device, False))):
-        cfg = load_config(ROOT / "configs/cifar10_ncsn.yaml", [*ncsn_overrides(args.tiny), *over, f"device={device.type}"])
+    for variant, over in variants(device, args):
+        over = [o for o in over if o != "train.compile=true"]
+        cfg = load_config(ROOT / "configs" / config, [*ladder, *over, f"device={device.type}"])
         torch.manual_seed(0)
         reset_peak(device)
-        method = build(cfg, device, info=info)
+        method = build(cfg, device, info=DataInfo(cfg.data.name, shape, 10))
         method.train(False)
         D = method.denoiser(ema=True)
-        x = torch.randn(n, 3, 32, 32, device=device)
+        x = torch.randn(n, *shape, device=device)
         if cfg.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         sigma = torch.tensor(1.0, device=device)
@@ -154,32 +201,35 @@ def sampling_rows(device, args):
 
         if cfg.train.cuda_graph:
             evaluate = Graphed(evaluate)
+        progress(f"sampling/{name} network evaluations at batch {n} ({variant})")
         ms = median_ms(evaluate, device, args.warmup, args.repeats)
-        rows.append({"row": f"sampling/ncsnv2_32/nfe_b{n}", "variant": variant, "ms": ms,
+        rows.append({"row": f"sampling/{name}/nfe_b{n}", "variant": variant, "ms": ms,
                      "nfe_per_s": 1e3 / ms, "images_nfe_per_s": n * 1e3 / ms, "peak_mib": peak_mib(device)})
         s, gen, heun_sigmas = cfg.ncsn, torch.Generator(device=device), method.heun_sigmas()
-        x0 = s.sigma_max * torch.randn(n, 3, 32, 32, device=device)
+        x0 = s.sigma_max * torch.randn(n, *shape, device=device)
         samplers = {  # the pure sampler functions on the (EMA) denoiser, as method.sample runs them
             "langevin": (s.num_scales * s.langevin_steps + 1, lambda: annealed_langevin(
                 D.score, x0, method.sigmas, s.langevin_steps, s.step_lr, True, gen.manual_seed(0),
                 cfg.train.cuda_graph)),
             "heun": (2 * len(heun_sigmas) - 3, lambda: heun(D, x0, heun_sigmas))}
         for sampler, (nfe, run) in samplers.items():
+            progress(f"sampling/{name} {n} samples with {sampler}, {nfe} evaluations ({variant})")
             reset_peak(device)
             with torch.no_grad(), method.autocast():
                 ms = median_ms(run, device, 0 if sampler == "langevin" else 1, 1 if sampler == "langevin" else 3)
-            rows.append({"row": f"sampling/ncsnv2_32/{sampler}_{n}", "variant": variant, "ms": ms, "nfe": nfe,
+            rows.append({"row": f"sampling/{name}/{sampler}_{n}", "variant": variant, "ms": ms, "nfe": nfe,
                          "seconds": ms / 1e3, "nfe_per_s": nfe * 1e3 / ms, "peak_mib": peak_mib(device)})
     return rows
 
 
 def data_rows(device, args):
-    n, batch = (2048, 64) if args.tiny else (50_000, 128)
-    data = TensorData(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8),
-                      torch.zeros(n, dtype=torch.int64), DataInfo("synthetic", (3, 32, 32), 1))
+    shape, n, batch, workers = DATA_SIZES[args.sizes]
+    data = TensorData(torch.randint(0, 256, (n, *shape), dtype=torch.uint8),
+                      torch.zeros(n, dtype=torch.int64), DataInfo("synthetic", shape, 1))
     rows = []
     for loader in ("device", "workers"):
-        cfg = DataConfig(name="cifar10", flip=True, loader=loader, num_workers=0 if args.tiny else 8)
+        progress(f"data/{loader} at batch {batch}")
+        cfg = DataConfig(name="cifar10", flip=True, loader=loader, num_workers=workers)
         reset_peak(device)
         stream = build_stream(data, cfg, batch, device, seed=0)
         ms = median_ms(lambda: next(stream), device, args.warmup, args.repeats)
@@ -188,16 +238,13 @@ def data_rows(device, args):
     return rows
 
 
-SECTIONS = {"gan": gan_rows, "ncsn": ncsn_rows, "sampling": sampling_rows, "data": data_rows}
+SECTIONS = {"gan": gan_rows, "ncsn": score_rows, "sampling": sampling_rows, "data": data_rows}
 
 
 def add_speedups(rows):
     """speedup = baseline ms / this row's ms, the baseline being the same row in fp32 eager (for GAN
-    steps: the alternating fp32 eager step of the same model, the issue's reference)."""
-    base = {}
-    for r in rows:
-        if r["variant"] == "fp32 eager":
-            base[r["row"]] = r["ms"]
+    steps: the alternating fp32 eager step of the same model and critic)."""
+    base = {r["row"]: r["ms"] for r in rows if r["variant"] == "fp32 eager"}
     for r in rows:
         ref_row = r["row"].rsplit("/", 1)[0] + "/alternating" if r["row"].startswith("gan/") else r["row"]
         if ref_row in base:
@@ -206,33 +253,56 @@ def add_speedups(rows):
 
 
 def print_table(rows):
-    print(f"{'row':<38} {'variant':<11} {'ms':>9} {'img/s':>10} {'nfe/s':>9} {'peak MiB':>9} {'speedup':>8}")
+    print(f"{'row':<42} {'variant':<11} {'ms':>9} {'img/s':>10} {'nfe/s':>9} {'peak MiB':>9} {'speedup':>8}")
     for r in rows:
         fmt = lambda k, f: (f.format(r[k]) if r.get(k) is not None else "-")  # noqa: E731
-        print(f"{r['row']:<38} {r['variant']:<11} {r['ms']:9.3f} {fmt('images_per_s', '{:10.0f}'):>10} "
+        print(f"{r['row']:<42} {r['variant']:<11} {r['ms']:9.3f} {fmt('images_per_s', '{:10.0f}'):>10} "
               f"{fmt('nfe_per_s', '{:9.1f}'):>9} {fmt('peak_mib', '{:9.0f}'):>9} {fmt('speedup', '{:7.2f}x'):>8}")
 
 
-@cli
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", choices=("cpu", "gpu", "tiny"),
+                   help="row sizes (default: gpu on a CUDA device, cpu elsewhere)")
+    p.add_argument("--tiny", action="store_true", help="the same as --sizes tiny")
     p.add_argument("--json", help="also write the rows as JSON here")
-    p.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke test that runs on a CPU")
     p.add_argument("--compile", action="store_true", help="add torch.compile to the fast path")
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--only", default=",".join(SECTIONS), help=f"sections: {','.join(SECTIONS)}")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = p.parse_args(argv)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    if args.repeats < 1 or args.warmup < 0:
+        raise ConfigError("--repeats must be at least 1 and --warmup at least 0")
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in args.only if s not in SECTIONS]
+    if unknown or not args.only:
+        raise ConfigError(f"--only: unknown section {unknown[0] if unknown else '(none)'!r}; "
+                          f"choose from {','.join(SECTIONS)}")
+    if args.device != "auto" and args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise ConfigError(f"--device: must be auto, cpu, cuda or cuda:N, got {args.device!r}")
+    if args.json and Path(args.json).parent.exists() and not Path(args.json).parent.is_dir():
+        raise ConfigError(f"--json: {Path(args.json).parent} is not a folder; pass a file path in a folder")
+    return args
+
+
+@cli
+def main(argv=None):
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    args.sizes = "tiny" if args.tiny else args.sizes or ("gpu" if device.type == "cuda" else "cpu")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    progress(f"benchmark: {args.sizes} sizes on {where}; sections {','.join(args.only)}"
+             + ("" if args.sizes == "gpu" else " (--sizes gpu for the paper-sized rows)"))
     rows = []
-    for section in args.only.split(","):
+    for section in args.only:
         rows += SECTIONS[section](device, args)
     rows = add_speedups(rows)
-    meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "tiny": args.tiny, "compile": args.compile, "repeats": args.repeats}
+    meta = {"device": where, "torch": torch.__version__, "sizes": args.sizes, "compile": args.compile,
+            "repeats": args.repeats, "warmup": args.warmup}
     print_table(rows)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 
