@@ -1,6 +1,11 @@
 """Samplers: pure functions of a score (or denoiser) function, an initial x and a noise schedule.
 
     score_fn(x, sigma) -> s(x; σ)          denoise_fn(x, sigma) -> D(x; σ)
+
+Langevin steps follow NCSNv2's convention (Song & Ermon 2020, and its code), x ← x + α s + √(2α) z,
+the one its step-size rule (technique 4, denoising/schedule.py) is derived for. NCSN's paper writes
+the same dynamics as x ← x + (α/2) s + √α z, i.e. with α twice as large: an ε taken from NCSN
+(e.g. 2e-5 for CIFAR-10) is ε/2 here.
 """
 from __future__ import annotations
 
@@ -12,14 +17,14 @@ def _noise(x, generator):
 
 
 def langevin(score_fn, x, sigma: float, steps: int, step_size: float, generator=None):
-    """Unadjusted Langevin dynamics at one noise level: x ← x + (α/2) s(x; σ) + √α z."""
+    """Unadjusted Langevin dynamics at one noise level: x ← x + α s(x; σ) + √(2α) z."""
     for _ in range(steps):
         x = langevin_step(score_fn, x, sigma, step_size, generator)
     return x
 
 
 def langevin_step(score_fn, x, sigma, step_size, generator=None):
-    return x + 0.5 * step_size * score_fn(x, sigma) + step_size ** 0.5 * _noise(x, generator)
+    return x + step_size * score_fn(x, sigma) + (2 * step_size) ** 0.5 * _noise(x, generator)
 
 
 def annealed_langevin(score_fn, x, sigmas, steps_per_level: int, step_lr: float, final_denoise: bool = True,

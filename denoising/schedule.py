@@ -56,8 +56,10 @@ def ncsnv2_num_scales(sigma_max: float, sigma_min: float, dim: int) -> int:
 
 
 def ncsnv2_step_size(sigma_min: float, gamma: float, steps: int) -> float:
-    """Technique 4's ε for T = `steps` Langevin steps per level. With s = ε/σ_L², the variance
-    ratio after T steps, (1 − s)^{2T} (γ² − 2/(2 − s)) + 2/(2 − s), is ≥ 1; ε makes it closest to 1
+    """Technique 4's ε for T = `steps` Langevin steps per level, for the step x ← x + α s + √(2α) z
+    (denoising/samplers.py). Started from the previous level, N(0, γ²σ_L²) about a data point, with
+    the score −x/σ_L² of N(0, σ_L²): each step maps the variance v to (1 − s)²v + 2sσ_L², s = ε/σ_L²,
+    so after T steps v/σ_L² = (1 − s)^{2T} (γ² − 2/(2 − s)) + 2/(2 − s) ≥ 1; ε makes it closest to 1
     (a golden-section search over s ∈ (0, 1); the ratio is unimodal there)."""
     def ratio(s):
         b = 2 / (2 - s)
