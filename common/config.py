@@ -196,6 +196,7 @@ class TrainConfig:
     keep_every: int = 0                # also keep checkpoints/step_XXXXXXX.pt every N steps (0: never)
     max_minutes: Optional[float] = None  # wall-time budget: checkpoint and stop when spent
     ema: Optional[float] = 0.999       # decay of the weights' exponential moving average (null: off)
+    ema_warmup: bool = True            # decay min(ema, (1 + t)/(10 + t)) at update t (common/method.py)
     # Fast paths (off: the fp32 eager baseline, numerically the same within float tolerance):
     compile: bool = False              # torch.compile every network (forward and backward graphs)
     cuda_graph: bool = False           # capture the whole step (fwd, bwd, optimizer, EMA) as one CUDA graph
