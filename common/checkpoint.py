@@ -75,6 +75,16 @@ def save_checkpoint(path, payload: dict):
         raise
 
 
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Delete the temporary files a killed save_checkpoint left in `folder` (a SIGKILL between
+    mkstemp and rename); returns what was removed. Call before a run writes there again."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.pt.*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def load_tagged(path, fmt: str, version: int, what: str, missing: str, foreign: str,
                 map_location="cpu") -> dict:
     """torch.load(weights_only=True) of a file save_checkpoint wrote with header `fmt`; any problem

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from data import build_dataset, build_stream
 from . import distributed
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .config import Config, save_config
 from .errors import ConfigError, UserError
 from .graphs import GraphedStep
@@ -79,6 +79,7 @@ def prepare_run_dir(root, cfg: Config, resume: bool) -> RunDir:
         raise ConfigError(f"{run.root} already holds a run (checkpoints/last.pt): pass --resume to "
                           f"continue it, or --run-dir NEW to start another")
     run.root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run.checkpoints)  # left by a run killed mid-write; last.pt is intact
     return run
 
 

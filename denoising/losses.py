@@ -19,9 +19,10 @@ def dsm_loss(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, weighting
     eps = torch.randn_like(x)
     x_noisy = x + s * eps
     residual = s * denoiser.score(x_noisy, s, create_graph=True) + eps  # = (D(x̃) − x)/σ
-    per = 0.5 * residual.float().pow(2).flatten(1).sum(1)
+    dtype = torch.promote_types(residual.dtype, torch.float32)  # bf16 forward, fp32 (or fp64) loss
+    per = 0.5 * residual.to(dtype).pow(2).flatten(1).sum(1)
     if weighting == "reconstruction":
-        per = per * s.flatten().float() ** 2
+        per = per * s.flatten().to(dtype) ** 2
     return per
 
 

@@ -52,6 +52,66 @@ def test_dsm_recovers_the_optimal_denoiser_of_gaussian_data(parametrization):
     assert (D(x_noisy, sigma) - optimal).abs().max() < 0.03
 
 
+class Nonlinear(nn.Module):
+    """A σ-dependent nonlinear F(x, σ): no parametrisation constant can be absorbed into it."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.a, self.b = nn.Linear(d + 1, 16), nn.Linear(16, d)
+
+    def forward(self, x, sigma):
+        return self.b(torch.tanh(self.a(torch.cat([x, sigma.log()[:, None]], 1))))
+
+
+@pytest.mark.parametrize("parametrization", ["direct", "score", "energy"])
+def test_denoiser_parametrisations_are_the_papers_formulas(parametrization):
+    """EDM's preconditioning (Karras et al. 2022, table 1) with c_skip = σ_d²/(σ² + σ_d²),
+    c_out = σσ_d/√(σ² + σ_d²), c_in = 1/√(σ² + σ_d²): direct D = c_skip·x + c_out·F(c_in·x, σ);
+    score s = F(c_in·x, σ)/σ (NCSNv2); energy E = ½‖x − c_skip·x − c_out·F‖²/σ² (Salimans & Ho
+    2021), s = −∇ₓE; and D = x + σ²s for every one."""
+    torch.manual_seed(0)
+    sd, net = 0.5, Nonlinear(3).double()
+    den = Denoiser(net, parametrization, sigma_data=sd)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    sigma = torch.tensor([0.02, 0.3, 1.0, 4.0, 40.0], dtype=torch.float64)
+    s = sigma[:, None]
+    c_skip, c_out, c_in = sd ** 2 / (s ** 2 + sd ** 2), s * sd / (s ** 2 + sd ** 2).sqrt(), 1 / (s ** 2 + sd ** 2).sqrt()
+    F_ = net(c_in * x, sigma)
+    if parametrization == "direct":
+        D = c_skip * x + c_out * F_
+        score = (D - x) / s ** 2
+    elif parametrization == "score":
+        score = F_ / s
+        D = x + s ** 2 * score
+    else:
+        xg = x.clone().requires_grad_(True)
+        E = 0.5 * (xg - c_skip * xg - c_out * net(c_in * xg, sigma)).pow(2).sum(1) / sigma ** 2
+        assert torch.allclose(den.energy(x, sigma), E.detach(), rtol=1e-10)
+        score = -torch.autograd.grad(E.sum(), xg)[0]
+        D = x + s ** 2 * score
+    assert torch.allclose(den.score(x, sigma), score, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(den(x, sigma), D, rtol=1e-9, atol=1e-12)
+
+
+def test_dae_reconstruction_weighting_is_the_plain_squared_error_at_every_sigma():
+    """dsm_loss per example: "reconstruction" ½‖D(x̃; σ) − x‖², "score" the same divided by σ²
+    (½‖σs + ε‖²), for a batch of different σ."""
+    torch.manual_seed(0)
+    den = Denoiser(Nonlinear(3).double(), "direct", 0.5)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    sigma = torch.tensor([0.05, 0.5, 2.0, 10.0], dtype=torch.float64)
+    losses = {}
+    for weighting in ("reconstruction", "score"):
+        torch.manual_seed(1)
+        losses[weighting] = dsm_loss(den, x, sigma, weighting)
+    torch.manual_seed(1)
+    x_noisy = x + sigma[:, None] * torch.randn_like(x)  # the noise dsm_loss draws
+    with torch.no_grad():
+        expected = 0.5 * (den(x_noisy, sigma) - x).pow(2).sum(1)
+    assert torch.allclose(losses["reconstruction"].detach(), expected, rtol=1e-10)
+    assert torch.allclose(losses["score"].detach(), expected / sigma ** 2, rtol=1e-10)
+
+
 def test_tweedie_identity_between_score_and_denoiser():
     """s = (D − x)/σ² holds for every parametrisation (energy: s = −∇E by autograd)."""
     torch.manual_seed(0)
@@ -93,6 +153,25 @@ def test_annealed_langevin_on_the_exact_score_reproduces_weights_and_means():
     for k in range(3):
         assert (x[comp == k].mean(0) - mix.means[k]).norm() < 0.05
         assert x[comp == k].std(0).mean().item() == pytest.approx(0.4, rel=0.1)
+
+
+@pytest.mark.parametrize("gamma,steps", [(1.2, 5), (1.3, 3)])
+def test_langevin_at_the_last_level_reaches_technique_4s_variance(gamma, steps):
+    """NCSNv2 technique 4 derives ε for x ← x + α s + √(2α) z: from N(0, γ²σ_L²) (a data point
+    seen at the previous level), T steps on the exact score −x/σ_L² leave the variance ratio
+    (1 − s)^{2T}(γ² − 2/(2 − s)) + 2/(2 − s), s = ε/σ_L². The sampler must run the step the rule
+    assumes (NCSN's (α/2)s + √α z halves the effective step: 1.196 instead of 1.146 at γ = 1.2)."""
+    from denoising.samplers import langevin
+    from denoising.schedule import ncsnv2_step_size
+    sigma_l = 0.01
+    eps = ncsnv2_step_size(sigma_l, gamma, steps)
+    s = eps / sigma_l ** 2
+    b = 2 / (2 - s)
+    predicted = (1 - s) ** (2 * steps) * (gamma ** 2 - b) + b
+    x = gamma * sigma_l * torch.randn(400_000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = langevin(lambda y, sigma: -y / sigma ** 2, x, sigma_l, steps, eps, torch.Generator().manual_seed(1))
+    assert x.var().item() / sigma_l ** 2 == pytest.approx(predicted, rel=0.01)
+    assert predicted < gamma ** 2 - 0.1  # the chain moved: the check is not vacuous
 
 
 def test_heun_on_a_gaussian_score_maps_sigma_max_noise_to_the_data_variance():
@@ -203,7 +282,6 @@ def test_dde_one_loss_gives_each_network_its_own_gradient():
     torch.manual_seed(1)
     total, stats = m.objective(x, P, Q, sigma)
     total.backward()
-    assert stats["bracket"].item() == 0.0
     got = {n: [p.grad.clone() for p in m.nets[n].parameters()] for n in ("G", "p", "q")}
     torch.manual_seed(1)  # same draws, same order: z, the two DSM noises, the smoothing noise
     fake = m.G(m.sample_latents(64))
