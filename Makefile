@@ -1,5 +1,6 @@
 # make train: set up, fetch Fashion-MNIST, train the default one-loss GAN (GPU config if CUDA, else CPU)
 # make test:  set up and run the test suite
+# make results: train every method's CPU config, score it, write docs/results.md and the README table (~2 h on 2 cores)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -7,7 +8,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 ARGS   ?=
 
-.PHONY: setup data train test clean
+.PHONY: setup data train test results clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,9 @@ train: data
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+results: data
+	$(PY) scripts/results.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

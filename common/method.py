@@ -2,7 +2,8 @@
 
 A method owns its networks and optimizers and exposes
     training_step(batch) -> dict of 0-dim tensors (every loss term; never synced here)
-    sample(n, generator, ema=True, latents=None) -> samples (images in [-1, 1] or points)
+    sample(n, generator, ema=True, latents=None, progress=False) -> samples (images in [-1, 1] or
+        points; `progress` shows a bar over a long sampler's steps)
     state_dict() / load_state_dict()
 The training loop (common/loop.py) does everything else, once, for every method.
 """
@@ -263,6 +264,6 @@ class Method:
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, ema: bool = True,
-               latents: torch.Tensor | None = None) -> torch.Tensor:
+               latents: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
         raise NotImplementedError
 

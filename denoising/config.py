@@ -13,12 +13,13 @@ class DenoiserModelConfig:
     width: int = 64                          # U-Net base channels / NCSNv2 ngf / MLP width
     mults: list[int] = (1, 2, 2)             # U-Net channel multiplier per resolution
     blocks: int = 2                          # U-Net residual blocks per resolution
+    patch: int = 1                           # U-Net: fold patch×patch pixels into channels first
     depth: int = 3                           # MLP hidden layers
     sigma_conditional: Optional[bool] = None  # null: the architecture's default (NCSNv2 no, others yes)
     scale_input: Optional[bool] = None       # EDM's c_in; null: the architecture's default (NCSNv2 no)
 
     def check(self, path):
-        for key in ("width", "blocks", "depth"):
+        for key in ("width", "blocks", "depth", "patch"):
             require(getattr(self, key) > 0, f"{path}.{key}: must be positive")
         require(len(self.mults) > 0 and all(m > 0 for m in self.mults), f"{path}.mults: positive integers")
         require(not (self.arch == "ncsnv2" and self.sigma_conditional),
@@ -44,9 +45,12 @@ class NoiseConfig:
     sigma_min: float = 0.01
     sigma_max: Optional[float] = None         # null: largest pairwise distance in the data (NCSNv2 technique 1)
     num_scales: Optional[int] = None          # null: from NCSNv2 technique 2 (1: a single-σ model)
-    sigma_sampling: Literal["discrete", "log_uniform"] = "discrete"  # levels of the ladder, or continuous
+    # training σ: the ladder's levels (NCSN), log-uniform over [σ_min, σ_max], or EDM's log-normal
+    sigma_sampling: Literal["discrete", "log_uniform", "log_normal"] = "discrete"
+    p_mean: float = -1.2                      # log_normal: ln σ ~ N(p_mean, p_std²) (EDM's CIFAR-10 values)
+    p_std: float = 1.2
     sigma_data: float = 0.5                   # data std for EDM's input scaling
-    weighting: Literal["score", "reconstruction"] = "score"
+    weighting: Literal["score", "reconstruction", "edm"] = "score"
     sampler: Literal["langevin", "heun"] = "langevin"
     langevin_steps: int = 5                   # T per noise level
     step_lr: Optional[float] = None           # ε; null: NCSNv2 technique 4
@@ -63,6 +67,7 @@ class NoiseConfig:
         require(not (self.num_scales == 1 and self.sampler == "heun"),
                 f"{path}.sampler: heun needs a range of noise levels; use num_scales > 1 or sampler: langevin")
         require(self.langevin_steps > 0 and self.heun_steps > 1, f"{path}: sampler steps must be positive")
+        require(self.p_std > 0 and self.sigma_data > 0, f"{path}: p_std and sigma_data must be positive")
 
 
 @dataclass

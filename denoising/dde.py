@@ -101,5 +101,5 @@ class DDE(Method):
         stats = {"dsm_p": dsm_p.detach(), "dsm_q": dsm_q.detach(), "g_loss": g_loss.detach()}
         return dsm_p + dsm_q + g_loss, stats
 
-    def sample(self, n, generator=None, ema=True, latents=None):
-        return self.generate("G", n, generator, ema, latents)
+    def sample(self, n, generator=None, ema=True, latents=None, progress=False):
+        return self.generate("G", n, generator, ema, latents)  # one network pass: no progress to show

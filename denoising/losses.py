@@ -11,6 +11,9 @@ def dsm_loss(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, weighting
 
         score           ½‖σ s(x̃; σ) + ε‖²  = ½‖D(x̃; σ) − x‖²/σ²   NCSN's λ(σ) = σ² weighting
         reconstruction  ½‖D(x̃; σ) − x‖²                           a plain denoising autoencoder
+        edm             ½‖D(x̃; σ) − x‖²·(σ² + σ_d²)/(σσ_d)²        EDM's λ(σ) (Karras et al. 2022,
+                        eq. 8 and table 1): with the preconditioning, the network's target has unit
+                        variance at every σ, so every level weighs the same
 
     Both have their minimum at the optimal denoiser D*(x̃) = E[x | x̃], whose residual is the score
     of the noised data. An energy model's score is −∇E, so its loss backpropagates twice.
@@ -23,6 +26,8 @@ def dsm_loss(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, weighting
     per = 0.5 * residual.to(dtype).pow(2).flatten(1).sum(1)
     if weighting == "reconstruction":
         per = per * s.flatten().to(dtype) ** 2
+    elif weighting == "edm":
+        per = per * (1 + (s.flatten().to(dtype) / denoiser.sigma_data) ** 2)
     return per
 
 

@@ -31,7 +31,7 @@ def build_network(m: DenoiserModelConfig, shape) -> torch.nn.Module:
         return MLP(shape[0], m.width, m.depth, m.conditional)
     if m.arch == "ncsnv2":
         return NCSNv2(shape[0], m.width, shape[-1])
-    return UNet(shape[0], m.width, tuple(m.mults), m.blocks, m.conditional)
+    return UNet(shape[0], m.width, tuple(m.mults), m.blocks, m.conditional, m.patch)
 
 
 def data_dim(dataset) -> int:
@@ -91,8 +91,12 @@ class DenoisingMethod(Method):
         return cache[id(net)]
 
     def draw_sigmas(self, n: int) -> torch.Tensor:
-        if self.cfg.section.sigma_sampling == "discrete" or len(self.sigmas) == 1:
+        """Training noise levels: the ladder's (discrete), log-uniform over it, or EDM's log-normal."""
+        cfg = self.cfg.section
+        if cfg.sigma_sampling == "discrete" or len(self.sigmas) == 1:
             return self.sigmas[torch.randint(len(self.sigmas), (n,), device=self.device)]
+        if cfg.sigma_sampling == "log_normal":
+            return (cfg.p_mean + cfg.p_std * torch.randn(n, device=self.device)).exp()
         lo, hi = self.sigmas[-1].log(), self.sigmas[0].log()
         return (lo + (hi - lo) * torch.rand(n, device=self.device)).exp()
 
@@ -126,8 +130,9 @@ class DenoisingMethod(Method):
         return edm_sigmas(n.heun_steps, n.sigma_min, n.sigma_max, n.rho)
 
     @torch.no_grad()
-    def sample(self, n, generator=None, ema=True, latents=None):
-        """Samples from σ_max·z with the config's sampler (langevin or heun)."""
+    def sample(self, n, generator=None, ema=True, latents=None, progress=False):
+        """Samples from σ_max·z with the config's sampler (langevin or heun); `progress` shows a
+        bar over the sampler's levels."""
         cfg = self.cfg.section
         z = self.sample_latents(n, generator) if latents is None else latents.to(self.device)
         D = self.denoiser(ema)
@@ -138,10 +143,11 @@ class DenoisingMethod(Method):
             for chunk in z.split(1000):
                 x = chunk * self.sigmas[0]
                 if cfg.sampler == "heun":
-                    out.append(heun(D, x, self.heun_sigmas()))
+                    out.append(heun(D, x, self.heun_sigmas(), progress))
                 else:
                     out.append(annealed_langevin(D.score, x, self.sigmas, cfg.langevin_steps, cfg.step_lr,
-                                                 cfg.final_denoise, generator, self.cfg.train.cuda_graph))
+                                                 cfg.final_denoise, generator, self.cfg.train.cuda_graph,
+                                                 progress))
             return torch.cat(out).float()
         finally:
             D.net.train(was_training)

@@ -10,6 +10,7 @@ the same dynamics as x ← x + (α/2) s + √α z, i.e. with α twice as large: 
 from __future__ import annotations
 
 import torch
+from tqdm import tqdm
 
 
 def _noise(x, generator):
@@ -28,14 +29,15 @@ def langevin_step(score_fn, x, sigma, step_size, generator=None):
 
 
 def annealed_langevin(score_fn, x, sigmas, steps_per_level: int, step_lr: float, final_denoise: bool = True,
-                      generator=None, cuda_graph: bool = False):
+                      generator=None, cuda_graph: bool = False, progress: bool = False):
     """Annealed Langevin dynamics (Song & Ermon 2019, algorithm 1): T steps at each σ_i, from the
     largest to the smallest, with step α_i = ε·σ_i²/σ_L²; then, as NCSNv2 recommends, one
     denoising step x ← x + σ_L² s(x; σ_L) (= D(x; σ_L), Tweedie) to remove the last noise.
     With cuda_graph, the thousands of identical steps replay one captured step (σ and α as
-    device scalars) instead of launching every kernel again."""
+    device scalars) instead of launching every kernel again. `progress` shows a bar over the levels."""
     sigmas = [float(s) for s in sigmas]
     levels = [(sigma, step_lr * (sigma / sigmas[-1]) ** 2) for sigma in sigmas]
+    levels = tqdm(levels, desc="Langevin levels", leave=False, disable=not progress)
     if cuda_graph:  # captured on CUDA; elsewhere the same parametrised step, run eagerly
         from common.graphs import GraphedInPlace
         step = GraphedInPlace(lambda y, s, a: langevin_step(score_fn, y, s, a, generator),
@@ -52,12 +54,13 @@ def annealed_langevin(score_fn, x, sigmas, steps_per_level: int, step_lr: float,
     return x
 
 
-def heun(denoise_fn, x, sigmas):
+def heun(denoise_fn, x, sigmas, progress: bool = False):
     """Deterministic sampling of the probability-flow ODE dx/dσ = (x − D(x; σ))/σ with Heun's
     2nd-order method (Karras et al. 2022, algorithm 1). `sigmas` decreases to a final 0 and x
     starts at σ_0·N(0, I); n levels cost 2n − 1 network evaluations."""
     sigmas = [float(s) for s in sigmas]
-    for s_cur, s_next in zip(sigmas[:-1], sigmas[1:]):
+    steps = tqdm(list(zip(sigmas[:-1], sigmas[1:])), desc="Heun steps", leave=False, disable=not progress)
+    for s_cur, s_next in steps:
         d = (x - denoise_fn(x, s_cur)) / s_cur
         x_next = x + (s_next - s_cur) * d
         if s_next > 0:  # second-order correction, skipped on the last step to σ = 0

@@ -149,5 +149,5 @@ class GAN(Method):
         stats["g_loss"] = g_loss.detach()
         return stats
 
-    def sample(self, n, generator=None, ema=True, latents=None):
-        return self.generate("G", n, generator, ema, latents)
+    def sample(self, n, generator=None, ema=True, latents=None, progress=False):
+        return self.generate("G", n, generator, ema, latents)  # one network pass: no progress to show

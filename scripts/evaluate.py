@@ -12,10 +12,12 @@ and adds eval/<metric> scalars at the checkpoint's step to the run's tb/ directo
 import argparse
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
 import _bootstrap  # noqa: F401
+from tqdm import tqdm
 
 from common.config import load_config
 from common.errors import ConfigError, cli
@@ -107,6 +109,10 @@ def main(argv=None):
     else:
         batches = generated_batches(method, args.n or DEFAULT_N, args.batch_size, args.seed, not args.no_ema)
         samples = f"{cfg.method} step {ckpt['step']} ({'raw' if args.no_ema else 'EMA'} weights)"
+    n = args.n or (DEFAULT_N if not args.real else None)
+    total = math.ceil(n / args.batch_size) if n else None
+    batches = tqdm(batches, total=total, desc="sampling and features" if not args.real else "features",
+                   unit="batch")
     result = {"samples": samples, "reference": reference.name, "features": features,
               **score(batches, extractor, reference, device, seed=args.seed),
               "seconds": round(time.monotonic() - start, 1)}

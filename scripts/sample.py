@@ -65,7 +65,7 @@ def main(argv=None):
         rows = max(1, args.n // args.interpolate)
         latents, nrow = interpolation_latents(method, rows, args.interpolate, gen), args.interpolate
     samples = method.sample(args.n if latents is None else len(latents), generator=gen,
-                            ema=not args.no_ema, latents=latents)
+                            ema=not args.no_ema, latents=latents, progress=True)
     save_grid(samples, args.out, nrow=nrow)
     print(f"wrote {args.out}: {len(samples)} samples from step {ckpt['step']} "
           f"({'raw' if args.no_ema or not method.ema else 'EMA'} weights)")

@@ -95,13 +95,13 @@ def test_denoiser_parametrisations_are_the_papers_formulas(parametrization):
 
 def test_dae_reconstruction_weighting_is_the_plain_squared_error_at_every_sigma():
     """dsm_loss per example: "reconstruction" ½‖D(x̃; σ) − x‖², "score" the same divided by σ²
-    (½‖σs + ε‖²), for a batch of different σ."""
+    (½‖σs + ε‖²), "edm" multiplied by EDM's λ(σ) = (σ² + σ_d²)/(σσ_d)², for a batch of different σ."""
     torch.manual_seed(0)
     den = Denoiser(Nonlinear(3).double(), "direct", 0.5)
     x = torch.randn(4, 3, dtype=torch.float64)
     sigma = torch.tensor([0.05, 0.5, 2.0, 10.0], dtype=torch.float64)
     losses = {}
-    for weighting in ("reconstruction", "score"):
+    for weighting in ("reconstruction", "score", "edm"):
         torch.manual_seed(1)
         losses[weighting] = dsm_loss(den, x, sigma, weighting)
     torch.manual_seed(1)
@@ -110,6 +110,20 @@ def test_dae_reconstruction_weighting_is_the_plain_squared_error_at_every_sigma(
         expected = 0.5 * (den(x_noisy, sigma) - x).pow(2).sum(1)
     assert torch.allclose(losses["reconstruction"].detach(), expected, rtol=1e-10)
     assert torch.allclose(losses["score"].detach(), expected / sigma ** 2, rtol=1e-10)
+    assert torch.allclose(losses["edm"].detach(), expected * (sigma ** 2 + 0.25) / (sigma * 0.5) ** 2, rtol=1e-10)
+
+
+def test_log_normal_sigma_sampling_draws_edms_distribution():
+    """sigma_sampling: log_normal draws ln σ ~ N(p_mean, p_std²), unclipped (EDM's training σ)."""
+    from data import DataInfo
+    cfg = quick_config("dae_toy.yaml", "dae.sigma_sampling=log_normal", "dae.p_mean=-0.5", "dae.p_std=0.8",
+                       "dae.step_lr=1e-4")
+    torch.manual_seed(0)
+    m = build(cfg, "cpu", info=DataInfo("toy", (2,), 1, "points"))
+    log_sigma = m.draw_sigmas(200_000).log()
+    assert log_sigma.mean().item() == pytest.approx(-0.5, abs=0.01)
+    assert log_sigma.std().item() == pytest.approx(0.8, abs=0.01)
+    assert log_sigma.min().item() < math.log(cfg.dae.sigma_min)  # not clipped to the ladder
 
 
 def test_tweedie_identity_between_score_and_denoiser():

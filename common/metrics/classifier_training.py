@@ -8,6 +8,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from common.smooth import smooth_accuracy, smooth_macro_f1
 from data import TensorData, to_unit_range
@@ -79,7 +80,7 @@ def fit_classifier(train: TensorData, test: TensorData, device, *, width: int = 
     for epoch in range(epochs):
         start, total = time.monotonic(), torch.zeros((), device=device)
         order = torch.randperm(len(train), device=device, generator=gen)
-        for s in range(steps_per_epoch):
+        for s in tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", leave=False):
             idx = order[s * batch_size:(s + 1) * batch_size]
             x = random_crop_flip(to_unit_range(images[idx]), pad, flip, gen)
             with bf16:

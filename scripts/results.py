@@ -1,0 +1,339 @@
+"""The results table: every method trained on Fashion-MNIST at CPU scale, sampled and scored.
+
+    python scripts/results.py                   # train what is missing, score everything, write docs/
+    python scripts/results.py --reuse           # score the finished runs in --runs, train nothing
+    python scripts/results.py --methods gan,dae --retrain   # train those again (their old runs are deleted)
+    python scripts/results.py --smoke --data-root FIXTURE --out /tmp/r --runs /tmp/r/runs   # seconds
+
+For each CPU config (configs/fashion_mnist_*_cpu.yaml) it trains a run in --runs/<name>/ (or reuses a
+finished one), draws samples from its EMA weights with each sampler of its rows, and scores them with
+the evaluation machinery of scripts/evaluate.py (common/metrics/) against the real test split, in the
+features of a Fashion-MNIST classifier that it trains itself, with fixed settings and seed, when
+--classifier is absent. It writes docs/results.md (the table), one sample grid per row in
+docs/results/, and the same table and grids into README.md between its results markers. Every
+number in them comes out of this script.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import _bootstrap  # noqa: F401
+import torch
+from tqdm import tqdm
+
+from common.checkpoint import load_checkpoint
+from common.config import DataConfig, load_config, parse
+from common.errors import ConfigError, cli
+from common.images import save_grid
+from common.loop import build, resolve_device, train
+from common.metrics.classifier import load_classifier, save_classifier
+from common.metrics.classifier_training import fit_classifier
+from common.metrics.evaluate import score
+from common.metrics.features import build_extractor
+from common.metrics.reference import image_batches, reference_stats
+from data import DataInfo, build_dataset, from_unit_range
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKERS = ("<!-- results:begin (written by scripts/results.py) -->", "<!-- results:end -->")
+CLASSIFIER = {"width": 16, "epochs": 4, "batch_size": 256, "lr": 0.2, "weight_decay": 5e-4, "seed": 0}
+
+
+@dataclass
+class Run:
+    """A training run: a CPU config and the overrides that make it this run."""
+    config: str
+    overrides: list[str] = field(default_factory=list)
+    smoke: list[str] = field(default_factory=list)  # --smoke: tiny networks
+
+
+@dataclass
+class Row:
+    name: str
+    method: str                 # what --methods selects
+    run: str | None             # None: the real training split
+    sampler: str                # as shown in the table
+    overrides: list[str] = field(default_factory=list)  # sampling-time config overrides
+    langevin: bool = False      # scored on --n-langevin samples
+
+
+TINY_UNET = ["model.width=8", "model.mults=[1,2]", "model.blocks=1"]
+RUNS = {
+    "gan_one_loss": Run("fashion_mnist_dcgan_cpu.yaml", [], ["model.g_width=8", "model.d_width=8"]),
+    "gan_alternating": Run("fashion_mnist_dcgan_cpu.yaml", ["gan.step=alternating"],
+                           ["model.g_width=8", "model.d_width=8"]),
+    "ncsn": Run("fashion_mnist_ncsn_cpu.yaml", [], TINY_UNET),
+    "dae": Run("fashion_mnist_dae_cpu.yaml", [], TINY_UNET),
+    "ebm": Run("fashion_mnist_ebm_cpu.yaml", [], TINY_UNET),
+    "dde": Run("fashion_mnist_dde_cpu.yaml", [], ["model.g_width=8", *TINY_UNET]),
+}
+
+
+def denoising_rows(method: str) -> list[Row]:
+    return [Row(f"{method}_langevin", method, method, "annealed Langevin", [f"{method}.sampler=langevin"], True),
+            Row(f"{method}_heun35", method, method, "Heun, 18 levels", [f"{method}.sampler=heun",
+                                                                       f"{method}.heun_steps=18"]),
+            Row(f"{method}_heun19", method, method, "Heun, 10 levels", [f"{method}.sampler=heun",
+                                                                       f"{method}.heun_steps=10"])]
+
+
+ROWS = [Row("real_train", "real", None, "the training split"),
+        Row("gan_one_loss", "gan", "gan_one_loss", "generator"),
+        Row("gan_alternating", "gan", "gan_alternating", "generator"),
+        *denoising_rows("ncsn"), *denoising_rows("dae"), *denoising_rows("ebm"),
+        Row("dde", "dde", "dde", "generator")]
+METHODS = sorted({r.method for r in ROWS})
+
+
+def progress(text: str):
+    tqdm.write(text)
+
+
+def run_config(name: str, args):
+    run = RUNS[name]
+    overrides = [*run.overrides, f"data.root={args.data_root}", f"device={args.device}"]
+    if args.smoke:
+        overrides += [*run.smoke, "train.steps=3", "train.max_minutes=null", "train.log_every=1",
+                      "train.sample_every=3", "train.ckpt_every=3", "train.n_samples=4", "train.batch_size=8"]
+    return load_config(ROOT / "configs" / run.config, overrides)
+
+
+def finished(run_dir: Path) -> dict | None:
+    """The training summary results.py wrote when the run ended, if it did."""
+    path = run_dir / "results_training.json"
+    return json.loads(path.read_text()) if path.is_file() and (run_dir / "checkpoints/last.pt").is_file() else None
+
+
+def train_run(name: str, args) -> dict:
+    run_dir = Path(args.runs) / name
+    done = finished(run_dir)
+    if args.reuse:
+        if done is None:
+            raise ConfigError(f"--reuse: no finished run {name} in {run_dir} (no results_training.json "
+                              f"and checkpoints/last.pt); drop --reuse to train it")
+        return done
+    if run_dir.exists():
+        if not args.retrain:
+            what = "a finished run" if done else "an unfinished run"
+            raise ConfigError(f"{run_dir} already holds {what}: pass --reuse to score the finished runs, or "
+                              f"--retrain to delete it and train again")
+        shutil.rmtree(run_dir)
+    cfg = run_config(name, args)
+    progress(f"training {name} ({RUNS[name].config} {' '.join(RUNS[name].overrides)}) in {run_dir}")
+    summary = train(cfg, run_dir)
+    images = summary["step"] * cfg.train.batch_size * (cfg.gan.n_critic if cfg.method == "gan" else 1)
+    done = {"run": name, "config": RUNS[name].config, "overrides": RUNS[name].overrides,
+            "seconds": summary["seconds"], "steps": summary["step"], "images": images,
+            "threads": torch.get_num_threads()}
+    (run_dir / "results_training.json").write_text(json.dumps(done, indent=1) + "\n")
+    return done
+
+
+def ensure_classifier(args, device) -> dict:
+    """The classifier whose features every row is scored in; trained here when absent."""
+    path = Path(args.classifier)
+    if not path.is_file():
+        progress(f"training the evaluation classifier ({CLASSIFIER}) into {path}")
+        splits = [build_dataset(parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root,
+                                                   "split": s}, "data")) for s in ("train", "test")]
+        settings = dict(CLASSIFIER, epochs=1, width=4) if args.smoke else CLASSIFIER
+        model, acc = fit_classifier(*splits, device, flip=False, log=progress,
+                                    **{k: v for k, v in settings.items()})
+        arch = {"in_channels": 1, "num_classes": 10, "width": settings["width"]}
+        save_classifier(path, model, arch, splits[0].info.shape, "fashion_mnist", acc, loss="ce",
+                        epochs=settings["epochs"])
+    _, ckpt = load_classifier(path)
+    if ckpt.get("data") != "fashion_mnist":
+        raise ConfigError(f"--classifier {path} was trained on {ckpt.get('data')}, not fashion_mnist: "
+                          f"pass a Fashion-MNIST classifier or a path where one can be trained")
+    return ckpt
+
+
+def nfe_per_sample(method, cfg) -> int:
+    """Network evaluations per sample of the sampler the config selects (an energy model's
+    evaluation is a forward and a backward pass)."""
+    if cfg.method in ("gan", "dde"):
+        return 1
+    s = cfg.section
+    if s.sampler == "langevin":
+        return s.num_scales * s.langevin_steps + int(s.final_denoise)
+    return 2 * (len(method.heun_sigmas()) - 1) - 1
+
+
+def sample_row(row: Row, args, device, n: int):
+    """(uint8 samples, sampling seconds, nfe) of a row, drawn in batches with a fixed seed."""
+    ckpt = load_checkpoint(Path(args.runs) / row.run / "checkpoints" / "last.pt")
+    smoke = [f"{row.method}.num_scales=3", f"{row.method}.langevin_steps=1"] if args.smoke and row.overrides else []
+    cfg = load_config(raw=ckpt["config"], overrides=[*row.overrides, *smoke, f"device={args.device}",
+                                                     f"data.root={args.data_root}"])
+    method = build(cfg, device, info=DataInfo.from_dict(ckpt["data_info"]))
+    method.load_state_dict(ckpt["state"], weights_only=True)
+    method.train(False)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    out, start = [], time.monotonic()
+    for i in tqdm(range(0, n, args.batch_size), desc=f"sampling {row.name}", leave=False):
+        out.append(from_unit_range(method.sample(min(args.batch_size, n - i), generator=gen, progress=True)).cpu())
+    return torch.cat(out), time.monotonic() - start, nfe_per_sample(method, cfg), ckpt
+
+
+def real_rows(args, n: int):
+    """The training split's first n images in a fixed random order (the floor row)."""
+    data = build_dataset(parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root}, "data"))
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[:n]
+    return data.data[idx]
+
+
+def machine(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{names[0] if names else platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def fmt(value, spec):
+    return "–" if value is None else format(value, spec)
+
+
+def minutes(seconds):
+    return None if seconds is None else seconds / 60
+
+
+def table(results: list[dict], header: dict) -> str:
+    lines = [
+        f"Fashion-MNIST, every method at CPU scale: trained on {header['machine']}, scored against the "
+        f"{header['n_ref']:,} test images in the features of a ResNet-9 classifier (width "
+        f"{header['classifier']['width']}, {header['classifier']['epochs']} epochs, seed 0; test accuracy "
+        f"{header['classifier']['accuracy']:.2%}) that `scripts/results.py` trains itself. FID and KID are "
+        f"in those 8·{header['classifier']['width']} = {8 * header['classifier']['width']} features "
+        f"(not comparable with Inception FIDs); precision and recall are Kynkäänniemi et al.'s (k = 3). "
+        f"FID depends on n: compare rows at equal n, or by KID (unbiased). Samples from the EMA weights, "
+        f"seed {header['seed']}. torch {header['torch']}, {header['date']}.",
+        "",
+        "| row | method | config | train min | steps | images seen | sampler | NFE/sample | sampling s "
+        "| n | FID | KID ×10³ | precision | recall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['row']} | {r['method']} | {r['config']} | {fmt(minutes(r['train_seconds']), '.1f')} "
+            f"| {fmt(r['steps'], ',')} | {fmt(r['images'], ',')} | {r['sampler']} | {fmt(r['nfe'], ',')} "
+            f"| {fmt(r['sample_seconds'], '.1f')} | {r['n']:,} | {r['fid']:.2f} "
+            f"| {1e3 * r['kid']:.2f} ± {1e3 * r['kid_std']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def grids_markdown(results, prefix: str) -> str:
+    cells = [f"<td align=center><img src=\"{prefix}/{r['row']}.png\" width=200><br>{r['row']}</td>"
+             for r in results]
+    rows = ["<tr>" + "".join(cells[i:i + 4]) + "</tr>" for i in range(0, len(cells), 4)]
+    return "<table>\n" + "\n".join(rows) + "\n</table>\n"
+
+
+def write_readme(path: Path, body: str):
+    text = path.read_text()
+    begin, end = MARKERS
+    if begin not in text or end not in text:
+        raise ConfigError(f"{path} has no results markers ({begin} ... {end}): add them where the table goes")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(head + begin + "\n" + body + end + tail)
+    os.replace(tmp, path)
+
+
+def check_writable(folder: Path, what: str):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".results-write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"{what} {folder} is not writable ({e.strerror}): pass a writable folder") from None
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default=",".join(METHODS), help=f"rows to produce: {','.join(METHODS)}")
+    p.add_argument("--reuse", action="store_true", help="score finished runs only; train nothing")
+    p.add_argument("--retrain", action="store_true", help="delete the selected runs and train them again")
+    p.add_argument("--runs", default=str(ROOT / "runs" / "results"), help="where the runs live")
+    p.add_argument("--out", default=str(ROOT / "docs"), help="writes OUT/results.md and OUT/results/*.png")
+    p.add_argument("--classifier", help="evaluation classifier (default RUNS/classifier.pt; trained if absent)")
+    p.add_argument("--data-root", default="datasets", help="data.root of Fashion-MNIST")
+    p.add_argument("--n", type=int, default=5000, help="samples scored per row")
+    p.add_argument("--n-langevin", type=int, default=1000, help="samples scored per annealed-Langevin row")
+    p.add_argument("--batch-size", type=int, default=500, help="samples drawn at once")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--smoke", action="store_true", help="3 training steps, tiny networks, --n 16: a test")
+    args = p.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad or not args.methods:
+        raise ConfigError(f"--methods: unknown method {bad[0] if bad else '(none)'!r}; choose from {','.join(METHODS)}")
+    if args.reuse and args.retrain:
+        raise ConfigError("--reuse and --retrain exclude each other: pick one")
+    if args.smoke:
+        args.n, args.n_langevin, args.batch_size = 16, 8, 8
+    if min(args.n, args.n_langevin) < 4 or args.batch_size < 1:
+        raise ConfigError("--n and --n-langevin must be at least 4 and --batch-size positive")
+    args.classifier = args.classifier or str(Path(args.runs) / "classifier.pt")
+    return args
+
+
+@cli
+def main(argv=None):
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    for folder, what in ((out, "--out"), (Path(args.runs), "--runs")):
+        check_writable(folder, what)
+    rows = [r for r in ROWS if r.method in args.methods]
+    trained = {name: train_run(name, args) for name in dict.fromkeys(r.run for r in rows if r.run)}
+    classifier = ensure_classifier(args, device)
+    extractor = build_extractor(f"classifier:{args.classifier}", device, False)
+    test_cfg = parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root, "split": "test"}, "data")
+    test = build_dataset(test_cfg)
+    reference = reference_stats(test, test_cfg, extractor, device, cache=Path(args.runs) / "stats")
+    results = []
+    for row in tqdm(rows, desc="rows"):
+        n = args.n_langevin if row.langevin else args.n
+        if row.run is None:
+            images, seconds, nfe, run = real_rows(args, n), None, None, {}
+            config = "–"
+        else:
+            images, seconds, nfe, _ = sample_row(row, args, device, n)
+            run, config = trained[row.run], f"{RUNS[row.run].config} {' '.join(RUNS[row.run].overrides)}".strip()
+        save_grid(images[:64].float() / 127.5 - 1, out / "results" / f"{row.name}.png", nrow=8)
+        batches = tqdm(images.split(args.batch_size), desc=f"features {row.name}", leave=False)
+        scores = score(batches, extractor, reference, device, seed=args.seed)
+        results.append({"row": row.name, "method": row.method, "config": config, "sampler": row.sampler,
+                        "train_seconds": run.get("seconds"), "steps": run.get("steps"),
+                        "images": run.get("images"), "nfe": nfe, "sample_seconds": seconds, **scores})
+        progress(f"{row.name}: FID {scores['fid']:.2f}, KID {scores['kid']:.4f}, precision "
+                 f"{scores['precision']:.3f}, recall {scores['recall']:.3f} (n {scores['n']})")
+    header = {"machine": machine(device),
+              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "seed": args.seed,
+              "n_ref": reference.n, "classifier": {"width": classifier["arch"]["width"],
+                                                   "epochs": classifier.get("epochs"),
+                                                   "accuracy": classifier["test_accuracy"]}}
+    body = table(results, header)
+    (out / "results.md").write_text("# Results\n\n" + body + "\n" + grids_markdown(results, "results"))
+    (out / "results.json").write_text(json.dumps({"header": header, "rows": results}, indent=1) + "\n")
+    if out.resolve() == (ROOT / "docs").resolve():
+        write_readme(ROOT / "README.md", body + "\n" + grids_markdown(results, "docs/results"))
+    progress(f"wrote {out / 'results.md'} ({len(results)} rows) and {len(results)} grids in {out / 'results'}")
+
+
+if __name__ == "__main__":
+    main()

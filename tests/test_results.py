@@ -1,0 +1,102 @@
+"""The CPU configs and scripts/results.py: every CPU config trains and samples; the results table is
+written whole from a smoke run; finished runs are reused, never retrained unasked; bad input is one
+line."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from common.loop import train
+from conftest import ROOT, quick_config  # noqa: F401
+from scripts_helpers import load_method
+
+CPU_CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("fashion_mnist_*_cpu.yaml"))
+
+
+def test_there_is_a_cpu_config_for_every_method():
+    from common.config import read_yaml
+    methods = {read_yaml(ROOT / "configs" / name)["method"] for name in CPU_CONFIGS}
+    assert methods == {"gan", "ncsn", "dae", "ebm", "dde"}
+
+
+@pytest.mark.parametrize("name", CPU_CONFIGS)
+def test_every_cpu_config_trains_five_steps_and_samples(name, fashion_root, tmp_path):
+    from common.config import load_config
+    cfg = load_config(ROOT / "configs" / name, [f"data.root={fashion_root}", "device=cpu", "train.steps=5",
+                                                "train.batch_size=16", "train.sample_every=5", "train.n_samples=4",
+                                                "train.ckpt_every=5"])
+    summary = train(cfg, tmp_path / "run")
+    assert summary["step"] == 5 and (tmp_path / "run" / "samples" / "step_0000005.png").is_file()
+    method, _ = load_method(tmp_path / "run" / "checkpoints" / "last.pt", "cpu")
+    x = method.sample(3, torch.Generator().manual_seed(0))
+    assert x.shape == (3, 1, 28, 28) and torch.isfinite(x).all()
+
+
+def results(argv):
+    from results import main
+    return main(argv)
+
+
+@pytest.fixture(scope="module")
+def smoke(fashion_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    argv = ["--smoke", "--data-root", str(fashion_root), "--out", str(out / "docs"), "--runs", str(out / "runs"),
+            "--device", "cpu"]
+    results(argv)
+    return out, argv
+
+
+def table_rows(path: Path) -> list[list[str]]:
+    lines = [line for line in path.read_text().splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
+    from results import ROWS
+    out, _ = smoke
+    rows = table_rows(out / "docs" / "results.md")
+    header, body = rows[0], rows[1:]
+    assert header == ["row", "method", "config", "train min", "steps", "images seen", "sampler", "NFE/sample",
+                      "sampling s", "n", "FID", "KID ×10³", "precision", "recall"]
+    assert [r[0] for r in body] == [r.name for r in ROWS]
+    number = re.compile(r"^-?\d[\d,]*(\.\d+)?$")
+    for r in body:
+        assert number.match(r[10]) and re.match(r"^-?\d+\.\d+ ± \d+\.\d+$", r[11]), r
+        assert 0 <= float(r[12]) <= 1 and 0 <= float(r[13]) <= 1
+        with Image.open(out / "docs" / "results" / f"{r[0]}.png") as image:
+            assert image.size[0] > 28
+    by_name = {r[0]: r for r in body}
+    assert by_name["gan_one_loss"][4] == "3" and by_name["real_train"][4] == "–"
+    assert by_name["ncsn_heun19"][7] == "19" and by_name["ncsn_heun35"][7] == "35"
+    assert by_name["dae_langevin"][7] == "4"  # 3 levels × 1 step + the final denoising step (smoke ladder)
+    assert "test accuracy" in (out / "docs" / "results.md").read_text()
+
+
+def test_results_never_retrains_a_finished_run_unasked(smoke):
+    out, argv = smoke
+    last = out / "runs" / "gan_one_loss" / "checkpoints" / "last.pt"
+    before = last.stat().st_mtime_ns
+    with pytest.raises(SystemExit) as e:
+        results([*argv, "--methods", "gan"])
+    assert e.value.code == 2 and last.stat().st_mtime_ns == before
+    results([*argv, "--methods", "gan", "--reuse"])  # scores again, trains nothing
+    assert last.stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--methods", "gan,bogus"], "--methods: unknown method 'bogus'"),
+    (["--reuse", "--methods", "ncsn"], "--reuse: no finished run ncsn"),
+    (["--out", "FILE/docs"], "--out FILE/docs is not writable"),
+])
+def test_results_bad_input_is_one_line(extra, message, fashion_root, tmp_path, capsys):
+    (tmp_path / "FILE").write_text("a file where a folder should be")
+    extra = [e.replace("FILE", str(tmp_path / "FILE")) for e in extra]
+    message = message.replace("FILE", str(tmp_path / "FILE"))
+    with pytest.raises(SystemExit) as e:
+        results(["--smoke", "--data-root", str(fashion_root), "--runs", str(tmp_path / "runs"),
+                 "--out", str(tmp_path / "docs"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "docs" / "results.md").exists()
