@@ -49,11 +49,16 @@ def all_mean(t: torch.Tensor, ctx: Context) -> torch.Tensor:
 
 def broadcast_flag(flag: bool, ctx: Context, device) -> bool:
     """Rank 0's decision, for every rank (so that all stop at the same step)."""
+    return bool(broadcast_int(int(flag), ctx, device))
+
+
+def broadcast_int(value: int, ctx: Context, device) -> int:
+    """Rank 0's small integer (a decision code), for every rank."""
     if not ctx.enabled:
-        return flag
-    t = torch.tensor([float(flag)], device=device)
+        return value
+    t = torch.tensor([float(value)], device=device)
     dist.broadcast(t, 0)
-    return bool(t.item())
+    return int(t.item())
 
 
 def gather_objects(obj, ctx: Context) -> list:
