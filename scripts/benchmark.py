@@ -29,7 +29,7 @@ import _bootstrap  # noqa: F401
 import torch
 
 from common.config import DataConfig, load_config
-from common.errors import ConfigError, cli
+from common.errors import ArgumentParser, ConfigError, cli
 from common.graphs import Graphed, GraphedStep
 from common.loop import build, resolve_device
 from data import DataInfo, TensorData, build_stream
@@ -263,7 +263,7 @@ def print_table(rows):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", choices=("cpu", "gpu", "tiny"),
                    help="row sizes (default: gpu on a CUDA device, cpu elsewhere)")
     p.add_argument("--tiny", action="store_true", help="the same as --sizes tiny")
