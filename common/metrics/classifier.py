@@ -74,4 +74,7 @@ def load_classifier(path, device="cpu") -> tuple[Classifier, dict]:
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"classifier {path} is incomplete or does not match its architecture "
                               f"({type(e).__name__}): train it again") from None
+    if not all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()):
+        raise CheckpointError(f"classifier {path} has NaN or inf weights (its training diverged): train it "
+                              f"again with a lower --lr")
     return model.to(device).eval(), ckpt
