@@ -7,6 +7,7 @@ stored under the method's name (`gan:`, `ncsn:`...), readable as `cfg.gan`.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -386,8 +387,10 @@ def read_yaml(path) -> dict:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} holds a {type(raw).__name__}, not a mapping: write it as "
-                          f"'key: value' lines, starting with 'method:'")
+        kind = {"list": "a list", "str": "a string", "int": "a number", "float": "a number",
+                "bool": "a boolean"}.get(type(raw).__name__, type(raw).__name__)
+        raise ConfigError(f"config file {path} holds {kind}, not a mapping: write it as 'key: value' "
+                          f"lines, starting with 'method:'")
     return raw
 
 
@@ -420,7 +423,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
 
 def load_config(path=None, overrides=(), raw: Optional[dict] = None) -> Config:
     """The fully checked config from a YAML file (or a dict) and dotted overrides."""
-    raw = read_yaml(path) if raw is None else raw
+    raw = read_yaml(path) if raw is None else copy.deepcopy(raw)  # a checkpoint's config stays as saved
     return build_config(apply_overrides(raw, overrides))
 
 

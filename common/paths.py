@@ -34,8 +34,9 @@ def require_writable(path, what: str, folder: bool = False) -> Path:
         raise UserError(f"{what}: {existing} is a file, so {path} cannot be created under it; "
                         f"pass a path in a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{what}: {existing} is not writable, so {path} cannot be written; "
-                        f"pass a path in a writable folder")
+        where = "" if existing == Path(os.path.abspath(path)) else f", so {path} cannot be written there"
+        raise UserError(f"{what}: {existing} is not writable{where}; make it writable or pass a path in a "
+                        f"writable folder")
     if path.is_file() and not os.access(path, os.W_OK):
         raise UserError(f"{what}: {path} is read-only; make it writable or pass another path")
     return path

@@ -33,6 +33,8 @@ class StopRequests:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for s in SIGNALS:
+                if signal.getsignal(s) is signal.SIG_IGN:
+                    continue  # started with the signal ignored (nohup, a background job): keep it so
                 previous = signal.signal(s, self._record)
                 self._previous[s] = signal.SIG_DFL if previous is None else previous
         return self

@@ -41,6 +41,7 @@ def download(what: str, root, fetch, manual: str):
         _remove_new(root, existed, before)
         if not isinstance(e, Exception):
             raise  # Ctrl-C: cleaned up, still an interruption
-        reason = str(getattr(e, "reason", None) or e).strip().splitlines()
-        raise DataError(f"could not download {what} into {root} ({type(e).__name__}: "
-                        f"{reason[0][:120] if reason else ''}): check the network, or {manual}") from None
+        # torchvision's message spans lines ("Error downloading x:", "Tried URL, got:", the cause)
+        reason = " ".join(str(getattr(e, "reason", None) or e).split())[:200] or type(e).__name__
+        raise DataError(f"could not download {what} into {root} ({reason}): check the network, or "
+                        f"{manual}") from None

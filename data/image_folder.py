@@ -44,7 +44,8 @@ def decode(read, where: str, mode: str, size: int | None) -> torch.Tensor:
         with Image.open(io.BytesIO(read())) as im:
             img = pil_to_tensor(im.convert(mode))
     except DECODE_ERRORS as e:
-        reason = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
+        reason = ("not an image PIL can read" if isinstance(e, UnidentifiedImageError)
+                  else str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__)
         raise DataError(f"cannot decode {where} ({reason}): delete or replace that image") from None
     return fit_size(img.unsqueeze(0), size)[0] if size is not None else img
 
