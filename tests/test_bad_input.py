@@ -66,6 +66,9 @@ def _zips(world: Path):
         zf.writestr("cat/0000.png", _png(10))
         zf.writestr("dog/0000.png", b"not a png at all")
     (world / "not_a.zip").write_bytes(b"PK but not really a zip")
+    for cls, data in (("cat", _png(10)), ("dog", b"\x89PNG but truncated")):
+        (world / "broken_folder" / cls).mkdir(parents=True)
+        (world / "broken_folder" / cls / "0000.png").write_bytes(data)
 
 
 class Evil:
@@ -250,6 +253,8 @@ CASES = [
          "could not download Fashion-MNIST", patch=_offline),
     Case("zip_bad_crc", "data", "train_classifier", lambda w: _folder_clf(w, "bad_crc.zip"), "member dog/0001.png"),
     Case("zip_undecodable", "data", "train_classifier", lambda w: _folder_clf(w, "undecodable.zip"), "member dog/0000.png"),
+    Case("folder_undecodable", "data", "train_classifier", lambda w: _folder_clf(w, "broken_folder"),
+         "broken_folder/dog/0000.png"),
     Case("zip_not_a_zip", "data", "train_classifier", lambda w: _folder_clf(w, "not_a.zip"), "not_a.zip is not a readable zip"),
     Case("cifar_malicious", "data", "train_classifier", lambda w: _clf(w)[:0] + [
         "--data", "cifar10", "--root", str(w["w"] / "evil"), "--out", str(w["w"] / "c.pt"), "--epochs", "1"],
