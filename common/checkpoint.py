@@ -135,19 +135,16 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return ckpt
 
 
+def config_differences(ckpt: dict, cfg, section: str) -> list[tuple[str, object, object]]:
+    """(dotted key, the checkpoint's value, the config's) for each setting of one section that differs."""
+    saved, current = ckpt["config"].get(section) or {}, cfg.to_dict().get(section) or {}
+    return [(f"{section}.{k}", saved.get(k), current.get(k)) for k in sorted(set(saved) | set(current))
+            if saved.get(k) != current.get(k)]
+
+
 def require_same_model(ckpt: dict, cfg, fix: str):
     """Every model.* setting shapes the networks: one that differs from the checkpoint's would
     fail inside load_state_dict (a size-mismatch traceback) or load the wrong network. Names the
     first one that differs."""
-    saved, current = ckpt["config"].get("model") or {}, cfg.to_dict()["model"]
-    for key in sorted(set(saved) | set(current)):
-        if saved.get(key) != current.get(key):
-            raise CheckpointError(f"model.{key}: the checkpoint has {saved.get(key)!r}, the config says "
-                                  f"{current.get(key)!r}: {fix}")
-
-
-def config_differences(ckpt: dict, cfg, section: str) -> list[str]:
-    """`section.key (saved → current)` for each setting of one section that differs."""
-    saved, current = ckpt["config"].get(section) or {}, cfg.to_dict().get(section) or {}
-    return [f"{section}.{k} ({saved.get(k)!r} → {current.get(k)!r})" for k in sorted(set(saved) | set(current))
-            if saved.get(k) != current.get(k)]
+    for key, saved, current in config_differences(ckpt, cfg, "model")[:1]:
+        raise CheckpointError(f"{key}: the checkpoint has {saved!r}, the config says {current!r}: {fix}")

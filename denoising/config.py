@@ -5,8 +5,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from common.config import OptimConfig, require, require_positive, require_square
-from common.errors import ConfigError
-from gan.models.layers import base_size
+from gan.config import require_dcgan_size
 
 
 @dataclass
@@ -110,11 +109,7 @@ class DDEModelConfig:
         if self.g_arch == "mlp":
             return
         require_square(info)
-        try:
-            base_size(info.shape[-1])
-        except ValueError:
-            raise ConfigError(f"data.image_size: the DCGAN generator takes 7·2^k or 4·2^k px (28, 32, 64...), "
-                              f"the data is {info.shape[-1]} px; set data.image_size=32") from None
+        require_dcgan_size(info.shape[-1], "generators")
 
 
 @dataclass

@@ -10,6 +10,15 @@ from .models.layers import base_size
 from .models.resnet import LAYOUTS
 
 
+def require_dcgan_size(size: int, what: str):
+    """DCGAN nets grow from a 4×4 or 7×7 map by stride-2 steps (gan/models/layers.py)."""
+    try:
+        base_size(size)
+    except ValueError:
+        raise ConfigError(f"data.image_size: DCGAN {what} take 7·2^k or 4·2^k px (28, 32, 64...), "
+                          f"the data is {size} px; set data.image_size=32") from None
+
+
 @dataclass
 class GANModelConfig:
     arch: Literal["dcgan", "resnet", "mlp"] = "dcgan"
@@ -38,11 +47,7 @@ class GANModelConfig:
             require(size in LAYOUTS, f"data.image_size: the SNGAN ResNets are defined for 32 and 64 px, "
                                      f"the data is {size} px; set data.image_size=32 or 64")
             return
-        try:
-            base_size(size)
-        except ValueError:
-            raise ConfigError(f"data.image_size: the DCGAN networks take 7·2^k or 4·2^k px (28, 32, 64...), "
-                              f"the data is {size} px; set data.image_size=32") from None
+        require_dcgan_size(size, "networks")
 
     @property
     def critic_batchnorm(self) -> bool:

@@ -14,12 +14,11 @@ import math
 import time
 
 import _bootstrap  # noqa: F401
-import torch
 
 from common.config import DataConfig, check_seed, parse
 from common.errors import ArgumentParser, ConfigError, UserError, cli
 from common.loop import resolve_device
-from common.metrics.classifier import save_classifier
+from common.metrics.classifier import finite_weights, save_classifier
 from common.metrics.classifier_training import fit_classifier
 from common.paths import require_writable
 from data import TensorData, build_dataset, materialize
@@ -71,8 +70,7 @@ def parse_args(argv=None):
 
 def require_trained(model, acc: float):
     """A diverged training (NaN weights) must not become a classifier file that evaluations use."""
-    finite = all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
-    if not finite or not math.isfinite(acc):
+    if not finite_weights(model) or not math.isfinite(acc):
         raise UserError("the classifier's training diverged (NaN or inf weights); nothing was written: "
                         "lower --lr")
 
