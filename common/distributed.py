@@ -47,13 +47,8 @@ def all_mean(t: torch.Tensor, ctx: Context) -> torch.Tensor:
     return t
 
 
-def broadcast_flag(flag: bool, ctx: Context, device) -> bool:
-    """Rank 0's decision, for every rank (so that all stop at the same step)."""
-    return bool(broadcast_int(int(flag), ctx, device))
-
-
 def broadcast_int(value: int, ctx: Context, device) -> int:
-    """Rank 0's small integer (a decision code), for every rank."""
+    """Rank 0's small integer (a decision code), for every rank (so that all stop at the same step)."""
     if not ctx.enabled:
         return value
     t = torch.tensor([float(value)], device=device)

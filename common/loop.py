@@ -116,8 +116,8 @@ def resume_state(run: RunDir, cfg: Config, dataset, method, device) -> dict:
     require_same_model(ckpt, cfg, "drop the override or resume with the run's own config.yaml")
     saved = sorted(ckpt["state"].get("optimizers", {}))
     if saved != sorted(method.optimizers):
-        changed = ([f"{key} ({saved!r} → {current!r})" for key, saved, current in config_differences(ckpt, cfg, cfg.method)]
-                   or [f"the {cfg.method} settings"])
+        changed = [f"{key} ({old!r} → {new!r})" for key, old, new in config_differences(ckpt, cfg, cfg.method)]
+        changed = changed or [f"the {cfg.method} settings"]
         raise ConfigError(f"{', '.join(changed)}: the checkpoint has optimizers {', '.join(saved)}, this "
                           f"config builds {', '.join(sorted(method.optimizers))}; resume with the run's "
                           f"own settings or start a new run")
