@@ -14,6 +14,7 @@ import torch
 
 import train as train_cli
 from common.checkpoint import load_checkpoint
+from common.errors import DataError
 from common.loop import Diverged, train
 from conftest import ROOT, quick_config
 
@@ -126,3 +127,26 @@ def test_checkpoints_take_the_umask_not_0600(fashion_root, tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "checkpoints" / "last.pt").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("fault, code, line", [
+    (OSError(28, "No space left on device", "/runs/x/samples/a.png"), 1,
+     "error: No space left on device: /runs/x/samples/a.png (check free space and permissions there)"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried"), 1,
+     "error: out of memory ([enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),
+    (DataError(  # as a DataLoader worker re-raises it
+        "Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\ncommon.errors.DataError: cannot read member img_align_celeba/1.jpg'), 2,
+     "error: cannot read member img_align_celeba/1.jpg"),
+])
+def test_faults_no_check_foresaw_are_one_line(fault, code, line, capsys):
+    from common.errors import cli
+
+    @cli
+    def main():
+        raise fault
+
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == code and len(err) == 1 and err[0].startswith(line), err
