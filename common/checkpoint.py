@@ -58,20 +58,38 @@ def _tupleify(x):
     return tuple(_tupleify(v) for v in x) if isinstance(x, list) else x
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` less the process's umask: what open() would give a new file (0644 under umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 def save_checkpoint(path, payload: dict):
-    """Write atomically: a crash (even SIGKILL) leaves either the old file or the new one."""
+    """Write atomically: a crash (even SIGKILL) leaves either the old file or the new one. The file
+    gets the umask's permissions (mkstemp's 0600 would hide it from the group), and a failed write
+    (a full disk) is one CheckpointError line with the previous file intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise CheckpointError(f"cannot write {path} ({e.strerror}): check the folder's permissions") from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and "write" in str(e).lower()):
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:120]
+            kept = "the previous file is intact" if path.exists() else "nothing was written"
+            raise CheckpointError(f"could not write {path} ({reason}); {kept}: free space there (or fix "
+                                  f"its permissions) and resume with --resume") from None
         raise
 
 
@@ -115,3 +133,18 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         if key not in ckpt:
             raise CheckpointError(f"{path} is incomplete (no '{key}'): use another checkpoint")
     return ckpt
+
+
+def config_differences(ckpt: dict, cfg, section: str) -> list[tuple[str, object, object]]:
+    """(dotted key, the checkpoint's value, the config's) for each setting of one section that differs."""
+    saved, current = ckpt["config"].get(section) or {}, cfg.to_dict().get(section) or {}
+    return [(f"{section}.{k}", saved.get(k), current.get(k)) for k in sorted(set(saved) | set(current))
+            if saved.get(k) != current.get(k)]
+
+
+def require_same_model(ckpt: dict, cfg, fix: str):
+    """Every model.* setting shapes the networks: one that differs from the checkpoint's would
+    fail inside load_state_dict (a size-mismatch traceback) or load the wrong network. Names the
+    first one that differs."""
+    for key, saved, current in config_differences(ckpt, cfg, "model")[:1]:
+        raise CheckpointError(f"{key}: the checkpoint has {saved!r}, the config says {current!r}: {fix}")

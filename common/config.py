@@ -7,8 +7,11 @@ stored under the method's name (`gan:`, `ncsn:`...), readable as `cfg.gan`.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -90,13 +93,19 @@ def coerce(tp, value, path: str):
             except ValueError:
                 pass
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            # No setting means anything at NaN or inf (null turns the optional ones off): refusing
+            # them here keeps NaN weights and learning rates out of every section at once.
+            require(math.isfinite(number), f"{path}: must be a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -134,6 +143,30 @@ def require(condition: bool, message: str):
         raise ConfigError(message)
 
 
+def require_positive(obj, path: str, *keys: str, optional: bool = False):
+    """Each named setting > 0 (or null, when `optional`); NaN and inf never pass coerce()."""
+    for key in keys:
+        value = getattr(obj, key)
+        require((optional and value is None) or (value is not None and value > 0),
+                f"{path}.{key}: must be positive{' or null' if optional else ''}, got {value!r}")
+
+
+def require_square(info):
+    """Conv nets here take square images; image_folder data of another shape needs a resize."""
+    require(len(info.shape) == 3, f"data: these networks take images (C, H, W), the data's samples have "
+                                  f"shape {tuple(info.shape)}")
+    h, w = info.shape[-2:]
+    require(h == w, f"data.image_size: these networks take square images, the data is {h}x{w} px; "
+                    f"set data.image_size to resize them")
+
+
+SEED_LIMIT = 2**63  # torch.manual_seed takes 64 bits; NumPy and Python take any non-negative int
+
+
+def check_seed(seed: int, name: str = "seed"):
+    require(0 <= seed < SEED_LIMIT, f"{name}: must be in [0, 2^63), got {seed}")
+
+
 def to_dict(obj):
     """Dataclasses → plain YAML-able dicts (tuples become lists)."""
     if dataclasses.is_dataclass(obj):
@@ -168,7 +201,9 @@ class DataConfig:
         split_ok = {"celeba": ("train", "valid", "test", "all")}.get(self.name, ("train", "test"))
         require(self.split in split_ok, f"{path}.split: must be one of {', '.join(split_ok)} for "
                                         f"{self.name}, got {self.split!r}")
-        require(self.image_size is None or self.image_size > 0, f"{path}.image_size: must be positive")
+        require_positive(self, path, "image_size", optional=True)
+        require_positive(self, path, "crop", "toy_size")
+        require(self.num_workers >= 0, f"{path}.num_workers: must be >= 0 (0 loads in the main process)")
         require(self.channels in (None, 1, 3), f"{path}.channels: must be 1, 3 or null")
         require(self.name != "image_folder" or self.path,
                 f"{path}.path: image_folder needs data.path=<folder or .zip of class folders>")
@@ -183,6 +218,10 @@ class InitConfig:
     gain: float = 1.0                  # xavier_*, orthogonal, fan_in_normal (scales std)
     nonlinearity: Literal["relu", "leaky_relu", "linear"] = "relu"   # kaiming_*
     negative_slope: float = 0.2        # kaiming_* with leaky_relu
+
+    def check(self, path):
+        require(self.std >= 0, f"{path}.std: must be >= 0, got {self.std}")
+        require(self.negative_slope >= 0, f"{path}.negative_slope: must be >= 0, got {self.negative_slope}")
 
 
 @dataclass
@@ -203,8 +242,9 @@ class TrainConfig:
     channels_last: bool = False        # NHWC memory format for conv nets and image batches
 
     def check(self, path):
-        for key in ("steps", "batch_size", "log_every", "sample_every", "n_samples", "ckpt_every"):
-            require(getattr(self, key) > 0, f"{path}.{key}: must be positive")
+        require_positive(self, path, "steps", "batch_size", "log_every", "sample_every", "n_samples",
+                         "ckpt_every")
+        require_positive(self, path, "max_minutes", optional=True)
         require(self.keep_every >= 0, f"{path}.keep_every: must be >= 0")
         require(self.ema is None or 0.0 <= self.ema < 1.0, f"{path}.ema: must be in [0, 1) or null")
 
@@ -217,6 +257,16 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: Optional[float] = None  # clip the global gradient norm of each network (null: off)
     fused: bool = False                # fused (single-kernel) Adam instead of torch's default foreach one
+
+    def check(self, path):
+        """Adam's own domain (torch refuses the rest mid-run, or trains on garbage): every learning
+        rate (the lr* keys methods add) > 0, betas in [0, 1), eps > 0, clipping norm > 0."""
+        require_positive(self, path, *(f.name for f in dataclasses.fields(self) if f.name.startswith("lr")))
+        require(all(0.0 <= beta < 1.0 for beta in self.betas),
+                f"{path}.betas: each must be in [0, 1), got {list(self.betas)}")
+        require_positive(self, path, "eps")
+        require(self.weight_decay >= 0, f"{path}.weight_decay: must be >= 0, got {self.weight_decay}")
+        require_positive(self, path, "grad_clip", optional=True)
 
 
 @dataclass
@@ -287,8 +337,9 @@ def build_config(raw: dict) -> Config:
                     else did_you_mean(key, allowed))
             raise ConfigError(f"unknown top-level key '{key}'{hint} (valid keys: {', '.join(allowed)})")
     seed = coerce(int, raw.get("seed", 0), "seed")
+    check_seed(seed)
     device = coerce(str, raw.get("device", "auto"), "device")
-    require(device in ("auto", "cpu", "cuda") or device.startswith("cuda:"),
+    require(device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", device) is not None,
             f"device: must be auto, cpu, cuda or cuda:N, got {device!r}")
     init = coerce(dict[str, InitConfig], raw.get("init") or {}, "init")
     for net in init:
@@ -315,26 +366,44 @@ def build_config(raw: dict) -> Config:
 
 
 def read_yaml(path) -> dict:
+    """A config file's mapping; a missing, unreadable, non-UTF-8 or non-mapping file is one line."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found: pass an existing file, e.g. "
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        raise ConfigError(f"config file {path} {what}: pass an existing file, e.g. "
                           f"--config configs/fashion_mnist_dcgan.yaml")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             raw = yaml.safe_load(f)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    return raw if raw is not None else {}
+        problem = str(getattr(e, "problem", None) or e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read ({e.strerror}): check its permissions") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        kind = {"list": "a list", "str": "a string", "int": "a number", "float": "a number",
+                "bool": "a boolean"}.get(type(raw).__name__, type(raw).__name__)
+        raise ConfigError(f"config file {path} holds {kind}, not a mapping: write it as 'key: value' "
+                          f"lines, starting with 'method:'")
+    return raw
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
     """Apply `a.b.c=value` strings; values are parsed as YAML (so 2e-4, true, [0.5, 0.9] work)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a YAML mapping with at least 'method:'")
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not key=value (e.g. train.steps=1000)")
         key, text = item.split("=", 1)
+        if not all(part.strip() for part in key.split(".")):
+            raise ConfigError(f"override '{item}': '{key}' is not a dotted key (e.g. train.steps=1000)")
         try:
             value = yaml.safe_load(text) if text != "" else None
         except yaml.YAMLError:
@@ -354,7 +423,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
 
 def load_config(path=None, overrides=(), raw: Optional[dict] = None) -> Config:
     """The fully checked config from a YAML file (or a dict) and dotted overrides."""
-    raw = read_yaml(path) if raw is None else raw
+    raw = read_yaml(path) if raw is None else copy.deepcopy(raw)  # a checkpoint's config stays as saved
     return build_config(apply_overrides(raw, overrides))
 
 

@@ -47,13 +47,13 @@ def all_mean(t: torch.Tensor, ctx: Context) -> torch.Tensor:
     return t
 
 
-def broadcast_flag(flag: bool, ctx: Context, device) -> bool:
-    """Rank 0's decision, for every rank (so that all stop at the same step)."""
+def broadcast_int(value: int, ctx: Context, device) -> int:
+    """Rank 0's small integer (a decision code), for every rank (so that all stop at the same step)."""
     if not ctx.enabled:
-        return flag
-    t = torch.tensor([float(flag)], device=device)
+        return value
+    t = torch.tensor([float(value)], device=device)
     dist.broadcast(t, 0)
-    return bool(t.item())
+    return int(t.item())
 
 
 def gather_objects(obj, ctx: Context) -> list:

@@ -4,7 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torchvision.utils import make_grid, save_image
+
+from .errors import UserError
+from .paths import require_writable
 
 
 def scatter_image(points: torch.Tensor, size: int = 256, bound: float = 3.0) -> torch.Tensor:
@@ -33,3 +37,13 @@ def save_grid(samples: torch.Tensor, path, nrow: int | None = None):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(to_grid(samples, nrow), path)
+
+
+def require_image_path(path, what: str) -> Path:
+    """An image file PIL can write (known extension) in a writable place; else one UserError."""
+    path = Path(path)
+    extensions = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+    if path.suffix.lower() not in extensions:
+        raise UserError(f"{what}: {path} has {'no' if not path.suffix else 'an unknown'} image extension "
+                        f"{path.suffix!r}; use .png (or .jpg, .webp)")
+    return require_writable(path, what)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
+from .errors import UserError
+
 
 class RunLogger:
     def __init__(self, run_dir, start_step: int = 0, enabled: bool = True):
@@ -20,11 +22,22 @@ class RunLogger:
         self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
 
     def _truncate_after(self, step: int):
-        """On resume, forget lines logged after the checkpoint (the run redoes those steps)."""
+        """On resume, forget lines logged after the checkpoint (the run redoes those steps). A torn
+        last line (the run was killed mid-write) is dropped; a bad line elsewhere is one error."""
         if not self.jsonl.exists():
             return
-        kept = [line for line in self.jsonl.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        lines = [line for line in self.jsonl.read_text(errors="replace").splitlines() if line.strip()]
+        kept = []
+        for i, line in enumerate(lines):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if i == len(lines) - 1:
+                    continue  # torn by a kill mid-write
+                raise UserError(f"{self.jsonl}: line {i + 1} is not JSON: delete or repair that line, "
+                                f"then resume") from None
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line)
         self.jsonl.write_text("".join(line + "\n" for line in kept))
 
     def scalars(self, step: int, values: dict[str, float]):

@@ -16,6 +16,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from .config import Config, OptimConfig, require
+from .errors import CheckpointError
 from .init import initialize
 
 
@@ -27,6 +28,13 @@ def ema_decay(decay: float, updates: torch.Tensor, warmup: bool = True) -> torch
     t = updates.to(torch.float32)
     ramp = (1 + t) / (10 + t) if warmup else torch.ones_like(t)
     return torch.clamp(ramp, max=decay)
+
+
+OPTIMIZER_SETTINGS = ("lr", "betas", "eps", "weight_decay")  # from the config, even on resume
+
+
+def _fmt(value) -> str:
+    return str(tuple(_fmt(v) for v in value)).replace("'", "") if isinstance(value, (tuple, list)) else f"{value:g}"
 
 
 STANDING_SAMPLES = 4000  # latents whose activations give an averaged generator's BatchNorm statistics
@@ -235,12 +243,19 @@ class Method:
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "ema": {k: e.state_dict() for k, e in self.ema.items()}}
 
-    def load_state_dict(self, state: dict, weights_only: bool = False):
-        """Load a checkpoint's method state; `weights_only` skips optimizers (for sampling)."""
-        self.nets.load_state_dict(state["nets"])
-        if not weights_only:
-            for k, opt in self.optimizers.items():
-                opt.load_state_dict(state["optimizers"][k])
+    def load_state_dict(self, state: dict, weights_only: bool = False) -> list[str]:
+        """Load a checkpoint's method state; `weights_only` skips optimizers (for sampling). The
+        optimizers keep the config's settings (lr, betas, eps, weight decay) and take only their
+        state (moments, step counts) from the checkpoint, so that overrides on resume apply;
+        returns the settings that changed, e.g. "G lr 0.0002 → 0.0001"."""
+        try:
+            self.nets.load_state_dict(state["nets"])
+        except (RuntimeError, KeyError) as e:
+            first = str(e).strip().splitlines()
+            detail = next((line.strip() for line in first[1:] if line.strip()), first[0] if first else "")
+            raise CheckpointError(f"the checkpoint's networks do not fit this config's ({detail[:200]}): use "
+                                  f"the checkpoint's own model settings") from None
+        changes = [] if weights_only else self._load_optimizers(state.get("optimizers", {}))
         ema = state.get("ema", {})
         if ema and not self.ema:
             self.enable_ema(self.cfg.train.ema or 0.999)
@@ -250,6 +265,26 @@ class Method:
                 avg.load_state_dict(ema[k])
             else:
                 avg.module.load_state_dict(self.nets[k].state_dict())
+        return changes
+
+    def _load_optimizers(self, saved: dict) -> list[str]:
+        changes = []
+        for k, opt in self.optimizers.items():
+            if k not in saved:
+                raise CheckpointError(f"the checkpoint has no optimizer {k!r} (it has {', '.join(saved)}): "
+                                      f"resume with the run's own settings")
+            wanted = [{h: v for h, v in g.items() if h != "params"} for g in opt.param_groups]
+            try:
+                opt.load_state_dict(saved[k])
+            except (ValueError, KeyError, RuntimeError) as e:
+                raise CheckpointError(f"the checkpoint's optimizer {k!r} does not fit this config's "
+                                      f"({str(e).splitlines()[0][:160]}): resume with the run's own settings") from None
+            for group, settings in zip(opt.param_groups, wanted):
+                for h in OPTIMIZER_SETTINGS:
+                    if h in group and group[h] != settings.get(h):
+                        changes.append(f"{group.get('name', k)} {h} {_fmt(group[h])} → {_fmt(settings.get(h))}")
+                group.update(settings)
+        return changes
 
     def example_inputs(self, name: str, n: int) -> tuple:
         """Inputs for network `name` at init, for diagnostics (scripts/init_report.py)."""

@@ -17,6 +17,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from common.errors import DataError
 from .base import DataInfo
+from .download import download
+from .image_folder import DECODE_ERRORS
 
 SPLITS = {"train": "0", "valid": "1", "test": "2"}
 
@@ -37,10 +39,8 @@ class CelebA(torch.utils.data.Dataset):
                             f"img_align_celeba.zip and list_eval_partition.txt from the CelebA site "
                             f"(or set data.download=true) and put them in {Path(root) / 'celeba'}")
         self.folder, self.size, self.crop = folder, image_size, crop
-        with open(folder / "list_eval_partition.txt") as f:
-            rows = [line.split() for line in f if line.strip()]
-        wanted = set(SPLITS.values()) if split == "all" else {SPLITS[split]}
-        self.files = [name for name, part in rows if part in wanted]
+        self.files = read_partition(folder / "list_eval_partition.txt",
+                                    set(SPLITS.values()) if split == "all" else {SPLITS[split]})
         if not self.files:
             raise DataError(f"{folder / 'list_eval_partition.txt'} lists no images for split {split!r}")
         self.zip_path = None if (folder / "img_align_celeba").is_dir() else folder / "img_align_celeba.zip"
@@ -58,8 +58,15 @@ class CelebA(torch.utils.data.Dataset):
         return Image.open(io.BytesIO(self._zip.read(f"img_align_celeba/{name}")))
 
     def __getitem__(self, i):
-        with self._open(self.files[i]) as img:
-            x = TF.pil_to_tensor(img.convert("RGB"))
+        name = self.files[i]
+        try:
+            with self._open(name) as img:
+                x = TF.pil_to_tensor(img.convert("RGB"))
+        except (KeyError, *DECODE_ERRORS) as e:
+            where = f"member img_align_celeba/{name} of {self.zip_path}" if self.zip_path else \
+                str(self.folder / "img_align_celeba" / name)
+            raise DataError(f"cannot read {where} ({type(e).__name__}): delete or replace that image, "
+                            f"or download CelebA again") from None
         x = TF.center_crop(x, [self.crop, self.crop])
         x = TF.resize(x, [self.size, self.size], antialias=True)
         return x, 0
@@ -68,8 +75,21 @@ class CelebA(torch.utils.data.Dataset):
         return {**self.__dict__, "_zip": None}
 
 
+def read_partition(path: Path, wanted: set[str]) -> list[str]:
+    """The image names of list_eval_partition.txt (`<name> <0|1|2>` lines) in the wanted splits."""
+    try:
+        rows = [line.split() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} cannot be read ({type(e).__name__}): download it again") from None
+    bad = next((i for i, row in enumerate(rows) if len(row) != 2), None)
+    if bad is not None:
+        raise DataError(f"{path}: line {bad + 1} is not '<image> <split>': download it again")
+    return [name for name, part in rows if part in wanted]
+
+
 def load(cfg) -> CelebA:
     if cfg.download and _find_root(Path(cfg.root)) is None:
         from torchvision.datasets import CelebA as TVCelebA
-        TVCelebA(cfg.root, split="train", download=True)
+        download("CelebA", cfg.root, lambda: TVCelebA(cfg.root, split="train", download=True),
+                 f"put img_align_celeba.zip and list_eval_partition.txt in {Path(cfg.root) / 'celeba'}")
     return CelebA(cfg.root, cfg.split, cfg.image_size or 64, cfg.crop)

@@ -13,9 +13,35 @@ import torch
 
 from common.errors import DataError
 from .base import DataInfo, TensorData, fit_size
+from .download import download
 
 FOLDER = "cifar-10-batches-py"
 BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+# What a batch file may reference: NumPy's array reconstruction (numpy.core before NumPy 2, numpy._core
+# after; _frombuffer for protocol-5 pickles) and codecs' encode (Python 2 byte strings). Anything
+# else, os.system say, is refused before it runs.
+ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+           ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.numeric", "_frombuffer"),
+           ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """pickle.load for CIFAR-10 batches: dicts, lists, bytes, strings and NumPy arrays only, so a
+    malicious data folder cannot run code."""
+
+    def find_class(self, module, name):
+        if (module, name) in ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused global {module}.{name}")
+
+
+def read_batch(path: Path) -> dict:
+    with open(path, "rb") as f:
+        entry = BatchUnpickler(f, encoding="latin1").load()
+    if not isinstance(entry, dict):
+        raise pickle.UnpicklingError(f"a {type(entry).__name__}, not a dict")
+    return entry
 
 
 def load(cfg) -> TensorData:
@@ -23,7 +49,8 @@ def load(cfg) -> TensorData:
     paths = [folder / b for b in BATCHES[cfg.split]]
     if not all(p.is_file() for p in paths) and cfg.download:
         from torchvision.datasets import CIFAR10
-        CIFAR10(cfg.root, train=cfg.split == "train", download=True)
+        download("CIFAR-10", cfg.root, lambda: CIFAR10(cfg.root, train=cfg.split == "train", download=True),
+                 f"unpack cifar-10-python.tar.gz into {cfg.root} (a {FOLDER}/ folder)")
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"CIFAR-10 not found ({missing[0]} is missing): set data.download=true to "
@@ -31,12 +58,12 @@ def load(cfg) -> TensorData:
     images, labels = [], []
     for p in paths:
         try:
-            with open(p, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")
+            entry = read_batch(p)
             images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.extend(entry["labels"])
-        except Exception as e:  # truncated or foreign file
-            raise DataError(f"{p} is not a CIFAR-10 batch ({type(e).__name__}): delete "
+            labels.extend(int(label) for label in entry["labels"])
+        except Exception as e:  # truncated, foreign or malicious file
+            detail = f": {e}" if isinstance(e, pickle.UnpicklingError) else ""
+            raise DataError(f"{p} is not a CIFAR-10 batch ({type(e).__name__}{detail}): delete "
                             f"{folder} and download it again") from None
     x = fit_size(torch.from_numpy(np.concatenate(images)), cfg.image_size)
     return TensorData(x, torch.tensor(labels, dtype=torch.int64), DataInfo("cifar10", tuple(x.shape[1:]), 10))

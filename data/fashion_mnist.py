@@ -7,6 +7,7 @@ data.download is true.
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 from common.errors import DataError
 from .base import DataInfo, TensorData, fit_size
+from .download import download
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -25,8 +27,12 @@ CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (LeCun's format): magic 0x0000 <dtype 0x08=uint8> <ndim>, big-endian int32 dims."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt .gz
+        raise DataError(f"{path} cannot be read ({type(e).__name__}: {str(e)[:80]}): delete it and fetch "
+                        f"the data set again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not a uint8 IDX file (bad magic number): delete it and fetch "
                         f"the data set again")
@@ -57,7 +63,8 @@ def load(cfg) -> TensorData:
     dirs = candidate_dirs(cfg.root)
     if find(images_stem, dirs) is None and cfg.download:
         from torchvision.datasets import FashionMNIST
-        FashionMNIST(cfg.root, train=cfg.split == "train", download=True)
+        download("Fashion-MNIST", cfg.root, lambda: FashionMNIST(cfg.root, train=cfg.split == "train", download=True),
+                 "install it with `sudo apt-get install dataset-fashion-mnist`")
     images_path, labels_path = find(images_stem, dirs), find(labels_stem, dirs)
     if images_path is None or labels_path is None:
         looked = ", ".join(str(d) for d in dirs)

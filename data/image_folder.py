@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 import torch
@@ -20,14 +21,33 @@ from .base import DataInfo, TensorData, fit_size
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+# What a broken image or zip member raises: PIL's UnidentifiedImageError/OSError/SyntaxError/ValueError,
+# zipfile's BadZipFile (bad CRC), zlib's error and EOFError (truncated data).
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, zipfile.BadZipFile,
+                 zlib.error, Image.DecompressionBombError)
+
+
 def _members(path: Path):
-    """(class name, reader of the file's bytes) for every image under path."""
+    """(class name, where (for messages), reader of the file's bytes) for every image under path."""
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in EXTENSIONS)
-        return [(p.parent.name, p.read_bytes) for p in files], None
+        return [(p.parent.name, str(p), p.read_bytes) for p in files], None
     zf = zipfile.ZipFile(path)
     names = sorted(n for n in zf.namelist() if PurePosixPath(n).suffix.lower() in EXTENSIONS)
-    return [(PurePosixPath(n).parent.name, (lambda n=n: zf.read(n))) for n in names], zf
+    return [(PurePosixPath(n).parent.name, f"member {n} of {path}", (lambda n=n: zf.read(n)))
+            for n in names], zf
+
+
+def decode(read, where: str, mode: str, size: int | None) -> torch.Tensor:
+    """One image as uint8 CHW; a corrupt one is a DataError naming the file or zip member."""
+    try:
+        with Image.open(io.BytesIO(read())) as im:
+            img = pil_to_tensor(im.convert(mode))
+    except DECODE_ERRORS as e:
+        reason = ("not an image PIL can read" if isinstance(e, UnidentifiedImageError)
+                  else str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__)
+        raise DataError(f"cannot decode {where} ({reason}): delete or replace that image") from None
+    return fit_size(img.unsqueeze(0), size)[0] if size is not None else img
 
 
 def load(cfg, name: str = "image_folder") -> TensorData:
@@ -37,24 +57,20 @@ def load(cfg, name: str = "image_folder") -> TensorData:
                         f"<class>/<image> files")
     try:
         members, zf = _members(path)
-    except zipfile.BadZipFile:
-        raise DataError(f"{path} is not a readable zip file: check the download") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise DataError(f"{path} is not a readable zip file ({type(e).__name__}): check the download") from None
     if not members:
+        if zf is not None:
+            zf.close()
         raise DataError(f"no images ({', '.join(EXTENSIONS)}) under {path}: expected <class>/<image> files")
-    classes = sorted({c for c, _ in members})
+    classes = sorted({c for c, _, _ in members})
     index = {c: i for i, c in enumerate(classes)}
     mode = "L" if cfg.channels == 1 else "RGB"
     images, labels = [], []
     try:
-        for cls, read in members:
-            with Image.open(io.BytesIO(read())) as im:
-                img = pil_to_tensor(im.convert(mode))
-            if cfg.image_size is not None:
-                img = fit_size(img.unsqueeze(0), cfg.image_size)[0]
-            images.append(img)
+        for cls, where, read in members:
+            images.append(decode(read, where, mode, cfg.image_size))
             labels.append(index[cls])
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"could not decode an image under {path}: {e}") from None
     finally:
         if zf is not None:
             zf.close()

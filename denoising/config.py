@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from common.config import OptimConfig, require
+from common.config import OptimConfig, require, require_positive, require_square
+from gan.config import require_dcgan_size
 
 
 @dataclass
@@ -24,6 +25,15 @@ class DenoiserModelConfig:
         require(len(self.mults) > 0 and all(m > 0 for m in self.mults), f"{path}.mults: positive integers")
         require(not (self.arch == "ncsnv2" and self.sigma_conditional),
                 f"{path}.sigma_conditional: NCSNv2 is unconditional (its output is scaled by 1/σ)")
+
+    def check_data(self, info):
+        """The U-Net folds patch×patch pixels into channels: the image size must be a multiple."""
+        if self.arch == "mlp":
+            return
+        require_square(info)
+        require(self.arch != "unet" or info.shape[-1] % self.patch == 0,
+                f"model.patch: the data is {info.shape[-1]} px, not a multiple of patch {self.patch}; "
+                f"set model.patch to a divisor of the image size (1 folds nothing)")
 
     @property
     def conditional(self) -> bool:
@@ -67,7 +77,8 @@ class NoiseConfig:
         require(not (self.num_scales == 1 and self.sampler == "heun"),
                 f"{path}.sampler: heun needs a range of noise levels; use num_scales > 1 or sampler: langevin")
         require(self.langevin_steps > 0 and self.heun_steps > 1, f"{path}: sampler steps must be positive")
-        require(self.p_std > 0 and self.sigma_data > 0, f"{path}: p_std and sigma_data must be positive")
+        require_positive(self, path, "p_std", "sigma_data", "rho")
+        require_positive(self, path, "step_lr", optional=True)
 
 
 @dataclass
@@ -90,6 +101,16 @@ class DDEModelConfig:
     blocks: int = 2
     depth: int = 3
 
+    def check(self, path):
+        require_positive(self, path, "z_dim", "g_width", "g_depth", "width", "blocks", "depth")
+        require(len(self.mults) > 0 and all(m > 0 for m in self.mults), f"{path}.mults: positive integers")
+
+    def check_data(self, info):
+        if self.g_arch == "mlp":
+            return
+        require_square(info)
+        require_dcgan_size(info.shape[-1], "generators")
+
 
 @dataclass
 class DDEOptimConfig(OptimConfig):
@@ -105,5 +126,5 @@ class DDEConfig:
     q_steps: int = 1                          # updates of the generator's density per generator update
 
     def check(self, path):
-        require(self.sigma > 0, f"{path}.sigma: must be positive")
+        require_positive(self, path, "sigma", "sigma_data")
         require(self.q_steps >= 1, f"{path}.q_steps: must be >= 1")

@@ -4,7 +4,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from common.config import OptimConfig, require
+from common.config import OptimConfig, require, require_square
+from common.errors import ConfigError
+from .models.layers import base_size
+from .models.resnet import LAYOUTS
+
+
+def require_dcgan_size(size: int, what: str):
+    """DCGAN nets grow from a 4×4 or 7×7 map by stride-2 steps (gan/models/layers.py)."""
+    try:
+        base_size(size)
+    except ValueError:
+        raise ConfigError(f"data.image_size: DCGAN {what} take 7·2^k or 4·2^k px (28, 32, 64...), "
+                          f"the data is {size} px; set data.image_size=32") from None
 
 
 @dataclass
@@ -23,6 +35,19 @@ class GANModelConfig:
                 f"{path}.d_batchnorm: only the dcgan critic has BatchNorm; remove it or set arch: dcgan")
         for key in ("z_dim", "g_width", "d_width", "depth"):
             require(getattr(self, key) > 0, f"{path}.{key}: must be positive")
+
+    def check_data(self, info):
+        """The data's shape against what the architecture can take (a data set's native size is
+        known only once it is loaded, so this runs when the networks are built)."""
+        if self.arch == "mlp":
+            return
+        require_square(info)
+        size = info.shape[-1]
+        if self.arch == "resnet":
+            require(size in LAYOUTS, f"data.image_size: the SNGAN ResNets are defined for 32 and 64 px, "
+                                     f"the data is {size} px; set data.image_size=32 or 64")
+            return
+        require_dcgan_size(size, "networks")
 
     @property
     def critic_batchnorm(self) -> bool:
@@ -54,3 +79,4 @@ class GANConfig:
     def check(self, path):
         require(self.n_critic >= 1, f"{path}.n_critic: must be >= 1")
         require(self.temperature > 0, f"{path}.temperature: must be positive")
+        require(self.reg_weight >= 0, f"{path}.reg_weight: must be >= 0, got {self.reg_weight}")

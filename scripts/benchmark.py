@@ -29,9 +29,10 @@ import _bootstrap  # noqa: F401
 import torch
 
 from common.config import DataConfig, load_config
-from common.errors import ConfigError, cli
+from common.errors import ArgumentParser, ConfigError, cli
 from common.graphs import Graphed, GraphedStep
 from common.loop import build, resolve_device
+from common.paths import require_writable
 from data import DataInfo, TensorData, build_stream
 from denoising.samplers import annealed_langevin, heun
 
@@ -263,7 +264,7 @@ def print_table(rows):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", choices=("cpu", "gpu", "tiny"),
                    help="row sizes (default: gpu on a CUDA device, cpu elsewhere)")
     p.add_argument("--tiny", action="store_true", help="the same as --sizes tiny")
@@ -283,8 +284,8 @@ def parse_args(argv=None):
                           f"choose from {','.join(SECTIONS)}")
     if args.device != "auto" and args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
         raise ConfigError(f"--device: must be auto, cpu, cuda or cuda:N, got {args.device!r}")
-    if args.json and Path(args.json).parent.exists() and not Path(args.json).parent.is_dir():
-        raise ConfigError(f"--json: {Path(args.json).parent} is not a folder; pass a file path in a folder")
+    if args.json:
+        require_writable(args.json, "--json")
     return args
 
 

@@ -7,24 +7,26 @@
 
 The reference is the data set the model was trained on (the checkpoint's data config: all its
 images, statistics cached per data set and extractor). Prints one JSON object, writes it to --json,
-and adds eval/<metric> scalars at the checkpoint's step to the run's tb/ directory.
+and adds eval/<extractor>/<metric> scalars at the checkpoint's step to the run's tb/ directory.
 """
 import argparse
 import dataclasses
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
 import _bootstrap  # noqa: F401
 from tqdm import tqdm
 
-from common.config import load_config
-from common.errors import ConfigError, cli
+from common.config import check_seed, load_config
+from common.errors import ArgumentParser, ConfigError, UserError, cli
 from common.loop import resolve_device
 from common.metrics.evaluate import METRICS, generated_batches, score
-from common.metrics.features import build_extractor
+from common.metrics.features import build_extractor, require_fits
 from common.metrics.reference import image_batches, reference_stats
+from common.paths import require_writable
 from data import build_dataset
 from sample import load_method
 
@@ -32,7 +34,7 @@ DEFAULT_N = 10_000
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="a run's checkpoints/*.pt")
     p.add_argument("--config", help="with --real and no checkpoint: the config whose data to use")
     p.add_argument("--features", help="inception | classifier:PATH (default: the run's eval.features)")
@@ -52,6 +54,14 @@ def parse_args(argv=None):
         raise ConfigError("pass --checkpoint CKPT (or --real --config PATH to score the real test split)")
     if args.n is not None and args.n < 2 or args.batch_size <= 0:
         raise ConfigError("--n must be at least 2 and --batch-size positive")
+    check_seed(args.seed, "--seed")
+    if args.overrides and not args.config:
+        raise ConfigError(f"overrides ({' '.join(args.overrides)}) apply to --config only; a checkpoint "
+                          f"is scored with its own config")
+    if args.json:
+        require_writable(args.json, "--json")
+    if args.stats_dir:
+        require_writable(args.stats_dir, "--stats-dir", folder=True)
     return args
 
 
@@ -77,15 +87,31 @@ def limit(batches, n: int):
         left -= len(x)
 
 
-def write_tensorboard(checkpoint: Path, step: int, result: dict):
+def write_tensorboard(checkpoint: Path, step: int, result: dict, extractor_id: str):
+    """eval/<extractor>/<metric> scalars in the run's tb/: scores in different features never
+    share a curve. A run directory that is not writable (someone else's run) gets none."""
     run_dir = checkpoint.resolve().parent.parent
     if not (run_dir / "config.yaml").is_file():
         return None  # a checkpoint outside its run directory
+    try:
+        require_writable(run_dir / "tb", "tb", folder=True)
+    except UserError:
+        print(f"note: {run_dir / 'tb'} is not writable; the scores are not added to TensorBoard",
+              file=sys.stderr)
+        return None
     from torch.utils.tensorboard import SummaryWriter
     with SummaryWriter(str(run_dir / "tb")) as writer:
         for key in METRICS:
-            writer.add_scalar(f"eval/{key}", result[key], step)
+            writer.add_scalar(f"eval/{extractor_id}/{key}", result[key], step)
     return run_dir / "tb"
+
+
+def require_finite(result: dict):
+    """NaN is no score (and not JSON): a diverged checkpoint or classifier gives it."""
+    bad = [k for k in METRICS if not math.isfinite(result[k])]
+    if bad:
+        raise UserError(f"{', '.join(f'{k}={result[k]}' for k in bad)}: the samples or their features are "
+                        f"not finite (a diverged checkpoint or classifier?); nothing was written")
 
 
 @cli
@@ -100,6 +126,7 @@ def main(argv=None):
         cfg = load_config(args.config, args.overrides)
     features = args.features or cfg.eval.features
     extractor = build_extractor(features, device, args.download or cfg.eval.download)
+    require_fits(extractor, cfg.data.name, "--features" if args.features else "eval.features")
     start = time.monotonic()
     dataset = build_dataset(cfg.data, cfg.seed)
     reference = reference_stats(dataset, cfg.data, extractor, device, args.batch_size,
@@ -116,12 +143,13 @@ def main(argv=None):
     result = {"samples": samples, "reference": reference.name, "features": features,
               **score(batches, extractor, reference, device, seed=args.seed),
               "seconds": round(time.monotonic() - start, 1)}
+    require_finite(result)
     if args.checkpoint:
         result.update(checkpoint=str(args.checkpoint), step=ckpt["step"])
     if args.checkpoint and not args.real:
-        tb = write_tensorboard(Path(args.checkpoint), ckpt["step"], result)
+        tb = write_tensorboard(Path(args.checkpoint), ckpt["step"], result, extractor.id)
         result["tensorboard"] = str(tb) if tb else None
-    text = json.dumps(result, indent=1)
+    text = json.dumps(result, indent=1, allow_nan=False)
     print(text)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -11,29 +11,45 @@ import _bootstrap  # noqa: F401
 import torch
 
 from common.config import load_config
-from common.errors import cli
+from common.errors import ArgumentParser, ConfigError, cli
 from common.init import activation_profile, layer_report
 from common.loop import build, seed_everything
 from data import DataInfo
 
 
+def parse_shape(text: str, points: bool) -> tuple[int, ...]:
+    """`--shape 1,32,32` (images: C,H,W) or `--shape 2` (toy points: D), positive integers."""
+    want = "D (toy points, e.g. 2)" if points else "C,H,W (e.g. 1,32,32)"
+    try:
+        shape = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--shape: expected {want}, got {text!r}") from None
+    if len(shape) != (1 if points else 3) or min(shape) <= 0:
+        raise ConfigError(f"--shape: expected {want} with positive sizes, got {text!r}")
+    return shape
+
+
 @cli
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
     p.add_argument("--shape", help="data shape, e.g. 1,32,32 (default: from data.image_size)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_intermixed_args(argv)
     cfg = load_config(args.config, [*args.overrides, "device=cpu"])
     if args.shape:
-        shape = tuple(int(s) for s in args.shape.split(","))
+        shape = parse_shape(args.shape, points=cfg.data.name == "toy")
     elif cfg.data.name == "toy":
         shape = (2,)
     else:
         channels = 1 if cfg.data.name == "fashion_mnist" or cfg.data.channels == 1 else 3
         shape = (channels, cfg.data.image_size or 32, cfg.data.image_size or 32)
     seed_everything(cfg.seed)
-    method = build(cfg, "cpu", info=DataInfo(cfg.data.name, shape, 10, "points" if len(shape) == 1 else "image"))
+    info = DataInfo(cfg.data.name, shape, 10, "points" if len(shape) == 1 else "image")
+    try:
+        method = build(cfg, "cpu", info=info)
+    except ConfigError as e:
+        raise ConfigError(f"--shape {args.shape}: {e}" if args.shape else str(e)) from None
     for name, net in method.nets.items():
         scheme = cfg.init[name].scheme if name in cfg.init else "default"
         print(f"\n== {name} ({scheme}) ==")

@@ -7,14 +7,15 @@
 Trailing key=value overrides change the checkpoint's config for sampling (e.g. the sampler).
 """
 import argparse
+import sys
 
 import _bootstrap  # noqa: F401
 import torch
 
-from common.checkpoint import load_checkpoint
-from common.config import load_config
-from common.errors import ConfigError, cli
-from common.images import save_grid
+from common.checkpoint import load_checkpoint, require_same_model
+from common.config import check_seed, load_config
+from common.errors import ArgumentParser, ConfigError, cli
+from common.images import require_image_path, save_grid
 from common.loop import build, resolve_device
 from data import DataInfo
 
@@ -28,13 +29,35 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def load_method(path, device="auto", overrides=()):
-    """The method of a checkpoint, with its trained (and EMA) weights, ready to sample."""
+    """The method of a checkpoint, with its trained (and EMA) weights, ready to sample. Overrides
+    may change how it samples, never the networks' shapes (model.*)."""
     ckpt = load_checkpoint(path)
     cfg = load_config(raw=ckpt["config"], overrides=[*overrides, f"device={device}"])
+    require_same_model(ckpt, cfg, "the networks' shapes come from the checkpoint; drop the override")
     method = build(cfg, resolve_device(cfg.device), info=DataInfo.from_dict(ckpt["data_info"]))
     method.load_state_dict(ckpt["state"], weights_only=True)
     method.train(False)
     return method, ckpt
+
+
+def require_used(method, overrides):
+    """A sampler setting given on the command line must change the samples: Heun's `heun_steps`
+    is unused by Langevin, and by a σ-conditional net trained on discrete levels, which Heun steps
+    on its own ladder (denoising/method.py heun_sigmas)."""
+    keys = {o.split("=", 1)[0].strip() for o in overrides}
+    cfg = method.cfg
+    key = f"{cfg.method}.heun_steps"
+    if key not in keys:
+        return
+    section = cfg.section
+    if section.sampler != "heun":
+        raise ConfigError(f"{key}: not used by {cfg.method}.sampler={section.sampler}; add "
+                          f"{cfg.method}.sampler=heun or drop it")
+    levels = len(method.heun_sigmas()) - 1
+    if levels != section.heun_steps:
+        raise ConfigError(f"{key}: not used by this network: it was trained on discrete levels "
+                          f"({cfg.method}.sigma_sampling=discrete), so Heun steps on its own {levels}-level "
+                          f"ladder ({2 * levels - 1} evaluations); drop {key}")
 
 
 def interpolation_latents(method, rows: int, cols: int, generator) -> torch.Tensor:
@@ -44,25 +67,47 @@ def interpolation_latents(method, rows: int, cols: int, generator) -> torch.Tens
     return slerp(a[:, None], b[:, None], t).reshape(rows * cols, *a.shape[1:])
 
 
-@cli
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+MAX_N = 10_000  # one grid; more is unreadable and may not fit in memory
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--out", required=True, help="image file to write (.png, .jpg, ...)")
+    p.add_argument("--n", type=int, default=64, help=f"number of samples (at most {MAX_N})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
-    p.add_argument("--interpolate", type=int, metavar="COLS", help="rows of COLS latent interpolations")
+    p.add_argument("--interpolate", type=int, metavar="COLS",
+                   help="rows of COLS latent interpolations (--n // COLS rows)")
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. ncsn.sampler=heun")
     args = p.parse_intermixed_args(argv)
-    if args.n <= 0:
-        raise ConfigError("--n must be positive")
+    if not 0 < args.n <= MAX_N:
+        raise ConfigError(f"--n: must be in 1..{MAX_N} (one grid), got {args.n}; draw several grids with "
+                          f"different --seed")
+    check_seed(args.seed, "--seed")
+    if args.interpolate is not None:
+        if args.interpolate < 2:
+            raise ConfigError(f"--interpolate: needs at least 2 columns (the two end points), got {args.interpolate}")
+        if args.n < args.interpolate:
+            raise ConfigError(f"--interpolate {args.interpolate} draws rows of {args.interpolate} samples: "
+                              f"pass --n {args.interpolate} or more (got --n {args.n})")
+    require_image_path(args.out, "--out")
+    return args
+
+
+@cli
+def main(argv=None):
+    args = parse_args(argv)
     method, ckpt = load_method(args.checkpoint, args.device, args.overrides)
+    require_used(method, args.overrides)
     gen = torch.Generator(device=method.device).manual_seed(args.seed)
     latents, nrow = None, None
     if args.interpolate:
-        rows = max(1, args.n // args.interpolate)
+        rows = args.n // args.interpolate
+        if rows * args.interpolate != args.n:
+            print(f"note: --n {args.n} with --interpolate {args.interpolate}: {rows} rows, "
+                  f"{rows * args.interpolate} samples", file=sys.stderr)
         latents, nrow = interpolation_latents(method, rows, args.interpolate, gen), args.interpolate
     samples = method.sample(args.n if latents is None else len(latents), generator=gen,
                             ema=not args.no_ema, latents=latents, progress=True)

@@ -10,15 +10,17 @@ reports the test-set accuracy and saves it, with the accuracy, in one checkpoint
 """
 import argparse
 import json
+import math
 import time
 
 import _bootstrap  # noqa: F401
 
-from common.config import DataConfig, parse
-from common.errors import ConfigError, cli
+from common.config import DataConfig, check_seed, parse
+from common.errors import ArgumentParser, ConfigError, UserError, cli
 from common.loop import resolve_device
-from common.metrics.classifier import save_classifier
+from common.metrics.classifier import finite_weights, save_classifier
 from common.metrics.classifier_training import fit_classifier
+from common.paths import require_writable
 from data import TensorData, build_dataset, materialize
 
 
@@ -33,9 +35,8 @@ def load_split(args, split: str) -> TensorData:
     return dataset if isinstance(dataset, TensorData) else materialize(dataset)
 
 
-@cli
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, choices=["fashion_mnist", "cifar10", "image_folder"])
     p.add_argument("--out", required=True, help="checkpoint file to write")
     p.add_argument("--root", default="datasets", help="data.root of the data set")
@@ -56,9 +57,27 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    for key in ("epochs", "width", "batch_size", "lr", "temperature"):
-        if getattr(args, key) <= 0:
-            raise ConfigError(f"--{key.replace('_', '-')} must be positive")
+    for key in ("epochs", "width", "batch_size", "lr", "temperature", "image_size"):
+        value = getattr(args, key)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"--{key.replace('_', '-')} must be a positive number, got {value}")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise ConfigError(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
+    check_seed(args.seed, "--seed")
+    require_writable(args.out, "--out")  # before the training, not after it
+    return args
+
+
+def require_trained(model, acc: float):
+    """A diverged training (NaN weights) must not become a classifier file that evaluations use."""
+    if not finite_weights(model) or not math.isfinite(acc):
+        raise UserError("the classifier's training diverged (NaN or inf weights); nothing was written: "
+                        "lower --lr")
+
+
+@cli
+def main(argv=None):
+    args = parse_args(argv)
     device = resolve_device(args.device)
     train, test = load_split(args, "train"), load_split(args, "test")
     if train.info.shape != test.info.shape:
@@ -70,6 +89,7 @@ def main(argv=None):
                                 batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                                 loss=args.loss, temperature=args.temperature, flip=flip, seed=args.seed)
     seconds = time.monotonic() - start
+    require_trained(model, acc)
     arch = {"in_channels": train.info.shape[0], "num_classes": train.info.num_classes, "width": args.width}
     data = args.data if args.data != "image_folder" else f"image_folder:{args.path}"
     save_classifier(args.out, model, arch, train.info.shape, data, acc, loss=args.loss,

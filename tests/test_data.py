@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from common.config import DataConfig
+from conftest import ROOT
 from common.errors import DataError
 from data import build_dataset, build_stream, from_unit_range, to_unit_range
 from data.stream import DeviceStream, LoaderStream
@@ -111,10 +112,13 @@ def test_image_folder_zip_and_folder(class_zip, tmp_path):
         build_dataset(cfg(name="image_folder", path=str(tmp_path / "missing.zip")))
 
 
-@pytest.mark.skipif(not __import__("pathlib").Path("/work/shared/datasets/cifar10-jpeg/test.zip").exists(),
-                    reason="the shared CIFAR-10 JPEG zips are only on the team's machines")
+SHARED_TEST_ZIP = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg" / "test.zip"  # shared/ beside the checkout
+
+
+@pytest.mark.skipif(not SHARED_TEST_ZIP.is_file(),
+                    reason="the shared CIFAR-10 JPEG zips (../shared/datasets beside the checkout) are absent")
 def test_shared_cifar10_jpeg_zip_reads_as_cifar10():
-    ds = build_dataset(cfg(name="image_folder", path="/work/shared/datasets/cifar10-jpeg/test.zip"))
+    ds = build_dataset(cfg(name="image_folder", path=str(SHARED_TEST_ZIP)))
     assert ds.data.shape == (10000, 3, 32, 32) and ds.info.num_classes == 10
     assert torch.bincount(ds.labels).tolist() == [1000] * 10
 

@@ -104,7 +104,8 @@ def test_evaluate_cli_writes_every_metric_to_json_and_tensorboard(checkpoint, cl
     assert 0 <= gan["precision"] <= 1 and 0 <= gan["recall"] <= 1
     events = EventAccumulator(str(checkpoint.parent.parent / "tb"))
     events.Reload()
-    (point,) = events.Scalars("eval/fid")
+    extractor_id = build_extractor(f"classifier:{classifier}", "cpu").id  # the extractor is in the tag
+    (point,) = events.Scalars(f"eval/{extractor_id}/fid")
     assert point.step == 8 and point.value == pytest.approx(gan["fid"], rel=1e-5)
     evaluate_cli.main(common + ["--real", "--json", str(tmp_path / "floor.json")])
     floor = json.loads((tmp_path / "floor.json").read_text())

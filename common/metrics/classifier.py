@@ -52,6 +52,11 @@ class Classifier(nn.Module):
         return self.fc(self.features(x))
 
 
+def finite_weights(model: nn.Module) -> bool:
+    """No NaN or inf in any floating-point parameter or buffer (a diverged training leaves them)."""
+    return all(bool(torch.isfinite(v).all()) for v in model.state_dict().values() if v.is_floating_point())
+
+
 def save_classifier(path, model: Classifier, arch: dict, image_shape, data: str, test_accuracy: float,
                     **extra):
     """Atomic write (common/checkpoint.py) under this module's own format tag: the payload's
@@ -74,4 +79,7 @@ def load_classifier(path, device="cpu") -> tuple[Classifier, dict]:
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"classifier {path} is incomplete or does not match its architecture "
                               f"({type(e).__name__}): train it again") from None
+    if not finite_weights(model):
+        raise CheckpointError(f"classifier {path} has NaN or inf weights (its training diverged): train it "
+                              f"again with a lower --lr")
     return model.to(device).eval(), ckpt

@@ -8,6 +8,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
 from common.smooth import smooth_accuracy, smooth_macro_f1
@@ -93,5 +94,15 @@ def fit_classifier(train: TensorData, test: TensorData, device, *, width: int = 
         acc = evaluate_accuracy(model, test, device)
         log(f"epoch {epoch + 1}/{epochs}: {loss} {total.item() / steps_per_epoch:.4f}, "
             f"test accuracy {acc:.4f} ({time.monotonic() - start:.0f}s)")
+    standing_statistics(model, train, device)
     model.eval()
     return model, evaluate_accuracy(model, test, device)
+
+
+@torch.no_grad()
+def standing_statistics(model: Classifier, data: TensorData, device, batch_size: int = 1000):
+    """Recompute every BatchNorm's statistics as exact averages over the (unaugmented) training
+    images at the final weights (torch's update_bn). The running averages (momentum 0.1) mix in
+    the weights of the last few dozen steps: on a 256-image set (8 steps per epoch) the test
+    accuracy in eval mode swung 0.89 → 0.23 → 0.75 between epochs, and 1.0 with these."""
+    update_bn((to_unit_range(x.to(device)) for x in data.data.split(batch_size)), model)

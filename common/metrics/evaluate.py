@@ -8,7 +8,7 @@ import torch
 
 from common.errors import ConfigError
 from data import from_unit_range
-from .features import build_extractor
+from .features import build_extractor, require_fits
 from .reference import Reference, extract, reference_stats
 from .scores import inception_score, kernel_inception_distance, precision_recall
 
@@ -61,6 +61,7 @@ class TrainingEvaluator:
                               f"holds {dataset.info.kind}: set eval.every=0")
         with untouched_rng(self.device):
             self.extractor = build_extractor(cfg.eval.features, self.device, cfg.eval.download)
+        require_fits(self.extractor, cfg.data.name, "eval.features")
         self.reference = None
 
     def __call__(self, method) -> dict[str, float]:

@@ -84,6 +84,7 @@ class ClassifierFeatures(nn.Module):
         self.id = f"classifier-{digest}"  # the weights, not the file name, key the cached statistics
         self.num_features, self.num_classes = ckpt["feature_dim"], ckpt["num_classes"]
         self.image_shape = tuple(ckpt["image_shape"])
+        self.path, self.data = Path(path), str(ckpt.get("data", ""))  # e.g. fashion_mnist, image_folder:x.zip
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         channels, size = self.image_shape[0], self.image_shape[-1]
@@ -107,3 +108,13 @@ def build_extractor(spec: str, device, download: bool = False) -> nn.Module:
         raise ConfigError(f"unknown feature extractor {spec!r}: use 'inception' or "
                           f"'classifier:PATH' (a file from scripts/train_classifier.py)")
     return extractor.to(device).eval().requires_grad_(False)
+
+
+def require_fits(extractor, data_name: str, what: str):
+    """A data-set classifier's features mean something only on the data set it was trained on
+    (the classifier file records it): refuse another one, naming the option `what`."""
+    trained_on = getattr(extractor, "data", None)
+    if trained_on and trained_on.split(":", 1)[0] != data_name:
+        raise ConfigError(f"{what}: the classifier {extractor.path} was trained on {trained_on}, these "
+                          f"samples are {data_name}: train one with scripts/train_classifier.py --data "
+                          f"{data_name}")

@@ -13,9 +13,9 @@ def sn(module: nn.Module, enabled: bool) -> nn.Module:
 def base_size(image_size: int) -> int:
     """DCGAN nets grow from a base×base map by stride-2 steps: 7 for 28 px, 4 for 32 and 64 px."""
     for base in (4, 7):
-        size = base
+        size = base * 2  # at least one stride-2 step
         while size < image_size:
             size *= 2
         if size == image_size:
             return base
-    raise ValueError(f"image size {image_size} is not 7·2^k or 4·2^k (use 28, 32 or 64)")
+    raise ValueError(f"image size {image_size} is not 7·2^k or 4·2^k with k >= 1 (use 28, 32 or 64)")

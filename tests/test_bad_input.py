@@ -1,0 +1,368 @@
+"""Bad input and faults, as an adversarial user would try them, through the CLIs' main(argv) in
+process: each ends with a non-zero exit and exactly one `error: ...` line naming the setting or file,
+never a traceback, and every file that existed before is unchanged."""
+import errno
+import hashlib
+import importlib
+import io
+import os
+import pickle
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from common.loop import train
+from conftest import ROOT, quick_config
+
+QUICK = ROOT / "configs" / "quick"
+
+
+@dataclass
+class Case:
+    id: str
+    kind: str
+    script: str
+    argv: Callable[[dict], list]      # the world's paths → argv
+    expect: str                       # a fragment of the error line (the setting or file it names)
+    patch: Callable = None            # (monkeypatch, world) → None: a fault to inject
+    code: int = 2                     # exit status: 2 for bad input (common/errors.py cli)
+
+
+def _poison_classifier(path: Path):
+    from common.metrics.classifier import Classifier, save_classifier
+    model = Classifier(1, 10, 2)
+    with torch.no_grad():
+        model.fc.weight.fill_(float("nan"))
+    save_classifier(path, model, {"in_channels": 1, "num_classes": 10, "width": 2}, (1, 28, 28),
+                    "fashion_mnist", 0.1)
+
+
+def _png(value: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), value, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _zips(world: Path):
+    with zipfile.ZipFile(world / "bad_crc.zip", "w", compression=zipfile.ZIP_STORED) as zf:
+        for cls in ("cat", "dog"):
+            for i in range(2):
+                zf.writestr(f"{cls}/{i:04d}.png", _png(40 * i + 10))
+    raw = bytearray((world / "bad_crc.zip").read_bytes())
+    start = raw.index(b"\x89PNG", raw.index(b"dog/0001.png"))  # flip a byte inside that member's data
+    raw[start + 40] ^= 0xFF
+    (world / "bad_crc.zip").write_bytes(bytes(raw))
+    with zipfile.ZipFile(world / "undecodable.zip", "w") as zf:
+        zf.writestr("cat/0000.png", _png(10))
+        zf.writestr("dog/0000.png", b"not a png at all")
+    (world / "not_a.zip").write_bytes(b"PK but not really a zip")
+    for cls, data in (("cat", _png(10)), ("dog", b"\x89PNG but truncated")):
+        (world / "broken_folder" / cls).mkdir(parents=True)
+        (world / "broken_folder" / cls / "0000.png").write_bytes(data)
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo the data folder ran code",))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, fashion_root, cifar_root):
+    """Runs, checkpoints, classifiers and broken files that the cases point at."""
+    w = tmp_path_factory.mktemp("world")
+    train(quick_config("gan_fashion.yaml", f"data.root={fashion_root}"), w / "gan_run")
+    train(quick_config("ncsn_toy.yaml", "train.steps=2", "train.n_samples=4", "ncsn.langevin_steps=1",
+                       "data.toy_size=512"), w / "ncsn_run")
+    (w / "no_config").mkdir()
+    shutil.copytree(w / "gan_run" / "checkpoints", w / "no_config" / "checkpoints")
+    (w / "empty_run").mkdir()
+    (w / "leftovers").mkdir()
+    (w / "leftovers" / "metrics.jsonl").write_text('{"step": 2}\n')
+    (w / "leftovers" / "tb").mkdir()
+    shutil.copytree(w / "gan_run", w / "corrupt_run")
+    last = w / "corrupt_run" / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    (w / "afile").write_text("a file, not a folder\n")
+    (w / "list.yaml").write_text("- method: gan\n- train: {}\n")
+    (w / "scalar.yaml").write_text("42\n")
+    (w / "latin1.yaml").write_bytes("method: gan\n# réglages\n".encode("latin-1"))
+    (w / "broken.yaml").write_text("method: gan\ntrain: {steps: [1, 2}\n")
+    (w / "a_folder.yaml").mkdir()
+    _zips(w)
+    evil = w / "evil" / "cifar-10-batches-py"
+    evil.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        shutil.copy(cifar_root / "cifar-10-batches-py" / name, evil / name)
+    with open(evil / "data_batch_3", "wb") as f:
+        pickle.dump({"data": Evil(), "labels": [0]}, f)
+    import train_classifier
+    for data, root in (("cifar10", cifar_root), ("fashion_mnist", fashion_root)):
+        train_classifier.main(["--data", data, "--root", str(root), "--out", str(w / f"{data}_clf.pt"),
+                               "--epochs", "1", "--width", "2", "--batch-size", "20", "--device", "cpu"])
+    _poison_classifier(w / "nan_clf.pt")
+    (w / "offline").mkdir()
+    (w / "ro").mkdir()
+    return {"w": w, "fashion": fashion_root, "cifar": cifar_root, "gan": w / "gan_run",
+            "ckpt": w / "gan_run" / "checkpoints" / "last.pt",
+            "ncsn_ckpt": w / "ncsn_run" / "checkpoints" / "last.pt"}
+
+
+def _gan(w, *overrides, config="gan_fashion.yaml", run="new_run"):
+    """train.py on a quick config (fixture data) into a fresh run directory of the world."""
+    return ["--config", str(QUICK / config), "--run-dir", str(w["w"] / run), f"data.root={w['fashion']}",
+            *overrides]
+
+
+def _config(w, name, *overrides):
+    return ["--config", str(w["w"] / name), *overrides]
+
+
+def _resume(w, *overrides, run="gan"):
+    return ["--run-dir", str(w[run] if run in w else w["w"] / run), "--resume", *overrides]
+
+
+def _sample(w, *args, out="grid.png", ckpt="ckpt"):
+    return ["--checkpoint", str(w[ckpt]), "--out", str(w["w"] / out), "--device", "cpu", *args]
+
+
+def _evaluate(w, *args, features=None):
+    extra = ["--features", f"classifier:{w['w'] / features}"] if features else []
+    return ["--checkpoint", str(w["ckpt"]), "--device", "cpu", "--n", "8", "--batch-size", "8",
+            "--stats-dir", str(w["w"] / "stats"), *extra, *args]
+
+
+def _clf(w, *args, out="clf.pt", data="fashion_mnist", root=None):
+    return ["--data", data, "--root", str(root or w["fashion"]), "--out", str(w["w"] / out),
+            "--epochs", "1", "--width", "2", "--device", "cpu", *args]
+
+
+def _folder_clf(w, path):
+    return ["--data", "image_folder", "--path", str(w["w"] / path), "--test-path", str(w["w"] / path),
+            "--out", str(w["w"] / "folder_clf.pt"), "--epochs", "1", "--width", "2", "--device", "cpu"]
+
+
+def _report(*args):
+    return ["--config", str(QUICK / "gan_fashion.yaml"), *args]
+
+
+def _read_only(target: str):
+    """os.access reports the folder `target` of the world (and what is under it) as read-only, as it
+    is for a non-root user on a read-only folder (the tests run as root, for whom chmod is no bar)."""
+    def patch(mp, w):
+        real, top = os.access, str(w["w"] / target)
+
+        def access(path, mode, *args, **kwargs):
+            if str(path).startswith(top) and mode & os.W_OK:
+                return False
+            return real(path, mode, *args, **kwargs)
+        mp.setattr(os, "access", access)
+    return patch
+
+
+def _disk_full(mp, w):
+    def save(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    mp.setattr(torch, "save", save)
+
+
+def _offline(mp, w):
+    import data.fashion_mnist as fm
+
+    def urlopen(*args, **kwargs):
+        raise urllib.error.URLError("offline")
+    mp.setattr(urllib.request, "urlopen", urlopen)
+    mp.setattr(fm, "SYSTEM_DIR", w["w"] / "no_system_copy")
+
+
+def _nan_scores(mp, w):
+    import evaluate
+    real = evaluate.score
+    mp.setattr(evaluate, "score", lambda *a, **k: {**real(*a, **k), "fid": float("nan")})
+
+
+CASES = [
+    # -- numeric settings: the config sections' check() ------------------------------------------
+    Case("lr_negative", "config", "train", lambda w: _gan(w, "optim.lr_g=-1"), "optim.lr_g: must be positive"),
+    Case("lr_nan", "config", "train", lambda w: _gan(w, "optim.lr_d=nan"), "optim.lr_d: must be a finite number"),
+    Case("lr_inf", "config", "train", lambda w: _gan(w, "optim.lr_g=.inf"), "optim.lr_g: must be a finite number"),
+    Case("beta_one", "config", "train", lambda w: _gan(w, "optim.betas=[1.0, 0.999]"),
+         "optim.betas: each must be in [0, 1)"),
+    Case("beta_negative", "config", "train", lambda w: _gan(w, "optim.betas=[-0.1, 0.9]"), "optim.betas"),
+    Case("eps_zero", "config", "train", lambda w: _gan(w, "optim.eps=0"), "optim.eps: must be positive"),
+    Case("grad_clip_negative", "config", "train", lambda w: _gan(w, "optim.grad_clip=-1"), "optim.grad_clip"),
+    Case("weight_decay_negative", "config", "train", lambda w: _gan(w, "optim.weight_decay=-1"), "optim.weight_decay"),
+    Case("max_minutes_negative", "config", "train", lambda w: _gan(w, "train.max_minutes=-1"), "train.max_minutes"),
+    Case("init_std_negative", "config", "train", lambda w: _gan(w, "init.G.std=-0.02"), "init.G.std: must be >= 0"),
+    Case("init_gain_nan", "config", "train", lambda w: _gan(w, "init.D.gain=nan"), "init.D.gain: must be a finite"),
+    Case("seed_65_bits", "config", "train", lambda w: _gan(w, f"seed={2**64}"), "seed: must be in [0, 2^63)"),
+    Case("seed_negative", "config", "train", lambda w: _gan(w, "seed=-1"), "seed: must be in [0, 2^63)"),
+    Case("toy_size_zero", "config", "train", lambda w: _gan(w, "data.toy_size=0", config="gan_toy.yaml"),
+         "data.toy_size"),
+    Case("workers_negative", "config", "train", lambda w: _gan(w, "data.num_workers=-1"), "data.num_workers"),
+    Case("ema_above_one", "config", "train", lambda w: _gan(w, "train.ema=1.5"), "train.ema"),
+    Case("dcgan_size", "config", "train", lambda w: _gan(w, "data.image_size=30"), "data.image_size: DCGAN networks"),
+    Case("dde_size", "config", "train", lambda w: _gan(w, "data.image_size=30", config="../fashion_mnist_dde_cpu.yaml"),
+         "data.image_size: DCGAN generators"),
+    Case("unet_patch", "config", "train", lambda w: _gan(w, "model.patch=3", config="ncsn_fashion.yaml"),
+         "model.patch"),
+    Case("device_bogus", "config", "train", lambda w: _gan(w, "device=tpu"), "device: must be"),
+    Case("unknown_key", "config", "train", lambda w: _gan(w, "optim.lr_gg=1"), "unknown key 'optim.lr_gg'"),
+    Case("override_no_equals", "config", "train", lambda w: _gan(w, "train.steps"), "is not key=value"),
+    # -- config files -----------------------------------------------------------------------------
+    Case("config_list", "config file", "train", lambda w: _config(w, "list.yaml", "train.steps=3"),
+         "list.yaml holds a list"),
+    Case("config_scalar", "config file", "train", lambda w: _config(w, "scalar.yaml", "train.steps=3"),
+         "scalar.yaml holds a number"),
+    Case("config_latin1", "config file", "train", lambda w: _config(w, "latin1.yaml"), "is not UTF-8"),
+    Case("config_broken", "config file", "train", lambda w: _config(w, "broken.yaml"), "not valid YAML"),
+    Case("config_folder", "config file", "train", lambda w: _config(w, "a_folder.yaml"), "is a folder"),
+    Case("config_missing", "config file", "train", lambda w: _config(w, "nope.yaml"), "nope.yaml not found"),
+    Case("option_unknown", "config file", "train", lambda w: _gan(w, "--bogus"), "unrecognized arguments: --bogus"),
+    # -- run directories and resume -----------------------------------------------------------------
+    Case("resume_missing", "resume", "train", lambda w: _resume(w, run="gone"), "no such run directory"),
+    Case("resume_mistyped", "resume", "train", lambda w: _resume(w, run="gan_rnu"), "did you mean 'gan_run'"),
+    Case("resume_no_config", "resume", "train", lambda w: _resume(w, run="no_config"), "has no config.yaml"),
+    Case("resume_empty", "resume", "train", lambda w: _resume(w, run="empty_run"), "nothing to resume"),
+    Case("resume_a_file", "resume", "train", lambda w: _resume(w, run="afile"), "is a file"),
+    Case("resume_corrupt", "resume", "train", lambda w: _resume(w, run="corrupt_run"), "corrupt or not a PyTorch file"),
+    Case("resume_width", "shape", "train", lambda w: _resume(w, "model.g_width=16"),
+         "model.g_width: the checkpoint has 8, the config says 16"),
+    Case("resume_step_kind", "shape", "train", lambda w: _resume(w, "gan.step=alternating"),
+         "gan.step ('one_loss' → 'alternating'): the checkpoint has optimizers GD"),
+    Case("resume_other_method", "shape", "train", lambda w: _resume(w, "--config", str(QUICK / "ncsn_fashion.yaml")),
+         "is a 'gan' run, the config says 'ncsn'"),
+    Case("resume_image_size", "shape", "train", lambda w: _resume(w, "data.image_size=32"),
+         "data.image_size: the checkpoint was trained on 1x28x28"),
+    Case("resume_steps_done", "resume", "train", lambda w: _resume(w, "train.steps=8"),
+         "train.steps=8: the run is already at step 8"),
+    Case("run_dir_taken", "resume", "train", lambda w: _gan(w, run="gan_run"), "already holds a run"),
+    Case("run_dir_leftovers", "resume", "train", lambda w: _gan(w, run="leftovers"),
+         "stopped before its first checkpoint (metrics.jsonl, tb)"),
+    Case("run_dir_is_file", "files", "train", lambda w: _gan(w, run="afile"), "afile is a file"),
+    Case("run_dir_under_file", "files", "train", lambda w: _gan(w, run="afile/run"), "afile is a file, so"),
+    Case("run_dir_read_only", "files", "train", lambda w: _gan(w, run="ro/run"), "ro is not writable",
+         patch=_read_only("ro")),
+    Case("resume_read_only", "files", "train", lambda w: _resume(w, "train.steps=12"), "gan_run is not writable",
+         patch=_read_only("gan_run")),
+    Case("disk_full", "files", "train", lambda w: _gan(w, run="full"), "No space left on device", patch=_disk_full),
+    # -- data ---------------------------------------------------------------------------------------
+    Case("download_offline", "data", "train",
+         lambda w: _gan(w, f"data.root={w['w'] / 'offline'}", "data.download=true"),
+         "could not download Fashion-MNIST", patch=_offline),
+    Case("zip_bad_crc", "data", "train_classifier", lambda w: _folder_clf(w, "bad_crc.zip"), "member dog/0001.png"),
+    Case("zip_undecodable", "data", "train_classifier", lambda w: _folder_clf(w, "undecodable.zip"),
+         "member dog/0000.png"),
+    Case("folder_undecodable", "data", "train_classifier", lambda w: _folder_clf(w, "broken_folder"),
+         "broken_folder/dog/0000.png"),
+    Case("zip_not_a_zip", "data", "train_classifier", lambda w: _folder_clf(w, "not_a.zip"),
+         "not_a.zip is not a readable zip"),
+    Case("cifar_malicious", "data", "train_classifier", lambda w: _clf(w, data="cifar10", root=w["w"] / "evil"),
+         "refused global posix.system"),
+    Case("cifar_missing", "data", "train_classifier", lambda w: _clf(w, data="cifar10", root=w["w"] / "nothing"),
+         "CIFAR-10 not found"),
+    # -- sample.py ----------------------------------------------------------------------------------
+    Case("interpolate_negative", "sample", "sample", lambda w: _sample(w, "--interpolate", "-3"), "--interpolate"),
+    Case("interpolate_wider_than_n", "sample", "sample", lambda w: _sample(w, "--interpolate", "100", "--n", "16"),
+         "--interpolate 100 draws rows of 100"),
+    Case("n_zero", "sample", "sample", lambda w: _sample(w, "--n", "0"), "--n: must be in 1..10000"),
+    Case("n_beyond_memory", "sample", "sample", lambda w: _sample(w, "--n", "1000000000"), "--n: must be in 1..10000"),
+    Case("n_not_int", "sample", "sample", lambda w: _sample(w, "--n", "many"), "argument --n: invalid int value"),
+    Case("sample_seed_65_bits", "sample", "sample", lambda w: _sample(w, "--seed", str(2**64)), "--seed: must be in"),
+    Case("sample_width", "shape", "sample", lambda w: _sample(w, "model.g_width=16"),
+         "model.g_width: the checkpoint has 8, the config says 16"),
+    Case("sample_method", "shape", "sample", lambda w: _sample(w, "method=ncsn"),
+         "section 'gan' belongs to method 'gan'"),
+    Case("out_extension", "files", "sample", lambda w: _sample(w, out="grid.xyz"), "unknown image extension '.xyz'"),
+    Case("out_under_file", "files", "sample", lambda w: _sample(w, out="afile/grid.png"), "afile is a file, so"),
+    Case("checkpoint_missing", "files", "sample", lambda w: _sample(w)[:0] + [
+        "--checkpoint", str(w["w"] / "nope.pt"), "--out", str(w["w"] / "g.png")], "nope.pt not found"),
+    Case("heun_steps_discrete", "sample", "sample", lambda w: _sample(w, "ncsn.sampler=heun", "ncsn.heun_steps=25",
+                                                                      ckpt="ncsn_ckpt"), "ncsn.heun_steps: not used"),
+    Case("heun_steps_langevin", "sample", "sample", lambda w: _sample(w, "ncsn.heun_steps=25", ckpt="ncsn_ckpt"),
+         "not used by ncsn.sampler=langevin"),
+    Case("sample_device", "sample", "sample", lambda w: _sample(w, "--device", "gpu0"), "device: must be"),
+    # -- evaluate.py --------------------------------------------------------------------------------
+    Case("classifier_other_data", "evaluate", "evaluate", lambda w: _evaluate(w, features="cifar10_clf.pt"),
+         "was trained on cifar10"),
+    Case("classifier_nan", "evaluate", "evaluate", lambda w: _evaluate(w, features="nan_clf.pt"),
+         "has NaN or inf weights"),
+    Case("fid_nan", "evaluate", "evaluate", lambda w: _evaluate(w, "--json", w["w"] / "e.json",
+                                                                features="fashion_mnist_clf.pt"),
+         "fid=nan", patch=_nan_scores),
+    Case("json_under_file", "files", "evaluate", lambda w: _evaluate(w, "--json", w["w"] / "afile" / "e.json"),
+         "--json"),
+    Case("stats_dir_under_file", "files", "evaluate", lambda w: _evaluate(w, "--stats-dir", w["w"] / "afile" / "s"),
+         "--stats-dir"),
+    Case("evaluate_n_one", "evaluate", "evaluate", lambda w: _evaluate(w, "--n", "1"), "--n must be at least 2"),
+    Case("evaluate_seed", "evaluate", "evaluate", lambda w: _evaluate(w, "--seed", "-1"), "--seed: must be in"),
+    Case("evaluate_overrides", "evaluate", "evaluate", lambda w: _evaluate(w, "data.root=x"), "apply to --config only"),
+    Case("features_bogus", "evaluate", "evaluate", lambda w: _evaluate(w, "--features", "vgg"),
+         "unknown feature extractor 'vgg'"),
+    # -- train_classifier.py ------------------------------------------------------------------------
+    Case("classifier_lr_nan", "classifier", "train_classifier", lambda w: _clf(w, "--lr", "nan"),
+         "--lr must be a positive number"),
+    Case("classifier_out_under_file", "files", "train_classifier", lambda w: _clf(w, out="afile/c.pt"), "--out: "),
+    Case("classifier_epochs_zero", "classifier", "train_classifier", lambda w: _clf(w, "--epochs", "0"), "--epochs"),
+    Case("classifier_weight_decay", "classifier", "train_classifier", lambda w: _clf(w, "--weight-decay", "-1"),
+         "--weight-decay"),
+    Case("classifier_seed", "classifier", "train_classifier", lambda w: _clf(w, "--seed", str(2**64)),
+         "--seed: must be in"),
+    # -- init_report.py -----------------------------------------------------------------------------
+    Case("shape_letters", "init_report", "init_report", lambda w: _report("--shape", "a,b"), "--shape: expected C,H,W"),
+    Case("shape_zero", "init_report", "init_report", lambda w: _report("--shape", "0,28,28"),
+         "--shape: expected C,H,W"),
+    Case("shape_for_dcgan", "init_report", "init_report", lambda w: _report("--shape", "1,30,30"),
+         "--shape 1,30,30: data.image_size"),
+    Case("init_report_config", "init_report", "init_report", lambda w: _config(w, "list.yaml"), "holds a list"),
+    # -- benchmark.py -------------------------------------------------------------------------------
+    Case("bench_only", "benchmark", "benchmark", lambda w: ["--only", "bogus"], "--only: unknown section 'bogus'"),
+    Case("bench_repeats", "benchmark", "benchmark", lambda w: ["--repeats", "0"], "--repeats must be at least 1"),
+    Case("bench_device", "benchmark", "benchmark", lambda w: ["--device", "bogus"],
+         "--device: must be auto, cpu, cuda"),
+    Case("bench_json", "files", "benchmark", lambda w: ["--json", w["w"] / "afile" / "b.json"], "--json: "),
+]
+
+
+def snapshot(*roots) -> dict:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for root in roots for p in Path(root).rglob("*")
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(case, world, monkeypatch, capsys):
+    monkeypatch.chdir(world["w"])
+    argv = [str(a) for a in case.argv(world)]
+    before = snapshot(world["w"], world["fashion"], world["cifar"])
+    capsys.readouterr()
+    if case.patch is not None:
+        case.patch(monkeypatch, world)
+    main = importlib.import_module(case.script).main
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert exit_.value.code == case.code, err
+    assert len(errors) == 1, err
+    assert case.expect in errors[0], errors[0]
+    assert "Traceback" not in err, err
+    after = snapshot(world["w"], world["fashion"], world["cifar"])
+    assert {p: h for p, h in after.items() if p in before} == before, "a file that existed before changed"
+    if case.id == "download_offline":
+        assert not any((world["w"] / "offline").iterdir()), "the failed download left files behind"
+    if case.id == "fid_nan":
+        assert not (world["w"] / "e.json").exists()
+
+
+def test_the_table_covers_every_script_and_enough_cases():
+    assert len(CASES) >= 60
+    assert {c.script for c in CASES} == {"train", "sample", "evaluate", "train_classifier", "init_report", "benchmark"}
