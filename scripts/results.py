@@ -28,17 +28,17 @@ import _bootstrap  # noqa: F401
 import torch
 from tqdm import tqdm
 
-from common.checkpoint import load_checkpoint
 from common.config import DataConfig, load_config, parse
 from common.errors import ConfigError, cli
 from common.images import save_grid
-from common.loop import build, resolve_device, train
+from common.loop import resolve_device, train
 from common.metrics.classifier import load_classifier, save_classifier
 from common.metrics.classifier_training import fit_classifier
 from common.metrics.evaluate import score
 from common.metrics.features import build_extractor
-from common.metrics.reference import image_batches, reference_stats
-from data import DataInfo, build_dataset, from_unit_range
+from common.metrics.reference import reference_stats
+from data import build_dataset, from_unit_range
+from sample import load_method
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKERS = ("<!-- results:begin (written by scripts/results.py) -->", "<!-- results:end -->")
@@ -168,13 +168,10 @@ def nfe_per_sample(method, cfg) -> int:
 
 def sample_row(row: Row, args, device, n: int):
     """(uint8 samples, sampling seconds, nfe) of a row, drawn in batches with a fixed seed."""
-    ckpt = load_checkpoint(Path(args.runs) / row.run / "checkpoints" / "last.pt")
     smoke = [f"{row.method}.num_scales=3", f"{row.method}.langevin_steps=1"] if args.smoke and row.overrides else []
-    cfg = load_config(raw=ckpt["config"], overrides=[*row.overrides, *smoke, f"device={args.device}",
-                                                     f"data.root={args.data_root}"])
-    method = build(cfg, device, info=DataInfo.from_dict(ckpt["data_info"]))
-    method.load_state_dict(ckpt["state"], weights_only=True)
-    method.train(False)
+    method, ckpt = load_method(Path(args.runs) / row.run / "checkpoints" / "last.pt", args.device,
+                               [*row.overrides, *smoke])
+    cfg = method.cfg
     gen = torch.Generator(device=device).manual_seed(args.seed)
     out, start = [], time.monotonic()
     for i in tqdm(range(0, n, args.batch_size), desc=f"sampling {row.name}", leave=False):
