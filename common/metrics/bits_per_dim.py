@@ -54,7 +54,8 @@ def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
 
 def summary(bpd: torch.Tensor, seconds: float, **extra) -> dict:
     mean, half = mean_ci95(bpd)
-    return {"bpd": mean, "ci95": half, "n": len(bpd), **extra, "seconds": round(seconds, 2)}
+    return {"bpd": mean, "ci95": half if math.isfinite(half) else None, "n": len(bpd), **extra,
+            "seconds": round(seconds, 2)}
 
 
 # -- the model ---------------------------------------------------------------------------------------
