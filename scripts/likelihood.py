@@ -1,0 +1,139 @@
+"""Test-set bits/dim of a denoising model (dae, ncsn, ebm) by the probability-flow ODE, beside the
+best per-pixel and full-covariance Gaussians of the training set.
+
+    python scripts/likelihood.py --checkpoint runs/x/checkpoints/last.pt [--n 1000] [--json OUT]
+    python scripts/likelihood.py --checkpoint ... --solver heun --steps 18 --probes 4
+    python scripts/likelihood.py --checkpoint ... --exact-trace --n 100     # d VJPs per evaluation
+
+The first --n images of the real test split are dequantised (x = 2(k + u)/256 − 1) and scored with
+bpd = −log p(x)/(d ln 2) + 7 (common/metrics/bits_per_dim.py); the interval is mean ± 1.96·std/√n
+over the images. Prints one JSON object (also written to --json) and adds eval/bpd and
+eval/bpd_ci95 at the checkpoint's step to the run's tb/. Trailing key=value overrides change the
+checkpoint's config (e.g. data.root=...).
+"""
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import _bootstrap  # noqa: F401
+import torch
+
+from common.checkpoint import load_checkpoint
+from common.errors import ConfigError, UserError, cli
+from common.metrics.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
+from data import TensorData, build_dataset
+from sample import load_method
+
+NO_LIKELIHOOD = {"gan": "a GAN defines no density", "dde": "DDE's densities are unnormalised"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a denoising run's checkpoints/*.pt")
+    p.add_argument("--n", type=int, default=1000, help="test images (the first n of the split)")
+    p.add_argument("--exact-trace", action="store_true", help="exact tr ∂D/∂x (d VJPs) instead of Hutchinson")
+    p.add_argument("--probes", type=int, default=1, help="Hutchinson probes per image (≥ 2 adds their standard error)")
+    p.add_argument("--probe", choices=("rademacher", "gaussian"), default="rademacher")
+    p.add_argument("--solver", choices=("rk45", "heun"), default="rk45")
+    p.add_argument("--steps", type=int, help="heun: EDM levels (default: the sampler's own levels)")
+    p.add_argument("--rtol", type=float, default=1e-5, help="rk45 relative tolerance")
+    p.add_argument("--atol", type=float, default=1e-5, help="rk45 absolute tolerance")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0, help="dequantisation noise and probes")
+    p.add_argument("--no-baselines", action="store_true", help="skip the two Gaussian baselines")
+    p.add_argument("--real-path", help="image_folder data: the test folder or .zip")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
+    p.add_argument("--json", help="also write the result to this file")
+    p.add_argument("--device", default="auto")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=datasets")
+    args = p.parse_intermixed_args(argv)
+    for name in ("n", "probes", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.steps is not None and args.steps < 2:
+        raise ConfigError("--steps must be at least 2 (Heun needs σ_min and σ_max)")
+    if not (args.rtol > 0 and args.atol > 0):
+        raise ConfigError("--rtol and --atol must be positive")
+    if args.json:
+        check_writable(Path(args.json))
+    return args
+
+
+def check_writable(path: Path):
+    """Fail now, not after the integration: the --json path must be creatable."""
+    if path.is_dir():
+        raise ConfigError(f"--json {path} is a directory: name a file")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--json {path}: {parent} is a file, not a directory")
+            return
+
+
+def split_images(cfg, n: int, real_path=None) -> tuple[torch.Tensor, str]:
+    """The first n uint8 images of the test split of the run's data set."""
+    if cfg.data.name == "toy":
+        raise ConfigError("bits/dim is defined for 8-bit images; this run's data are 2-D toy points")
+    changes = {"split": "test"}
+    if cfg.data.name == "image_folder":
+        if not real_path:
+            raise ConfigError("image_folder data needs --real-path <test folder or .zip>")
+        changes = {"path": real_path}
+    dataset = build_dataset(dataclasses.replace(cfg.data, **changes))
+    if n > len(dataset):
+        raise ConfigError(f"--n {n}: the test split holds only {len(dataset)} images")
+    images = dataset.data[:n] if isinstance(dataset, TensorData) else torch.stack(
+        [torch.as_tensor(dataset[i][0]) for i in range(n)])
+    return images, f"{cfg.data.name}/test"
+
+
+def train_images(cfg) -> torch.Tensor:
+    dataset = build_dataset(cfg.data, cfg.seed)
+    if isinstance(dataset, TensorData):
+        return dataset.data
+    from data import materialize
+    return materialize(dataset).data
+
+
+def write_tensorboard(checkpoint: Path, step: int, model: dict):
+    run_dir = checkpoint.resolve().parent.parent
+    if not (run_dir / "config.yaml").is_file():
+        return None  # a checkpoint outside its run directory
+    from torch.utils.tensorboard import SummaryWriter
+    with SummaryWriter(str(run_dir / "tb")) as writer:
+        writer.add_scalar("eval/bpd", model["bpd"], step)
+        writer.add_scalar("eval/bpd_ci95", model["ci95"], step)
+    return run_dir / "tb"
+
+
+@cli
+def main(argv=None):
+    args = parse_args(argv)
+    method_name = load_checkpoint(args.checkpoint)["config"].get("method")
+    if method_name in NO_LIKELIHOOD:
+        raise UserError(f"{args.checkpoint} is a {method_name} checkpoint: no tractable likelihood "
+                        f"({NO_LIKELIHOOD[method_name]}); use a denoising model (dae, ncsn or ebm)")
+    method, ckpt = load_method(args.checkpoint, args.device, args.overrides)
+    images, split = split_images(method.cfg, args.n, args.real_path)
+    seeded = lambda: torch.Generator().manual_seed(args.seed)
+    result = {"checkpoint": str(args.checkpoint), "step": ckpt["step"], "method": method_name, "data": split,
+              "model": model_bits_per_dim(method, images, solver=args.solver, steps=args.steps, rtol=args.rtol,
+                                          atol=args.atol, exact_trace=args.exact_trace, probes=args.probes,
+                                          probe=args.probe, batch_size=args.batch_size, ema=not args.no_ema,
+                                          generator=seeded(), progress=True)}
+    if not args.no_baselines:
+        train = train_images(method.cfg)
+        for key, full in (("gaussian_diagonal", False), ("gaussian_full", True)):
+            result[key] = gaussian_bits_per_dim(train, images, full, seeded())
+    tb = write_tensorboard(Path(args.checkpoint), ckpt["step"], result["model"])
+    result["tensorboard"] = str(tb) if tb else None
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
