@@ -32,6 +32,7 @@ from common.config import DataConfig, load_config, parse
 from common.errors import ConfigError, cli
 from common.images import save_grid
 from common.loop import resolve_device, train
+from common.metrics.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
 from common.metrics.classifier import load_classifier, save_classifier
 from common.metrics.classifier_training import fit_classifier
 from common.metrics.evaluate import score
@@ -179,6 +180,29 @@ def sample_row(row: Row, args, device, n: int):
     return torch.cat(out), time.monotonic() - start, nfe_per_sample(method, cfg), ckpt
 
 
+def test_images(args) -> torch.Tensor:
+    """The first --n-bpd test images (uint8), the points every bits/dim figure is measured on."""
+    data = build_dataset(parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root, "split": "test"},
+                               "data"))
+    return data.data[:args.n_bpd]
+
+
+def model_likelihood(run: str, args, images: torch.Tensor) -> dict:
+    """Bits/dim of the test images under a denoising run's EMA model (RK45 on the probability-flow
+    ODE, one Rademacher probe per image; common/metrics/bits_per_dim.py), the same dequantisation
+    for every model and baseline."""
+    method, _ = load_method(Path(args.runs) / run / "checkpoints" / "last.pt", args.device)
+    progress(f"bits/dim of {run} on {len(images)} test images")
+    return model_bits_per_dim(method, images, generator=torch.Generator().manual_seed(args.seed), progress=True)
+
+
+def baseline_likelihoods(args, images: torch.Tensor) -> dict:
+    train_images = build_dataset(parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root},
+                                       "data")).data
+    return {name: gaussian_bits_per_dim(train_images, images, full, torch.Generator().manual_seed(args.seed))
+            for name, full in (("diagonal", False), ("full", True))}
+
+
 def real_rows(args, n: int):
     """The training split's first n images in a fixed random order (the floor row)."""
     data = build_dataset(parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root}, "data"))
@@ -216,17 +240,38 @@ def table(results: list[dict], header: dict) -> str:
         f"FID depends on n: compare rows at equal n, or by KID (unbiased). Samples from the EMA weights, "
         f"seed {header['seed']}. torch {header['torch']}, {header['date']}.",
         "",
+        likelihood_sentence(header),
+        "",
         "| row | method | config | train min | steps | images seen | sampler | NFE/sample | sampling s "
-        "| n | FID | KID ×10³ | precision | recall |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| n | FID | KID ×10³ | precision | recall | bits/dim |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['row']} | {r['method']} | {r['config']} | {fmt(minutes(r['train_seconds']), '.1f')} "
             f"| {fmt(r['steps'], ',')} | {fmt(r['images'], ',')} | {r['sampler']} | {fmt(r['nfe'], ',')} "
             f"| {fmt(r['sample_seconds'], '.1f')} | {r['n']:,} | {r['fid']:.2f} "
-            f"| {1e3 * r['kid']:.2f} ± {1e3 * r['kid_std']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} |")
+            f"| {1e3 * r['kid']:.2f} ± {1e3 * r['kid_std']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} "
+            f"| {bpd_text(r.get('likelihood'))} |")
     return "\n".join(lines) + "\n"
+
+
+def bpd_text(result: dict | None) -> str:
+    if not result:
+        return "–"
+    return f"{result['bpd']:.3f} ± {result['ci95']:.3f}" if result.get("ci95") is not None else f"{result['bpd']:.3f}"
+
+
+def likelihood_sentence(header: dict) -> str:
+    b = header.get("baselines")
+    if not b:
+        return "Bits/dim: not measured in this run."
+    return (f"Bits/dim (denoising rows: the model's, one value for its three sampler rows) is the test "
+            f"log-likelihood by the probability-flow ODE (RK45, rtol = atol = 1e-5, one Rademacher probe "
+            f"per image; uniform dequantisation, `scripts/likelihood.py`) on the first {b['diagonal']['n']:,} "
+            f"test images, with its 95% interval. On the same points the best diagonal Gaussian fitted to the "
+            f"training set gives {bpd_text(b['diagonal'])} bits/dim and the best full-covariance Gaussian "
+            f"{bpd_text(b['full'])}.")
 
 
 def grids_markdown(results, prefix: str) -> str:
@@ -269,6 +314,7 @@ def parse_args(argv=None):
     p.add_argument("--data-root", default="datasets", help="data.root of Fashion-MNIST")
     p.add_argument("--n", type=int, default=5000, help="samples scored per row")
     p.add_argument("--n-langevin", type=int, default=1000, help="samples scored per annealed-Langevin row")
+    p.add_argument("--n-bpd", type=int, default=1000, help="test images for bits/dim (0: skip)")
     p.add_argument("--batch-size", type=int, default=500, help="samples drawn at once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -281,9 +327,9 @@ def parse_args(argv=None):
     if args.reuse and args.retrain:
         raise ConfigError("--reuse and --retrain exclude each other: pick one")
     if args.smoke:
-        args.n, args.n_langevin, args.batch_size = 16, 8, 8
-    if min(args.n, args.n_langevin) < 4 or args.batch_size < 1:
-        raise ConfigError("--n and --n-langevin must be at least 4 and --batch-size positive")
+        args.n, args.n_langevin, args.batch_size, args.n_bpd = 16, 8, 8, min(args.n_bpd, 4)
+    if min(args.n, args.n_langevin) < 4 or args.batch_size < 1 or args.n_bpd < 0:
+        raise ConfigError("--n and --n-langevin must be at least 4, --batch-size positive and --n-bpd >= 0")
     args.classifier = args.classifier or str(Path(args.runs) / "classifier.pt")
     return args
 
@@ -302,6 +348,12 @@ def main(argv=None):
     test_cfg = parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root, "split": "test"}, "data")
     test = build_dataset(test_cfg)
     reference = reference_stats(test, test_cfg, extractor, device, cache=Path(args.runs) / "stats")
+    likelihoods, baselines = {}, None
+    if args.n_bpd:
+        images = test_images(args)
+        baselines = baseline_likelihoods(args, images)
+        for run in dict.fromkeys(r.run for r in rows if r.method in ("ncsn", "dae", "ebm")):
+            likelihoods[run] = model_likelihood(run, args, images)
     results = []
     for row in tqdm(rows, desc="rows"):
         n = args.n_langevin if row.langevin else args.n
@@ -316,12 +368,13 @@ def main(argv=None):
         scores = score(batches, extractor, reference, device, seed=args.seed)
         results.append({"row": row.name, "method": row.method, "config": config, "sampler": row.sampler,
                         "train_seconds": run.get("seconds"), "steps": run.get("steps"),
-                        "images": run.get("images"), "nfe": nfe, "sample_seconds": seconds, **scores})
+                        "images": run.get("images"), "nfe": nfe, "sample_seconds": seconds, **scores,
+                        "likelihood": likelihoods.get(row.run)})
         progress(f"{row.name}: FID {scores['fid']:.2f}, KID {scores['kid']:.4f}, precision "
                  f"{scores['precision']:.3f}, recall {scores['recall']:.3f} (n {scores['n']})")
     header = {"machine": machine(device),
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "seed": args.seed,
-              "n_ref": reference.n, "classifier": {"width": classifier["arch"]["width"],
+              "n_ref": reference.n, "baselines": baselines, "classifier": {"width": classifier["arch"]["width"],
                                                    "epochs": classifier.get("epochs"),
                                                    "accuracy": classifier["test_accuracy"]}}
     body = table(results, header)

@@ -59,7 +59,7 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
     rows = table_rows(out / "docs" / "results.md")
     header, body = rows[0], rows[1:]
     assert header == ["row", "method", "config", "train min", "steps", "images seen", "sampler", "NFE/sample",
-                      "sampling s", "n", "FID", "KID ×10³", "precision", "recall"]
+                      "sampling s", "n", "FID", "KID ×10³", "precision", "recall", "bits/dim"]
     assert [r[0] for r in body] == [r.name for r in ROWS]
     number = re.compile(r"^-?\d[\d,]*(\.\d+)?$")
     for r in body:
@@ -71,7 +71,11 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
     assert by_name["gan_one_loss"][4] == "3" and by_name["real_train"][4] == "–"
     assert by_name["ncsn_heun19"][7] == "19" and by_name["ncsn_heun35"][7] == "35"
     assert by_name["dae_langevin"][7] == "4"  # 3 levels × 1 step + the final denoising step (smoke ladder)
-    assert "test accuracy" in (out / "docs" / "results.md").read_text()
+    for r in body:  # the model's bits/dim in its three sampler rows, none for generators
+        assert (re.match(r"^\d+\.\d+ ± \d+\.\d+$", r[14]) is not None) == (r[1] in ("ncsn", "dae", "ebm")), r
+    assert by_name["dae_heun35"][14] == by_name["dae_langevin"][14]
+    text = (out / "docs" / "results.md").read_text()
+    assert "test accuracy" in text and "best diagonal Gaussian" in text
 
 
 def test_results_never_retrains_a_finished_run_unasked(smoke):
