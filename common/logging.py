@@ -52,10 +52,6 @@ class RunLogger:
         if self.enabled:
             self.writer.add_image(tag, image, step)
 
-    def flush(self):
-        if self.enabled:
-            self.writer.flush()
-
     def close(self):
         if self.enabled:
             self.writer.close()

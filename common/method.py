@@ -144,7 +144,7 @@ class Method:
         self.nets[name] = module
         return module
 
-    def adam(self, groups: dict[str, float], names=None) -> torch.optim.Optimizer:
+    def adam(self, groups: dict[str, float]) -> torch.optim.Optimizer:
         """One Adam over the named networks, one parameter group each with its own learning rate
         (TTUR is per-group learning rates in one optimizer)."""
         o = self.cfg.optim
