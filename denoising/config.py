@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from common.config import OptimConfig, require, require_positive, require_square
-from gan.config import require_dcgan_size
+from networks.dcgan import require_dcgan_size
 
 
 @dataclass

@@ -21,11 +21,10 @@ import torch
 from common.stopgrad import frozen
 from common.method import Method, require_arch_fits_data
 from common.registry import register_method
-from gan.models import DCGANGenerator, MLPGenerator
+from networks import MLP, DCGANGenerator, MLPGenerator, UNet
 from .config import DDEConfig, DDEModelConfig, DDEOptimConfig
 from .denoiser import Denoiser
 from .losses import dsm_loss
-from .models import MLP, UNet
 
 
 @register_method("dde")

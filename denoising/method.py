@@ -20,7 +20,7 @@ from data.base import to_unit_range
 from .config import DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig
 from .denoiser import Denoiser
 from .losses import dsm_objective
-from .models import MLP, NCSNv2, UNet
+from networks import MLP, NCSNv2, UNet
 from .samplers import annealed_langevin, heun
 from .schedule import (edm_sigmas, geometric_sigmas, max_pairwise_distance, ncsnv2_num_scales,
                        ncsnv2_ratio, ncsnv2_step_size)

@@ -5,18 +5,8 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from common.config import OptimConfig, require, require_square
-from common.errors import ConfigError
-from .models.layers import base_size
-from .models.resnet import LAYOUTS
-
-
-def require_dcgan_size(size: int, what: str):
-    """DCGAN nets grow from a 4×4 or 7×7 map by stride-2 steps (gan/models/layers.py)."""
-    try:
-        base_size(size)
-    except ValueError:
-        raise ConfigError(f"data.image_size: DCGAN {what} take 7·2^k or 4·2^k px (28, 32, 64...), "
-                          f"the data is {size} px; set data.image_size=32") from None
+from networks.dcgan import require_dcgan_size
+from networks.resnet import LAYOUTS
 
 
 @dataclass

@@ -9,7 +9,7 @@ from common.registry import register_method
 from common.spectral import power_iteration
 from .config import GANConfig, GANModelConfig, GANOptimConfig
 from .losses import LOSSES
-from .models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator,
+from networks import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator,
                      ResNetDiscriminator, ResNetGenerator)
 from .steps import (bracket_one_loss_objective, critic_objective, fused_one_loss_objective, generator_objective,
                     one_loss_objective)

@@ -13,7 +13,7 @@ from common.loop import build, train
 from conftest import quick_config
 from denoising.denoiser import Denoiser
 from denoising.losses import dsm_loss
-from denoising.models import MLP, NCSNv2, UNet
+from networks import MLP, NCSNv2, UNet
 from oracles import GAUSSIAN_COV, GAUSSIAN_MEAN, GaussianMixture, eight_gaussians
 from denoising.samplers import annealed_langevin, heun
 from denoising.schedule import edm_sigmas, geometric_sigmas, ncsnv2_ratio, ncsnv2_step_size

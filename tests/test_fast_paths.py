@@ -13,7 +13,7 @@ from common.loop import build, train
 from conftest import ROOT, quick_config
 from data import DataInfo
 from gan.losses import LOSSES
-from gan.models import DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator
+from networks import DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator
 from gan.steps import critic_objective, fused_one_loss_objective, one_loss_objective
 
 INFO = DataInfo("fashion_mnist", (1, 28, 28), 10)
@@ -106,7 +106,7 @@ def test_training_objectives_trace_to_one_graph(critic):
     spectral-norm critic qualifies because its power iteration runs outside the forward."""
     from denoising.denoiser import Denoiser
     from denoising.losses import dsm_objective
-    from denoising.models import UNet
+    from networks import UNet
     torch.manual_seed(0)
     G = DCGANGenerator(8, 32, 3, 8)
     D = DCGANDiscriminator(32, 3, 8, batchnorm=critic == "batchnorm", spectral_norm=critic == "spectral_norm")
@@ -223,7 +223,7 @@ def test_graphed_langevin_path_matches_the_eager_sampler(parametrization):
     before each replay. Off CUDA the same parametrised step runs eagerly: it must draw the samples
     the float path draws, and read nothing back to the host (or capture would fail)."""
     from denoising.denoiser import Denoiser
-    from denoising.models import MLP
+    from networks import MLP
     from denoising.samplers import annealed_langevin
     torch.manual_seed(0)
     D = Denoiser(MLP(2, 32, 2, True), parametrization)

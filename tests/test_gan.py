@@ -16,7 +16,7 @@ from conftest import quick_config
 from data import DataInfo
 from data.toy import eight_gaussians
 from gan.losses import LOSSES, gradient_penalty
-from gan.models import (DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator, ResNetGenerator)
+from networks import (DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator, ResNetGenerator)
 from gan.steps import bracket_one_loss_objective, critic_objective, one_loss_objective
 
 
