@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from common.errors import DataError
+from common.registry import register
 from .base import DataInfo, TensorData, fit_size
 from .download import download
 
@@ -56,7 +57,8 @@ def find(stem: str, dirs) -> Path | None:
     return None
 
 
-def load(cfg) -> TensorData:
+@register("dataset", "fashion_mnist")
+def load(cfg, seed: int = 0) -> TensorData:
     images_stem, labels_stem = FILES[cfg.split]
     dirs = candidate_dirs(cfg.root)
     if find(images_stem, dirs) is None and cfg.download:

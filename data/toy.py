@@ -8,6 +8,7 @@ import math
 import torch
 
 from common.errors import DataError
+from common.registry import register
 from .base import DataInfo, TensorData
 
 
@@ -71,6 +72,7 @@ SAMPLERS = {"rings": rings, "checkerboard": checkerboard, "spirals": spirals, "g
 MIXTURES = {"8gaussians": eight_gaussians}
 
 
+@register("dataset", "toy", points=True)
 def load(cfg, seed: int = 0) -> TensorData:
     g = torch.Generator().manual_seed(seed)
     if cfg.toy in MIXTURES:

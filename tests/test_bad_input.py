@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from common.loop import train
+from engine import train
 from conftest import ROOT, quick_config
 
 QUICK = ROOT / "configs" / "quick"
@@ -38,7 +38,7 @@ class Case:
 
 
 def _poison_classifier(path: Path):
-    from common.metrics.classifier import Classifier, save_classifier
+    from engine.evaluation.classifier import Classifier, save_classifier
     model = Classifier(1, 10, 2)
     with torch.no_grad():
         model.fc.weight.fill_(float("nan"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from common.checkpoint import load_checkpoint
-from common.loop import train
+from engine import train
 from conftest import quick_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.loop import build, train
+from engine import build, load_method, train
 from conftest import quick_config
 from denoising.denoiser import Denoiser
 from denoising.losses import dsm_loss
@@ -17,7 +17,6 @@ from networks import MLP, NCSNv2, UNet
 from oracles import GAUSSIAN_COV, GAUSSIAN_MEAN, GaussianMixture, eight_gaussians
 from denoising.samplers import annealed_langevin, heun
 from denoising.schedule import edm_sigmas, geometric_sigmas, ncsnv2_ratio, ncsnv2_step_size
-from scripts_helpers import load_method
 
 
 class Linear(nn.Module):
@@ -298,7 +297,7 @@ def test_dde_one_loss_gives_each_network_its_own_gradient():
     total.backward()
     got = {n: [p.grad.clone() for p in m.nets[n].parameters()] for n in ("G", "p", "q")}
     torch.manual_seed(1)  # same draws, same order: z, the two DSM noises, the smoothing noise
-    fake = m.G(m.sample_latents(64))
+    fake = m.training_net("G")(m.sample_latents(64))
     refs = {"p": dsm_loss(P, x, sigma).mean(), "q": dsm_loss(Q, fake.detach(), sigma).mean()}
     y = fake + sigma * torch.randn_like(fake)
     refs["G"] = (P.energy(y, sigma) - Q.energy(y, sigma)).mean()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
-from .errors import UserError
+from common.errors import UserError
 
 
 class RunLogger:
