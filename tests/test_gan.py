@@ -1,6 +1,7 @@
 """GAN facts: the one-loss step gives D exactly ∇d_loss and G exactly ∇g_loss at the pre-update
 weights (as precisely as ∇d_loss alone, in fp32 and bf16); one optimizer with per-network learning rates steps like two
-simultaneous ones; both trainers pull a toy generator onto the data's modes."""
+simultaneous ones; both trainers pull a toy generator onto the data's modes. (Network shapes and
+spectral norm: test_networks.py.)"""
 import copy
 import math
 
@@ -10,62 +11,15 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from common.errors import ConfigError
-from engine import build
+from common.registry import lookup, names
 from common.spectral import power_iteration
 from conftest import quick_config
 from data import DataInfo
 from data.toy import eight_gaussians
-from common.registry import lookup, names
+from engine import build
 from gan.losses import gradient_penalty
-from networks import (DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator, ResNetGenerator)
 from gan.steps import bracket_one_loss_objective, critic_objective, one_loss_objective
-
-
-@pytest.mark.parametrize("size", [28, 32, 64])
-def test_dcgan_shapes(size):
-    G, D = DCGANGenerator(16, size, 3, 8), DCGANDiscriminator(size, 3, 8, spectral_norm=True)
-    x = G(torch.randn(5, 16))
-    assert x.shape == (5, 3, size, size) and x.abs().max() <= 1 and D(x).shape == (5,)
-
-
-@pytest.mark.parametrize("size", [32, 64])
-def test_resnet_shapes(size):
-    G, D = ResNetGenerator(16, size, 3, 8), ResNetDiscriminator(size, 3, 8)
-    x = G(torch.randn(2, 16))
-    assert x.shape == (2, 3, size, size) and D(x).shape == (2,)
-
-
-@pytest.mark.parametrize("layer", [lambda: nn.Conv2d(3, 8, 3), lambda: nn.ConvTranspose2d(8, 4, 4, 2, 1),
-                                   lambda: nn.Linear(6, 5)])
-def test_spectral_norm_matches_torch_and_its_power_iteration_finds_the_top_singular_value(layer):
-    from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
-    from common.spectral import spectral_norm
-    torch.manual_seed(0)
-    base = layer()
-    torch.manual_seed(1)
-    ours = spectral_norm(copy.deepcopy(base))
-    torch.manual_seed(1)  # the same initial u, v
-    ref = torch_spectral_norm(copy.deepcopy(base))
-    assert ours.state_dict().keys() == ref.state_dict().keys()  # checkpoints stay interchangeable
-    for key, value in ref.state_dict().items():
-        assert torch.equal(ours.state_dict()[key], value), key
-    ours_sn = ours.parametrizations.weight[0]
-    u = ours_sn._u.clone()
-    for _ in range(3):  # a training-mode forward never iterates...
-        w = ours.weight
-    assert torch.equal(ours_sn._u, u)
-    power_iteration(ours)  # ...the explicit call gives torch's first training-mode forward
-    assert torch.allclose(ours.weight, ref.weight, rtol=1e-5, atol=1e-6)
-    for _ in range(200):
-        power_iteration(ours)
-    mat = ours.parametrizations.weight.original.detach()
-    if isinstance(base, nn.ConvTranspose2d):
-        mat = mat.transpose(0, 1)
-    sigma = torch.linalg.matrix_norm(mat.reshape(mat.shape[0], -1), 2)
-    w = ours.weight.detach()
-    w = (w.transpose(0, 1) if isinstance(base, nn.ConvTranspose2d) else w).reshape(mat.shape[0], -1)
-    assert torch.linalg.matrix_norm(w, 2) == pytest.approx(1.0, abs=1e-4)
-    assert (mat.reshape(mat.shape[0], -1) / w).mean() == pytest.approx(sigma.item(), rel=1e-4)
+from networks import DCGANDiscriminator, DCGANGenerator
 
 
 def grads(params):
