@@ -1,6 +1,8 @@
 """Checkpoints: written atomically (temp file + rename), read with torch.load(weights_only=True).
 
-A checkpoint holds everything a resumed run needs to continue the exact same run: the method's
+Every file the project writes with torch.save (training checkpoints, classifiers, cached reference
+statistics) goes through `save_tagged` under its own format tag and version, and is read back by
+`load_tagged`, which checks them. A training checkpoint holds everything a resumed run needs to continue the exact same run: the method's
 networks, optimizers and EMA, the step, the data order, and every RNG state (Python, NumPy, torch,
 CUDA). RNG states are stored as tensors and plain lists so the safe unpickler accepts them.
 """
@@ -65,10 +67,17 @@ def umask_mode(mode: int = 0o666) -> int:
     return mode & ~umask
 
 
-def save_checkpoint(path, payload: dict):
-    """Write atomically: a crash (even SIGKILL) leaves either the old file or the new one. The file
-    gets the umask's permissions (mkstemp's 0600 would hide it from the group), and a failed write
-    (a full disk) is one CheckpointError line with the previous file intact."""
+# What torch.load(weights_only=True) raises on a truncated, foreign or hostile file.
+LOAD_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError,
+               AttributeError, TypeError)
+
+
+def save_tagged(path, fmt: str, version: int, payload: dict,
+                advice: str = "free space there (or fix its permissions) and try again"):
+    """torch.save({"format": fmt, "version": version, **payload}) atomically: a crash (even SIGKILL)
+    leaves either the old file or the new one. The file gets the umask's permissions (mkstemp's
+    0600 would hide it from the group), and a failed write (a full disk) is one CheckpointError
+    line, ending with `advice`, with the previous file intact."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +86,7 @@ def save_checkpoint(path, payload: dict):
         raise CheckpointError(f"cannot write {path} ({e.strerror}): check the folder's permissions") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
+            torch.save({"format": fmt, "version": version, **payload}, f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, umask_mode())
@@ -88,9 +97,13 @@ def save_checkpoint(path, payload: dict):
         if isinstance(e, OSError) or (isinstance(e, RuntimeError) and "write" in str(e).lower()):
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:120]
             kept = "the previous file is intact" if path.exists() else "nothing was written"
-            raise CheckpointError(f"could not write {path} ({reason}); {kept}: free space there (or fix "
-                                  f"its permissions) and resume with --resume") from None
+            raise CheckpointError(f"could not write {path} ({reason}); {kept}: {advice}") from None
         raise
+
+
+def save_checkpoint(path, payload: dict):
+    """A training checkpoint (module docstring), written atomically."""
+    save_tagged(path, FORMAT, VERSION, payload, "free space there (or fix its permissions) and resume with --resume")
 
 
 def remove_stale_temporaries(folder) -> list[Path]:
@@ -105,7 +118,7 @@ def remove_stale_temporaries(folder) -> list[Path]:
 
 def load_tagged(path, fmt: str, version: int, what: str, missing: str, foreign: str,
                 map_location="cpu") -> dict:
-    """torch.load(weights_only=True) of a file save_checkpoint wrote with header `fmt`; any problem
+    """torch.load(weights_only=True) of a file save_tagged wrote with header `fmt`; any problem
     is one CheckpointError line. `what` names the kind of file; `missing` and `foreign` say what to
     do when it is absent or not of that kind."""
     path = Path(path)
@@ -113,8 +126,7 @@ def load_tagged(path, fmt: str, version: int, what: str, missing: str, foreign: 
         raise CheckpointError(f"{what} {path} not found: {missing}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError,
-            OSError, AttributeError, TypeError) as e:
+    except LOAD_ERRORS as e:
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{what} {path} is corrupt or not a PyTorch file ({first}): {foreign}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:

@@ -1,189 +1,30 @@
-"""Typed configuration: YAML files and dotted command-line overrides, checked against dataclasses.
+"""A run's configuration: YAML files and dotted command-line overrides, checked section by section.
 
-Every section is a dataclass; `parse(cls, raw, path)` checks keys and types recursively and raises a
-one-line ConfigError naming the dotted key (with the closest valid key when there is one). The top-level
-`Config` has fixed sections plus the ones a method declares: its `model`, `optim` and its own section,
-stored under the method's name (`gan:`, `ncsn:`...), readable as `cfg.gan`.
+The sections every method shares are here (data:, init:, train:, optim:'s Adam settings, eval:);
+a method declares the rest: its `model:` and `optim:` dataclasses and its own section, stored under
+the method's name (`gan:`, `ncsn:`...) and read as `cfg.gan`, `cfg.ncsn`: the typed parser is
+common/schema.py, the names a setting may take come from the registry (common/registry.py).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
-import math
+import functools
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
+from .registry import lookup, names
+from .schema import check_seed, coerce, one_of, parse, require, require_positive, to_dict
 
-
-def did_you_mean(word: str, options, prefix: str = "") -> str:
-    match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f"; did you mean '{prefix}{match[0]}'?" if match else ""
-
-
-def _typename(tp) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_typename(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    if origin is not None:
-        return f"{origin.__name__}[{', '.join(_typename(a) for a in typing.get_args(tp))}]"
-    return getattr(tp, "__name__", str(tp))
-
-
-def coerce(tp, value, path: str):
-    """Check `value` against the type annotation `tp`; return it (converted where lossless)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        return parse(tp, value, path)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(arg, value, path)
-            except ConfigError as e:
-                errors.append(e)
-        raise ConfigError(f"{path}: expected {_typename(tp)}, got {value!r}")
-    if origin is Literal:
-        if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
-            return value
-        raise ConfigError(f"{path}: must be one of {', '.join(repr(a) for a in args)}, got {value!r}"
-                          + did_you_mean(value, args))
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list ({_typename(tp)}), got {value!r}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}")
-            return tuple(coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-        item = args[0] if args else Any
-        out = [coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple else out
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        return {str(k): coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, (float, str)):  # 1e4 or "1e4" in YAML: accept when integral
-            try:
-                f = float(value)
-                if f.is_integer():
-                    return int(f)
-            except ValueError:
-                pass
-    elif tp is float:
-        number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
-            try:
-                number = float(value)
-            except ValueError:
-                pass
-        if number is not None:
-            # No setting means anything at NaN or inf (null turns the optional ones off): refusing
-            # them here keeps NaN weights and learning rates out of every section at once.
-            require(math.isfinite(number), f"{path}: must be a finite number, got {value!r}")
-            return number
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    else:
-        raise TypeError(f"config schema uses an unsupported type {tp!r} at {path}")
-    raise ConfigError(f"{path}: expected {_typename(tp)}, got {value!r}")
-
-
-def parse(cls, raw, path: str):
-    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    for key in raw:
-        if key not in names:
-            raise ConfigError(f"unknown key '{path}.{key}'" + did_you_mean(key, names, f"{path}.")
-                              + f" (valid keys: {', '.join(names)})")
-    kwargs = {name: coerce(hints[name], raw[name], f"{path}.{name}") for name in names if name in raw}
-    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in raw
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(f"missing key '{path}.{missing[0]}': add it to the config")
-    obj = cls(**kwargs)
-    check = getattr(obj, "check", None)
-    if check is not None:
-        check(path)
-    return obj
-
-
-def require(condition: bool, message: str):
-    if not condition:
-        raise ConfigError(message)
-
-
-def require_positive(obj, path: str, *keys: str, optional: bool = False):
-    """Each named setting > 0 (or null, when `optional`); NaN and inf never pass coerce()."""
-    for key in keys:
-        value = getattr(obj, key)
-        require((optional and value is None) or (value is not None and value > 0),
-                f"{path}.{key}: must be positive{' or null' if optional else ''}, got {value!r}")
-
-
-def require_square(info):
-    """Conv nets here take square images; image_folder data of another shape needs a resize."""
-    require(len(info.shape) == 3, f"data: these networks take images (C, H, W), the data's samples have "
-                                  f"shape {tuple(info.shape)}")
-    h, w = info.shape[-2:]
-    require(h == w, f"data.image_size: these networks take square images, the data is {h}x{w} px; "
-                    f"set data.image_size to resize them")
-
-
-SEED_LIMIT = 2**63  # torch.manual_seed takes 64 bits; NumPy and Python take any non-negative int
-
-
-def check_seed(seed: int, name: str = "seed"):
-    require(0 <= seed < SEED_LIMIT, f"{name}: must be in [0, 2^63), got {seed}")
-
-
-def to_dict(obj):
-    """Dataclasses → plain YAML-able dicts (tuples become lists)."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    return obj
-
-
-# ---------------------------------------------------------------------------------------------------
-# The sections every method shares.
 
 @dataclass
 class DataConfig:
-    name: Literal["fashion_mnist", "cifar10", "celeba", "image_folder", "toy"] = "fashion_mnist"
+    name: one_of("dataset") = "fashion_mnist"
     root: str = "datasets"             # where data sets live (or are downloaded to)
     download: bool = False             # let torchvision download when the files are missing
     split: str = "train"               # train | test (CelebA also: valid | all)
@@ -198,15 +39,19 @@ class DataConfig:
     num_workers: int = 4
 
     def check(self, path):
-        split_ok = {"celeba": ("train", "valid", "test", "all")}.get(self.name, ("train", "test"))
-        require(self.split in split_ok, f"{path}.split: must be one of {', '.join(split_ok)} for "
-                                        f"{self.name}, got {self.split!r}")
+        """Generic checks, then the data set's own: the splits it has (`splits`, default train and
+        test) and what it needs of the other keys (`check_config`), both declared where it registers."""
+        loader = lookup("dataset", self.name, f"{path}.name")
+        splits = getattr(loader, "splits", ("train", "test"))
+        require(self.split in splits, f"{path}.split: must be one of {', '.join(splits)} for "
+                                      f"{self.name}, got {self.split!r}")
         require_positive(self, path, "image_size", optional=True)
         require_positive(self, path, "crop", "toy_size")
         require(self.num_workers >= 0, f"{path}.num_workers: must be >= 0 (0 loads in the main process)")
         require(self.channels in (None, 1, 3), f"{path}.channels: must be 1, 3 or null")
-        require(self.name != "image_folder" or self.path,
-                f"{path}.path: image_folder needs data.path=<folder or .zip of class folders>")
+        check = getattr(loader, "check_config", None)
+        if check is not None:
+            check(self, path)
 
 
 @dataclass
@@ -271,7 +116,7 @@ class OptimConfig:
 
 @dataclass
 class EvalConfig:
-    """Sample-quality metrics during training (common/metrics/; scripts/evaluate.py does the same
+    """Sample-quality metrics during training (engine/evaluation/; scripts/evaluate.py does the same
     for a checkpoint): FID, KID, Inception Score, precision and recall against the training data."""
     every: int = 0                     # evaluate every N steps (0: off)
     n: int = 5000                      # generated samples per evaluation
@@ -293,47 +138,45 @@ TOP_KEYS = ("method", "seed", "device", "precision", "data", "model", "init", "o
 
 @dataclass
 class Config:
+    """A run's settings. The method's own section is a field named after the method (cfg.gan,
+    cfg.ncsn...), added by the subclass `config_class` makes for it."""
     method: str
     data: DataConfig
     model: Any                         # the method's ModelConfig
     optim: Any                         # the method's OptimConfig
     train: TrainConfig
-    section: Any                       # the method's own section, stored under its name
     init: dict[str, InitConfig] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16"] = "fp32"
 
-    def __getattr__(self, name):
-        # cfg.gan / cfg.ncsn ... reads the method's own section.
-        if name != "method" and name == self.__dict__.get("method"):
-            return self.__dict__["section"]
-        raise AttributeError(name)
-
     def to_dict(self) -> dict:
         out = {"method": self.method, "seed": self.seed, "device": self.device,
                "precision": self.precision}
-        for key in ("data", "model", "init", "optim", "train", "eval"):
+        for key in ("data", "model", "init", "optim", "train", "eval", self.method):
             out[key] = to_dict(getattr(self, key))
-        out[self.method] = to_dict(self.section)
         return out
 
 
-def build_config(raw: dict) -> Config:
-    from .registry import get_method  # late: the registry imports the method families
+@functools.cache
+def config_class(method: str, section: type) -> type:
+    """Config with a field `method` holding the method's own section (a dataclass)."""
+    own = (method, section, field(kw_only=True))
+    return dataclasses.make_dataclass(f"Config_{method}", [own], bases=(Config,))
 
+
+def build_config(raw: dict) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a YAML mapping with at least 'method:'")
     if "method" not in raw:
         raise ConfigError("missing key 'method': set it to one of the registered methods")
-    spec = get_method(raw["method"])
+    spec = lookup("method", raw["method"])
     name = spec.name
     allowed = TOP_KEYS + (name,)
     for key in raw:
         if key not in allowed:
-            from .registry import METHODS
-            hint = (f"; section '{key}' belongs to method '{key}', not '{name}'" if key in METHODS
+            hint = (f"; section '{key}' belongs to method '{key}', not '{name}'" if key in names("method")
                     else did_you_mean(key, allowed))
             raise ConfigError(f"unknown top-level key '{key}'{hint} (valid keys: {', '.join(allowed)})")
     seed = coerce(int, raw.get("seed", 0), "seed")
@@ -345,7 +188,7 @@ def build_config(raw: dict) -> Config:
     for net in init:
         require(net in spec.networks, f"unknown key 'init.{net}'" + did_you_mean(net, spec.networks, "init.")
                 + f" (networks of {name}: {', '.join(spec.networks)})")
-    cfg = Config(
+    cfg = config_class(name, spec.Config)(
         method=name,
         seed=seed,
         device=device,
@@ -356,7 +199,7 @@ def build_config(raw: dict) -> Config:
         optim=parse(spec.OptimConfig, raw.get("optim"), "optim"),
         train=parse(TrainConfig, raw.get("train"), "train"),
         eval=parse(EvalConfig, raw.get("eval"), "eval"),
-        section=parse(spec.Config, raw.get(name), name),
+        **{name: parse(spec.Config, raw.get(name), name)},
     )
     spec.check_config(cfg)
     require(not (cfg.train.compile and spec.needs_double_backward(cfg)),

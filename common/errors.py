@@ -1,5 +1,6 @@
 """User-facing errors: one line that names the problem and the fix, never a traceback."""
 import argparse
+import difflib
 import functools
 import sys
 
@@ -26,6 +27,12 @@ class Stopped(Exception):
     def __init__(self, message: str, code: int):
         super().__init__(message)
         self.code = code
+
+
+def did_you_mean(word, options, prefix: str = "") -> str:
+    """"; did you mean 'x'?" for the closest of `options` to a mistyped `word`, else ""."""
+    match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"; did you mean '{prefix}{match[0]}'?" if match else ""
 
 
 class ArgumentParser(argparse.ArgumentParser):

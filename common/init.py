@@ -15,8 +15,10 @@ import math
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm as torch_spectral_norm
+from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
+
 from . import spectral
+from .spectral import TRANSPOSED_CONVS
 
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
             nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -30,7 +32,7 @@ def fans(m: nn.Module) -> tuple[int, int]:
     if isinstance(m, nn.Linear):
         return w.shape[1], w.shape[0]
     k = math.prod(w.shape[2:])
-    if isinstance(m, nn.modules.conv._ConvTransposeNd):
+    if isinstance(m, TRANSPOSED_CONVS):
         stride = math.prod(m.stride)
         return max(1, w.shape[0] * k // stride), w.shape[1] * k // m.groups
     return w.shape[1] * k, max(1, w.shape[0] * k // math.prod(m.stride))
@@ -95,10 +97,13 @@ def initialize(module: nn.Module, cfg) -> nn.Module:
 
 
 def _spectral_norm_settings(m: nn.Module):
+    """(function that registers it, its settings) for a spectrally normalised weight: ours
+    (common/spectral.py) or torch's, whose parametrisation has the same u, v, n_power_iterations,
+    eps and dim."""
     if not parametrize.is_parametrized(m, "weight"):
         return None
     for p in m.parametrizations.weight:
-        if isinstance(p, _SpectralNorm):  # torch's or common.spectral's
+        if hasattr(p, "_u") and hasattr(p, "n_power_iterations"):
             register = spectral.spectral_norm if isinstance(p, spectral.SpectralNorm) else torch_spectral_norm
             return register, {"n_power_iterations": p.n_power_iterations, "eps": p.eps, "dim": p.dim}
     return None
@@ -110,7 +115,7 @@ def _spectral_norm_settings(m: nn.Module):
 def weight_matrix(m: nn.Module) -> torch.Tensor:
     """The layer's weight as a (fan_out_channels, fan_in) matrix: one row per output unit."""
     w = _weight(m).detach()
-    if isinstance(m, nn.modules.conv._ConvTransposeNd):
+    if isinstance(m, TRANSPOSED_CONVS):
         w = w.transpose(0, 1)
     return w.reshape(w.shape[0], -1)
 

@@ -5,7 +5,12 @@ A method owns its networks and optimizers and exposes
     sample(n, generator, ema=True, latents=None, progress=False) -> samples (images in [-1, 1] or
         points; `progress` shows a bar over a long sampler's steps)
     state_dict() / load_state_dict()
-The training loop (common/loop.py) does everything else, once, for every method.
+The training loop (engine/loop.py) does everything else, once, for every method. A method class
+registers itself: `@register("method", "gan")` (common/registry.py).
+
+Its networks live in `self.nets` (parameters, state, optimizers); a forward pass reaches them one of
+two ways: `training_net(name)` to train through (the DistributedDataParallel wrapper when distributed)
+and `sampling_net(name, ema)` to sample with (the EMA copy).
 """
 from __future__ import annotations
 
@@ -13,22 +18,12 @@ import contextlib
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, update_bn
 
-from .config import Config, OptimConfig, require
-from .errors import CheckpointError
+from .config import Config, OptimConfig
+from .ema import EMA, STANDING_SAMPLES
+from .errors import CheckpointError, ConfigError
 from .init import initialize
-
-
-def ema_decay(decay: float, updates: torch.Tensor, warmup: bool = True) -> torch.Tensor:
-    """The decay of update number `updates` (0, 1, ...): min(decay, (1 + t)/(10 + t)) with warm-up
-    (TensorFlow's ExponentialMovingAverage with num_updates), else `decay`. Early averages then
-    forget the random initialisation: at t = 0 the average is 90% the trained weights, and the
-    warm-up ends when (1 + t)/(10 + t) reaches `decay` (t = 890 for 0.99, 8990 for 0.999)."""
-    t = updates.to(torch.float32)
-    ramp = (1 + t) / (10 + t) if warmup else torch.ones_like(t)
-    return torch.clamp(ramp, max=decay)
-
+from .registry import lookup, names
 
 OPTIMIZER_SETTINGS = ("lr", "betas", "eps", "weight_decay")  # from the config, even on resume
 
@@ -37,70 +32,25 @@ def _fmt(value) -> str:
     return str(tuple(_fmt(v) for v in value)).replace("'", "") if isinstance(value, (tuple, list)) else f"{value:g}"
 
 
-STANDING_SAMPLES = 4000  # latents whose activations give an averaged generator's BatchNorm statistics
+def points_data(cfg: Config) -> bool:
+    """Whether the config's data set holds 2-D points (registered with points=True), not images."""
+    return getattr(lookup("dataset", cfg.data.name), "points", False)
 
 
-class EMA(AveragedModel):
-    """torch's AveragedModel (same state: module.*, n_averaged) with an update that never syncs
-    with the device, a warm-up, and buffers copied rather than averaged.
-
-    W_ema <- d_t W_ema + (1 − d_t) W with d_t = ema_decay(decay, t): one foreach lerp whose weight
-    is a device tensor, so a captured CUDA graph replays the schedule too. AveragedModel.update_parameters
-    reads its step counter on the host every call, which would stall the stream each step.
-    Buffers (BatchNorm running statistics) are copied, as EDM, StyleGAN and StudioGAN do: an
-    average would carry d^t of the initial running_var (1.0, against true variances ~0.005 for
-    a DCGAN generator at N(0, 0.02) init) for thousands of steps.
-    """
-
-    def __init__(self, module: nn.Module, decay: float, warmup: bool = True):
-        super().__init__(module, use_buffers=True)
-        self.decay, self.warmup = decay, warmup
-        # AveragedModel makes its update counter on the CPU: keep it beside the weights, so that a
-        # captured CUDA graph counts its replays too.
-        self.n_averaged = self.n_averaged.to(next(module.parameters()).device)
-
-    def current_decay(self) -> torch.Tensor:
-        return ema_decay(self.decay, self.n_averaged, self.warmup)
-
-    @torch.no_grad()
-    def standing_statistics(self, batches) -> bool:
-        """Recompute the average's BatchNorm statistics for its own weights (BigGAN's standing
-        statistics; torch's update_bn: one pass in training mode, exact averages) from `batches`
-        of inputs, once per set of weights. The copied statistics belong to the trained weights,
-        which the average lags behind: after 2,000 DCGAN steps at decay 0.999 they were 107% off in
-        variance. Returns whether it recomputed."""
-        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.module.modules()):
-            return False
-        version = int(self.n_averaged)
-        if getattr(self, "_statistics_of", None) == version:
-            return False
-        update_bn(batches(), self.module)
-        self._statistics_of = version
-        return True
-
-    @torch.no_grad()
-    def update_parameters(self, model: nn.Module):
-        params = list(self.module.parameters())
-        if params:
-            weight = 1 - self.current_decay().to(params[0].dtype)
-            torch._foreach_lerp_(params, [p.detach() for p in model.parameters()], [weight] * len(params))
-        for avg, cur in zip(self.module.buffers(), model.buffers(), strict=True):
-            avg.copy_(cur)
-        self.n_averaged += 1
-
-
-def require_arch_fits_data(cfg: Config, **archs: tuple[str, str]):
-    """Toy 2-D data takes MLPs and images take conv nets: model.<key> = (arch, its image choices)."""
-    points = cfg.data.name == "toy"
-    for key, (arch, image_archs) in archs.items():
-        require(points == (arch == "mlp"),
-                f"model.{key}: use mlp for toy 2-D data and {image_archs} for images")
+def require_arch_fits_data(cfg: Config, kind: str, key: str = "arch"):
+    """model.<key> names an architecture of `kind`: one registered with points=True for toy 2-D
+    data, one without for images."""
+    if getattr(lookup(kind, getattr(cfg.model, key)), "points", False) != points_data(cfg):
+        for_points = [n for n in names(kind) if getattr(lookup(kind, n), "points", False)]
+        for_images = [n for n in names(kind) if n not in for_points]
+        raise ConfigError(f"model.{key}: use {'/'.join(for_points)} for toy 2-D data and "
+                          f"{'/'.join(for_images)} for images")
 
 
 class Method:
     """Base class: subclasses set the class attributes and fill `self.nets` and `self.optimizers`."""
 
-    name: str = ""
+    name: str = ""              # set by @register("method", name)
     ModelConfig = None          # dataclass of the `model:` section
     OptimConfig = OptimConfig   # dataclass of the `optim:` section
     Config = None               # dataclass of the method's own section
@@ -144,7 +94,7 @@ class Method:
         self.nets[name] = module
         return module
 
-    def adam(self, groups: dict[str, float], names=None) -> torch.optim.Optimizer:
+    def adam(self, groups: dict[str, float]) -> torch.optim.Optimizer:
         """One Adam over the named networks, one parameter group each with its own learning rate
         (TTUR is per-group learning rates in one optimizer)."""
         o = self.cfg.optim
@@ -181,10 +131,16 @@ class Method:
                                   cache_enabled=not self.cfg.train.cuda_graph)
         return contextlib.nullcontext()
 
-    def module(self, name: str) -> nn.Module:
+    def training_net(self, name: str) -> nn.Module:
         """The network to train through: its DistributedDataParallel wrapper when distributed (so
         gradients are averaged across ranks in the backward pass), else the network itself."""
         return self.wrapped.get(name, self.nets[name])
+
+    def sampling_net(self, name: str, ema: bool = True) -> nn.Module:
+        """The network to sample with: its EMA copy when there is one and `ema` is asked for."""
+        if ema and name in self.ema:
+            return self.ema[name].module
+        return self.nets[name]
 
     def distribute(self, device):
         """Wrap every trained network in DDP (torchrun); call after loading any checkpoint.
@@ -197,30 +153,6 @@ class Method:
         ids = [device.index] if device.type == "cuda" else None
         self.wrapped = {n: DDP(m, device_ids=ids, broadcast_buffers=False) for n, m in self.nets.items()
                         if any(p.requires_grad for p in m.parameters())}
-
-    def net(self, name: str, ema: bool = True) -> nn.Module:
-        """The network to sample with: its EMA copy when there is one and `ema` is asked for."""
-        if ema and name in self.ema:
-            return self.ema[name].module
-        return self.nets[name]
-
-    @torch.no_grad()
-    def generate(self, name: str, n: int, generator=None, ema: bool = True, latents=None,
-                 chunk: int = 500) -> torch.Tensor:
-        """n samples of generator network `name` (z → x) in eval mode, from `latents` or fresh
-        ones; the EMA copy's BatchNorm statistics are first recomputed for its weights."""
-        if ema and name in self.ema:
-            stats_gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 2)
-            self.ema[name].standing_statistics(
-                lambda: (self.sample_latents(chunk, stats_gen) for _ in range(STANDING_SAMPLES // chunk)))
-        G = self.net(name, ema)
-        z = self.sample_latents(n, generator) if latents is None else latents.to(self.device)
-        was_training = G.training
-        G.eval()  # BatchNorm uses its running statistics
-        try:
-            return torch.cat([G(part).float() for part in z.split(chunk)])
-        finally:
-            G.train(was_training)
 
     # -- used by the loop ---------------------------------------------------------------------------
     def enable_ema(self, decay: float):
@@ -302,3 +234,30 @@ class Method:
                latents: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
         raise NotImplementedError
 
+
+class GeneratorMethod(Method):
+    """A method whose samples are one pass of a generator network G: z → x, z ~ N(0, I) of size
+    model.z_dim (the GANs, DDE)."""
+
+    def sample_latents(self, n, generator=None):
+        return torch.randn(n, self.cfg.model.z_dim, device=self.device, generator=generator)
+
+    def example_inputs(self, name, n):
+        return (self.sample_latents(n),) if name == "G" else super().example_inputs(name, n)
+
+    @torch.no_grad()
+    def sample(self, n, generator=None, ema=True, latents=None, progress=False, chunk: int = 500):
+        """n samples of G (one network pass: no progress to show) in eval mode, from `latents` or
+        fresh ones; the EMA copy's BatchNorm statistics are first recomputed for its weights."""
+        if ema and "G" in self.ema:
+            stats_gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 2)
+            self.ema["G"].standing_statistics(
+                lambda: (self.sample_latents(chunk, stats_gen) for _ in range(STANDING_SAMPLES // chunk)))
+        G = self.sampling_net("G", ema)
+        z = self.sample_latents(n, generator) if latents is None else latents.to(self.device)
+        was_training = G.training
+        G.eval()  # BatchNorm uses its running statistics
+        try:
+            return torch.cat([G(part).float() for part in z.split(chunk)])
+        finally:
+            G.train(was_training)

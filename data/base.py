@@ -1,10 +1,18 @@
 """What a data set is to the rest of the code: uint8 NCHW images (or float points) plus labels."""
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+# What a broken image or zip member raises: PIL's UnidentifiedImageError/OSError/SyntaxError/ValueError,
+# zipfile's BadZipFile (bad CRC), zlib's error and EOFError (truncated data).
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, zipfile.BadZipFile,
+                 zlib.error, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)

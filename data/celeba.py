@@ -16,9 +16,9 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from common.errors import DataError
-from .base import DataInfo
+from common.registry import register
+from .base import DECODE_ERRORS, DataInfo
 from .download import download
-from .image_folder import DECODE_ERRORS
 
 SPLITS = {"train": "0", "valid": "1", "test": "2"}
 
@@ -87,7 +87,8 @@ def read_partition(path: Path, wanted: set[str]) -> list[str]:
     return [name for name, part in rows if part in wanted]
 
 
-def load(cfg) -> CelebA:
+@register("dataset", "celeba", splits=("train", "valid", "test", "all"))
+def load(cfg, seed: int = 0) -> CelebA:
     if cfg.download and _find_root(Path(cfg.root)) is None:
         from torchvision.datasets import CelebA as TVCelebA
         download("CelebA", cfg.root, lambda: TVCelebA(cfg.root, split="train", download=True),

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from common.errors import DataError
+from common.registry import register
 from .base import DataInfo, TensorData, fit_size
 from .download import download
 
@@ -44,7 +45,8 @@ def read_batch(path: Path) -> dict:
     return entry
 
 
-def load(cfg) -> TensorData:
+@register("dataset", "cifar10")
+def load(cfg, seed: int = 0) -> TensorData:
     folder = Path(cfg.root) / FOLDER
     paths = [folder / b for b in BATCHES[cfg.split]]
     if not all(p.is_file() for p in paths) and cfg.download:

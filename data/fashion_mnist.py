@@ -14,14 +14,13 @@ import numpy as np
 import torch
 
 from common.errors import DataError
+from common.registry import register
 from .base import DataInfo, TensorData, fit_size
 from .download import download
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-           "Bag", "Ankle boot")
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -58,7 +57,8 @@ def find(stem: str, dirs) -> Path | None:
     return None
 
 
-def load(cfg) -> TensorData:
+@register("dataset", "fashion_mnist")
+def load(cfg, seed: int = 0) -> TensorData:
     images_stem, labels_stem = FILES[cfg.split]
     dirs = candidate_dirs(cfg.root)
     if find(images_stem, dirs) is None and cfg.download:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-import zlib
 from pathlib import Path, PurePosixPath
 
 import torch
@@ -16,15 +15,11 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from common.errors import DataError
-from .base import DataInfo, TensorData, fit_size
+from common.registry import register
+from common.schema import require
+from .base import DECODE_ERRORS, DataInfo, TensorData, fit_size
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-# What a broken image or zip member raises: PIL's UnidentifiedImageError/OSError/SyntaxError/ValueError,
-# zipfile's BadZipFile (bad CRC), zlib's error and EOFError (truncated data).
-DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, zipfile.BadZipFile,
-                 zlib.error, Image.DecompressionBombError)
 
 
 def _members(path: Path):
@@ -50,7 +45,12 @@ def decode(read, where: str, mode: str, size: int | None) -> torch.Tensor:
     return fit_size(img.unsqueeze(0), size)[0] if size is not None else img
 
 
-def load(cfg, name: str = "image_folder") -> TensorData:
+def check_config(cfg, path: str):
+    require(cfg.path, f"{path}.path: image_folder needs data.path=<folder or .zip of class folders>")
+
+
+@register("dataset", "image_folder", check_config=check_config)
+def load(cfg, seed: int = 0) -> TensorData:
     path = Path(cfg.path)
     if not path.exists():
         raise DataError(f"image folder {path} not found: set data.path to a folder or .zip of "
@@ -77,4 +77,4 @@ def load(cfg, name: str = "image_folder") -> TensorData:
     if len({tuple(i.shape) for i in images}) > 1:
         raise DataError(f"images under {path} differ in size: set data.image_size to resize them")
     x = torch.stack(images)
-    return TensorData(x, torch.tensor(labels, dtype=torch.int64), DataInfo(name, tuple(x.shape[1:]), len(classes)))
+    return TensorData(x, torch.tensor(labels, dtype=torch.int64), DataInfo("image_folder", tuple(x.shape[1:]), len(classes)))

@@ -1,5 +1,6 @@
-"""Toy 2-D distributions for tests and demos. The Gaussian mixtures are analytic: their density and
-the score of their noised versions, ∇ log (p * N(0, σ²I)), are known in closed form."""
+"""Toy 2-D distributions for tests and demos: a mixture of eight Gaussians on a circle, rings, a
+checkerboard, two spirals and a correlated Gaussian. The tests' analytic densities and scores of the
+mixtures live beside the tests (tests/oracles.py)."""
 from __future__ import annotations
 
 import math
@@ -7,12 +8,12 @@ import math
 import torch
 
 from common.errors import DataError
+from common.registry import register
 from .base import DataInfo, TensorData
 
 
 class GaussianMixture:
-    """p(x) = Σ_k w_k N(x; μ_k, s² I). Convolved with N(0, σ² I) it stays a mixture with variance
-    s² + σ², so the noised density and its score are exact."""
+    """p(x) = Σ_k w_k N(x; μ_k, s² I)."""
 
     def __init__(self, means, std: float, weights=None):
         self.means = torch.as_tensor(means, dtype=torch.float64)
@@ -29,22 +30,6 @@ class GaussianMixture:
         comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         x = self.means[comp] + self.std * torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         return x, comp
-
-    def _log_terms(self, x, sigma):
-        x = x.to(torch.float64)
-        var = self.std ** 2 + float(sigma) ** 2
-        d2 = (x[:, None, :] - self.means[None]).pow(2).sum(-1)
-        return self.weights.log()[None] - 0.5 * d2 / var - 0.5 * self.dim * math.log(2 * math.pi * var), var
-
-    def log_prob(self, x, sigma: float = 0.0):
-        terms, _ = self._log_terms(x, sigma)
-        return terms.logsumexp(-1)
-
-    def score(self, x, sigma: float = 0.0):
-        """∇ₓ log p_σ(x) = Σ_k r_k(x) (μ_k − x)/(s² + σ²), r the posterior over components."""
-        terms, var = self._log_terms(x, sigma)
-        r = terms.softmax(-1)
-        return (r[..., None] * (self.means[None] - x.to(torch.float64)[:, None, :])).sum(1) / var
 
 
 def eight_gaussians(radius: float = 2.0, std: float = 0.1) -> GaussianMixture:
@@ -87,6 +72,7 @@ SAMPLERS = {"rings": rings, "checkerboard": checkerboard, "spirals": spirals, "g
 MIXTURES = {"8gaussians": eight_gaussians}
 
 
+@register("dataset", "toy", points=True)
 def load(cfg, seed: int = 0) -> TensorData:
     g = torch.Generator().manual_seed(seed)
     if cfg.toy in MIXTURES:

@@ -1,2 +1,2 @@
 """Denoising generators (DAE, NCSN, EBM, DDE). Importing this registers their methods."""
-from . import dde, method  # noqa: F401  (registers dae, ncsn, ebm and dde)
+from . import method, dde  # noqa: F401, I001  (registers dae, ncsn, ebm and dde, in this order)

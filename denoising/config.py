@@ -4,13 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from common.config import OptimConfig, require, require_positive, require_square
-from gan.config import require_dcgan_size
+from common.config import OptimConfig
+from common.errors import ConfigError
+from common.registry import lookup, names
+from common.schema import one_of, require, require_positive
 
 
 @dataclass
 class DenoiserModelConfig:
-    arch: Literal["unet", "ncsnv2", "mlp"] = "unet"
+    arch: one_of("denoiser_arch") = "unet"   # denoising/architectures.py
     width: int = 64                          # U-Net base channels / NCSNv2 ngf / MLP width
     mults: list[int] = (1, 2, 2)             # U-Net channel multiplier per resolution
     blocks: int = 2                          # U-Net residual blocks per resolution
@@ -23,25 +25,17 @@ class DenoiserModelConfig:
         for key in ("width", "blocks", "depth", "patch"):
             require(getattr(self, key) > 0, f"{path}.{key}: must be positive")
         require(len(self.mults) > 0 and all(m > 0 for m in self.mults), f"{path}.mults: positive integers")
-        require(not (self.arch == "ncsnv2" and self.sigma_conditional),
-                f"{path}.sigma_conditional: NCSNv2 is unconditional (its output is scaled by 1/σ)")
-
-    def check_data(self, info):
-        """The U-Net folds patch×patch pixels into channels: the image size must be a multiple."""
-        if self.arch == "mlp":
-            return
-        require_square(info)
-        require(self.arch != "unet" or info.shape[-1] % self.patch == 0,
-                f"model.patch: the data is {info.shape[-1]} px, not a multiple of patch {self.patch}; "
-                f"set model.patch to a divisor of the image size (1 folds nothing)")
+        require(not (self.sigma_conditional and not lookup("denoiser_arch", self.arch).conditional),
+                f"{path}.sigma_conditional: {self.arch} is unconditional (its output is scaled by 1/σ)")
 
     @property
     def conditional(self) -> bool:
-        return self.arch != "ncsnv2" if self.sigma_conditional is None else self.sigma_conditional
+        default = lookup("denoiser_arch", self.arch).conditional
+        return default if self.sigma_conditional is None else self.sigma_conditional
 
     @property
     def input_scaling(self) -> bool:
-        return self.arch != "ncsnv2" if self.scale_input is None else self.scale_input
+        return lookup("denoiser_arch", self.arch).scale_input if self.scale_input is None else self.scale_input
 
 
 @dataclass
@@ -56,12 +50,12 @@ class NoiseConfig:
     sigma_max: Optional[float] = None         # null: largest pairwise distance in the data (NCSNv2 technique 1)
     num_scales: Optional[int] = None          # null: from NCSNv2 technique 2 (1: a single-σ model)
     # training σ: the ladder's levels (NCSN), log-uniform over [σ_min, σ_max], or EDM's log-normal
-    sigma_sampling: Literal["discrete", "log_uniform", "log_normal"] = "discrete"
+    sigma_sampling: one_of("sigma_sampling") = "discrete"   # denoising/schedule.py
     p_mean: float = -1.2                      # log_normal: ln σ ~ N(p_mean, p_std²) (EDM's CIFAR-10 values)
     p_std: float = 1.2
     sigma_data: float = 0.5                   # data std for EDM's input scaling
     weighting: Literal["score", "reconstruction", "edm"] = "score"
-    sampler: Literal["langevin", "heun"] = "langevin"
+    sampler: one_of("sampler") = "langevin"   # denoising/samplers.py
     langevin_steps: int = 5                   # T per noise level
     step_lr: Optional[float] = None           # ε; null: NCSNv2 technique 4
     final_denoise: bool = True
@@ -74,8 +68,10 @@ class NoiseConfig:
         require(self.sigma_max is None or self.sigma_max > self.sigma_min,
                 f"{path}.sigma_max: must exceed sigma_min")
         require(self.num_scales is None or self.num_scales >= 1, f"{path}.num_scales: must be >= 1")
-        require(not (self.num_scales == 1 and self.sampler == "heun"),
-                f"{path}.sampler: heun needs a range of noise levels; use num_scales > 1 or sampler: langevin")
+        if self.num_scales == 1 and getattr(lookup("sampler", self.sampler), "needs_range", False):
+            single = [n for n in names("sampler") if not getattr(lookup("sampler", n), "needs_range", False)]
+            raise ConfigError(f"{path}.sampler: {self.sampler} needs a range of noise levels; use num_scales > 1 "
+                              f"or sampler: {single[0]}")
         require(self.langevin_steps > 0 and self.heun_steps > 1, f"{path}: sampler steps must be positive")
         require_positive(self, path, "p_std", "sigma_data", "rho")
         require_positive(self, path, "step_lr", optional=True)
@@ -95,7 +91,7 @@ class DDEModelConfig:
     z_dim: int = 100
     g_width: int = 64
     g_depth: int = 3
-    arch: Literal["unet", "mlp"] = "unet"    # the two density networks
+    arch: one_of("denoiser_arch") = "unet"   # the two density networks (unconditional, at one σ)
     width: int = 64
     mults: list[int] = (1, 2, 2)
     blocks: int = 2
@@ -105,11 +101,10 @@ class DDEModelConfig:
         require_positive(self, path, "z_dim", "g_width", "g_depth", "width", "blocks", "depth")
         require(len(self.mults) > 0 and all(m > 0 for m in self.mults), f"{path}.mults: positive integers")
 
-    def check_data(self, info):
-        if self.g_arch == "mlp":
-            return
-        require_square(info)
-        require_dcgan_size(info.shape[-1], "generators")
+    # What the denoiser architectures' builders read beyond the fields: both densities are
+    # unconditional energies at the one smoothing σ, with no patch folding.
+    conditional = False
+    patch = 1
 
 
 @dataclass

@@ -18,18 +18,29 @@ from __future__ import annotations
 
 import torch
 
+from common.method import GeneratorMethod, points_data, require_arch_fits_data
+from common.registry import lookup, register
+from common.schema import require, require_square
 from common.stopgrad import frozen
-from common.method import Method, require_arch_fits_data
-from common.registry import register_method
-from gan.models import DCGANGenerator, MLPGenerator
+from networks import DCGANGenerator, MLPGenerator
+from networks.dcgan import require_dcgan_size
+from . import architectures  # noqa: F401  (registers the density networks' architectures)
 from .config import DDEConfig, DDEModelConfig, DDEOptimConfig
 from .denoiser import Denoiser
 from .losses import dsm_loss
-from .models import MLP, UNet
 
 
-@register_method("dde")
-class DDE(Method):
+def build_generator(m: DDEModelConfig, info) -> torch.nn.Module:
+    """The generator model.g_arch names: an MLP for points, a DCGAN generator for images."""
+    if m.g_arch == "mlp":
+        return MLPGenerator(m.z_dim, info.shape[0], m.g_width, m.g_depth)
+    require_square(info)
+    require_dcgan_size(info.shape[-1], "generators")
+    return DCGANGenerator(m.z_dim, info.shape[-1], info.shape[0], m.g_width)
+
+
+@register("method", "dde")
+class DDE(GeneratorMethod):
     ModelConfig, OptimConfig, Config = DDEModelConfig, DDEOptimConfig, DDEConfig
     networks = ("G", "p", "q")
     ema_networks = ("G",)
@@ -40,35 +51,26 @@ class DDE(Method):
 
     @classmethod
     def check_config(cls, cfg):
-        require_arch_fits_data(cfg, g_arch=(cfg.model.g_arch, "dcgan"), arch=(cfg.model.arch, "unet"))
+        require((cfg.model.g_arch == "mlp") == points_data(cfg),
+                "model.g_arch: use mlp for toy 2-D data and dcgan for images")
+        require_arch_fits_data(cfg, "denoiser_arch")
 
     def __init__(self, cfg, info, device):
         super().__init__(cfg, info, device)
-        m, shape = cfg.model, info.shape
-        if m.g_arch == "mlp":
-            G = MLPGenerator(m.z_dim, shape[0], m.g_width, m.g_depth)
-            density = lambda: MLP(shape[0], m.width, m.depth, sigma_conditional=False)
-        else:
-            G = DCGANGenerator(m.z_dim, shape[-1], shape[0], m.g_width)
-            density = lambda: UNet(shape[0], m.width, tuple(m.mults), m.blocks, sigma_conditional=False)
-        self.add_network("G", G)
+        self.add_network("G", build_generator(cfg.model, info))
+        density = lookup("denoiser_arch", cfg.model.arch)
         for name in ("p", "q"):
-            self.add_network(name, density())
+            self.add_network(name, density(cfg.model, info))
         o = cfg.optim
         self.optimizers = {"all": self.adam({"G": o.lr_g, "p": o.lr_d, "q": o.lr_d})}
 
-    G = property(lambda self: self.module("G"))  # through DDP when distributed
-
     def density(self, name: str) -> Denoiser:
         """The energy-parametrised denoiser of network p (data) or q (generator); log density = −E."""
-        return Denoiser(self.module(name), "energy", self.cfg.dde.sigma_data)
-
-    def sample_latents(self, n, generator=None):
-        return torch.randn(n, self.cfg.model.z_dim, device=self.device, generator=generator)
+        return Denoiser(self.training_net(name), "energy", self.cfg.dde.sigma_data)
 
     def example_inputs(self, name, n):
         if name == "G":
-            return (self.sample_latents(n),)
+            return super().example_inputs(name, n)
         return (torch.randn(n, *self.info.shape, device=self.device), torch.full((n,), self.cfg.dde.sigma, device=self.device))
 
     def training_step(self, batch):
@@ -76,7 +78,7 @@ class DDE(Method):
         P, Q = self.density("p"), self.density("q")
         for _ in range(self.cfg.dde.q_steps - 1):  # let q̃ catch up with the moving generator
             with torch.no_grad(), self.autocast():
-                fakes = self.nets["G"](self.sample_latents(batch.shape[0]))
+                fakes = self.training_net("G")(self.sample_latents(batch.shape[0]))
             with self.autocast():
                 loss_q = dsm_loss(Q, fakes, sigma).mean()
             opt.zero_grad(set_to_none=True)
@@ -92,7 +94,7 @@ class DDE(Method):
 
     def objective(self, x, P, Q, sigma):
         """L = DSM_p(x) + DSM_q(sg(G(z))) + KL_sg(x̃) and its terms (module docstring)."""
-        x_fake = self.G(self.sample_latents(x.shape[0]))
+        x_fake = self.training_net("G")(self.sample_latents(x.shape[0]))
         dsm_p = dsm_loss(P, x, sigma).mean()
         dsm_q = dsm_loss(Q, x_fake.detach(), sigma).mean()
         x_noisy = x_fake + sigma * torch.randn_like(x_fake)
@@ -100,6 +102,3 @@ class DDE(Method):
         g_loss = (P_sg.energy(x_noisy, sigma) - Q_sg.energy(x_noisy, sigma)).mean()  # log q̃ − log p̃ + const
         stats = {"dsm_p": dsm_p.detach(), "dsm_q": dsm_q.detach(), "g_loss": g_loss.detach()}
         return dsm_p + dsm_q + g_loss, stats
-
-    def sample(self, n, generator=None, ema=True, latents=None, progress=False):
-        return self.generate("G", n, generator, ema, latents)  # one network pass: no progress to show

@@ -13,7 +13,7 @@ det(I + hA) = exp(h tr A) + O(h²), so log-determinants integrate as traces. Hen
     log p_σmin(x) = log N(x(σ_max); 0, σ_max² I) + ∫_{σ_min}^{σ_max} tr ∂f/∂x (x(σ), σ) dσ,   x(σ_min) = x.
 
 The data point is treated as if noised at σ_min: the density is the model's at its smallest level
-(a proper density on R^d, so the bound of common/metrics/bits_per_dim.py holds). The prior stands in
+(a proper density on R^d, so the bound of engine/evaluation/bits_per_dim.py holds). The prior stands in
 for p_σmax = p_data ∗ N(0, σ_max² I); for data of mean μ the flow's end point is about μ + σ_max z,
 and log N(·; 0, σ_max² I) is off by about −‖μ‖²/(2σ_max²) − zᵀμ/σ_max nats (Fashion-MNIST: ‖μ‖ = 16,
 σ_max = 44 by NCSNv2's technique 1, so −0.07 ± 0.37 nats, 1e-4 ± 7e-4 bits/dim at d = 784). In u = ln σ the

@@ -1,10 +1,11 @@
-"""`method: dae | ncsn | ebm`: one denoiser, three parametrisations, one loss, two samplers.
+"""`method: dae | ncsn | ebm`: one denoiser, three parametrisations, one loss, every sampler.
 
     dae   D = F(x̃, σ) trained to reconstruct x (its residual is the score), one σ or a ladder
     ncsn  s = F(x̃)/σ, σ²-weighted DSM over NCSN's geometric ladder (Song & Ermon 2019, 2020)
     ebm   s = −∇ₓE(x̃; σ), the same annealed DSM through double backprop (Li, Chen & Sommer 2019)
 
-Samples: annealed Langevin dynamics (NCSN) or Heun's method on the probability-flow ODE (EDM).
+Samples: any registered sampler, e.g. annealed Langevin dynamics (NCSN) or Heun's method on the
+probability-flow ODE (EDM) (denoising/samplers.py).
 """
 from __future__ import annotations
 
@@ -13,25 +14,16 @@ import math
 
 import torch
 
-from common.config import require
 from common.method import Method, require_arch_fits_data
-from common.registry import register_method
+from common.registry import lookup, register
+from common.schema import require
 from data.base import to_unit_range
+from . import architectures  # noqa: F401  (registers the architectures)
 from .config import DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig
 from .denoiser import Denoiser
 from .losses import dsm_objective
-from .models import MLP, NCSNv2, UNet
-from .samplers import annealed_langevin, heun
-from .schedule import (edm_sigmas, geometric_sigmas, max_pairwise_distance, ncsnv2_num_scales,
-                       ncsnv2_ratio, ncsnv2_step_size)
-
-
-def build_network(m: DenoiserModelConfig, shape) -> torch.nn.Module:
-    if m.arch == "mlp":
-        return MLP(shape[0], m.width, m.depth, m.conditional)
-    if m.arch == "ncsnv2":
-        return NCSNv2(shape[0], m.width, shape[-1])
-    return UNet(shape[0], m.width, tuple(m.mults), m.blocks, m.conditional, m.patch)
+from .samplers import SamplerSettings, heun_sigmas
+from .schedule import geometric_sigmas, max_pairwise_distance, ncsnv2_num_scales, ncsnv2_ratio, ncsnv2_step_size
 
 
 def data_dim(dataset) -> int:
@@ -54,12 +46,12 @@ class DenoisingMethod(Method):
 
     @classmethod
     def check_config(cls, cfg):
-        require_arch_fits_data(cfg, arch=(cfg.model.arch, "unet/ncsnv2"))
+        require_arch_fits_data(cfg, "denoiser_arch")
 
     @classmethod
     def resolve_config(cls, cfg, dataset):
         """NCSNv2's techniques fill σ_max (1), the number of levels (2) and the Langevin step (4)."""
-        n, dim = cfg.section, data_dim(dataset)
+        n, dim = getattr(cfg, cfg.method), data_dim(dataset)
         sigma_max = n.sigma_max
         if sigma_max is None:
             sigma_max = round(max_pairwise_distance(data_sample(dataset)), 3)
@@ -69,42 +61,42 @@ class DenoisingMethod(Method):
             gamma = (sigma_max / n.sigma_min) ** (1 / (num_scales - 1)) if num_scales > 1 else ncsnv2_ratio(dim)
             step_lr = float(f"{ncsnv2_step_size(n.sigma_min, gamma, n.langevin_steps):.4g}")
         section = dataclasses.replace(n, sigma_max=sigma_max, num_scales=num_scales, step_lr=step_lr)
-        return dataclasses.replace(cfg, section=section)
+        return dataclasses.replace(cfg, **{cfg.method: section})
 
     def __init__(self, cfg, info, device):
         super().__init__(cfg, info, device)
-        n = cfg.section
+        n = self.noise
         require(n.sigma_max is not None and n.num_scales is not None and n.step_lr is not None,
                 f"{cfg.method}: sigma_max, num_scales and step_lr must be resolved before building")
-        self.add_network("net", build_network(cfg.model, info.shape))
+        self.add_network("net", lookup("denoiser_arch", cfg.model.arch)(cfg.model, info))
         self.sigmas = geometric_sigmas(n.sigma_max, n.sigma_min, n.num_scales).to(self.device, torch.float32)
         self.optimizers = {"net": self.adam({"net": cfg.optim.lr})}
 
+    @property
+    def noise(self) -> NoiseConfig:
+        """The method's own section (dae:, ncsn: or ebm:): σ ladder, training σ, weighting, sampler."""
+        return getattr(self.cfg, self.name)
+
     def denoiser(self, ema: bool = False, train: bool = False) -> Denoiser:
-        """The denoiser around the EMA network (`ema`), the DDP-wrapped one (`train`) or the raw one.
-        The same object while its network is (a compiled objective is specialised to it)."""
-        m, n = self.cfg.model, self.cfg.section
-        net = self.module("net") if train else self.net("net", ema)
+        """The denoiser around the network to train through (`train`), else the one to sample
+        with (the EMA copy with `ema`). The same object while its network is (a compiled
+        objective is specialised to it)."""
+        net = self.training_net("net") if train else self.sampling_net("net", ema)
         cache = self.__dict__.setdefault("_denoisers", {})
         if cache.get(id(net)) is None or cache[id(net)].net is not net:
-            cache[id(net)] = Denoiser(net, self.parametrization, n.sigma_data, m.input_scaling)
+            cache[id(net)] = Denoiser(net, self.parametrization, self.noise.sigma_data, self.cfg.model.input_scaling)
         return cache[id(net)]
 
     def draw_sigmas(self, n: int) -> torch.Tensor:
-        """Training noise levels: the ladder's (discrete), log-uniform over it, or EDM's log-normal."""
-        cfg = self.cfg.section
-        if cfg.sigma_sampling == "discrete" or len(self.sigmas) == 1:
-            return self.sigmas[torch.randint(len(self.sigmas), (n,), device=self.device)]
-        if cfg.sigma_sampling == "log_normal":
-            return (cfg.p_mean + cfg.p_std * torch.randn(n, device=self.device)).exp()
-        lo, hi = self.sigmas[-1].log(), self.sigmas[0].log()
-        return (lo + (hi - lo) * torch.rand(n, device=self.device)).exp()
+        """Training noise levels from the config's sigma_sampling (a single level: that level)."""
+        kind = "discrete" if len(self.sigmas) == 1 else self.noise.sigma_sampling
+        return lookup("sigma_sampling", kind)(n, self.sigmas, self.noise, self.device)
 
     def training_step(self, batch):
         opt = self.optimizers["net"]
         with self.autocast():
             loss = self.compiled(dsm_objective)(self.denoiser(train=True), batch, self.draw_sigmas(batch.shape[0]),
-                                                self.cfg.section.weighting)
+                                                self.noise.weighting)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         self.clip_gradients("net")
@@ -118,53 +110,41 @@ class DenoisingMethod(Method):
     def sample_latents(self, n, generator=None):
         return torch.randn(n, *self.info.shape, device=self.device, generator=generator)
 
+    def sampler_settings(self) -> SamplerSettings:
+        return SamplerSettings(self.noise, self.sigmas, self.cfg.model.conditional, self.cfg.train.cuda_graph)
+
     def heun_sigmas(self) -> torch.Tensor:
-        """Heun's time steps, from σ_max down to a final 0. A σ-conditional network trained on the
-        discrete ladder has seen those levels only, and between them its output is arbitrary (on the
-        8-Gaussians toy: cosine 0.1 with the exact score at σ = 0.07, between levels 0.05 and 0.09),
-        so it steps on its own ladder (2L − 1 evaluations). A network trained on continuous σ, or
-        NCSNv2's unconditional one (s = F(x)/σ), takes EDM's `heun_steps` ρ-spaced levels."""
-        n = self.cfg.section
-        if n.sigma_sampling == "discrete" and self.cfg.model.conditional:
-            return torch.cat([self.sigmas.cpu(), self.sigmas.new_zeros(1, device="cpu")])
-        return edm_sigmas(n.heun_steps, n.sigma_min, n.sigma_max, n.rho)
+        """The levels the heun sampler steps on (denoising/samplers.py heun_sigmas)."""
+        return heun_sigmas(self.sampler_settings())
 
     @torch.no_grad()
     def sample(self, n, generator=None, ema=True, latents=None, progress=False):
-        """Samples from σ_max·z with the config's sampler (langevin or heun); `progress` shows a
-        bar over the sampler's levels."""
-        cfg = self.cfg.section
+        """Samples from σ_max·z with the sampler the config names; `progress` shows a bar over the
+        sampler's levels."""
+        sampler, settings = lookup("sampler", self.noise.sampler), self.sampler_settings()
         z = self.sample_latents(n, generator) if latents is None else latents.to(self.device)
         D = self.denoiser(ema)
         was_training = D.net.training
         D.net.eval()
         try:
-            out = []
-            for chunk in z.split(1000):
-                x = chunk * self.sigmas[0]
-                if cfg.sampler == "heun":
-                    out.append(heun(D, x, self.heun_sigmas(), progress))
-                else:
-                    out.append(annealed_langevin(D.score, x, self.sigmas, cfg.langevin_steps, cfg.step_lr,
-                                                 cfg.final_denoise, generator, self.cfg.train.cuda_graph,
-                                                 progress))
+            out = [sampler(D, chunk * self.sigmas[0], settings, generator, progress) for chunk in z.split(1000)]
             return torch.cat(out).float()
         finally:
             D.net.train(was_training)
 
 
-@register_method("dae")
+@register("method", "dae")
 class DAE(DenoisingMethod):
     parametrization = "direct"
     Config = DAEConfig
 
 
-@register_method("ncsn")
+@register("method", "ncsn")
 class NCSN(DenoisingMethod):
     parametrization = "score"
 
 
-@register_method("ebm")
+@register("method", "ebm")
 class EBM(DenoisingMethod):
     parametrization = "energy"
 

@@ -2,6 +2,10 @@
 
     score_fn(x, sigma) -> s(x; σ)          denoise_fn(x, sigma) -> D(x; σ)
 
+The config's `sampler` names one of the registered samplers at the end of this file, which call them
+with one signature: (denoiser, x, settings, generator, progress) -> x, where x starts at σ_1·z
+and `settings` (SamplerSettings) carries the method's noise section and its σ ladder.
+
 Langevin steps follow NCSNv2's convention (Song & Ermon 2020, and its code), x ← x + α s + √(2α) z,
 the one its step-size rule (technique 4, denoising/schedule.py) is derived for. NCSN's paper writes
 the same dynamics as x ← x + (α/2) s + √α z, i.e. with α twice as large: an ε taken from NCSN
@@ -9,8 +13,15 @@ the same dynamics as x ← x + (α/2) s + √α z, i.e. with α twice as large: 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from tqdm import tqdm
+
+from common.graphs import GraphedInPlace
+from common.registry import lookup, register
+from .schedule import edm_sigmas
 
 
 def _noise(x, generator):
@@ -39,7 +50,6 @@ def annealed_langevin(score_fn, x, sigmas, steps_per_level: int, step_lr: float,
     levels = [(sigma, step_lr * (sigma / sigmas[-1]) ** 2) for sigma in sigmas]
     levels = tqdm(levels, desc="Langevin levels", leave=False, disable=not progress)
     if cuda_graph:  # captured on CUDA; elsewhere the same parametrised step, run eagerly
-        from common.graphs import GraphedInPlace
         step = GraphedInPlace(lambda y, s, a: langevin_step(score_fn, y, s, a, generator),
                               x.clone(), x.new_tensor(sigmas[0]), x.new_tensor(step_lr), generator=generator)
         for sigma, alpha in levels:
@@ -68,3 +78,40 @@ def heun(denoise_fn, x, sigmas, progress: bool = False):
             x_next = x + (s_next - s_cur) * 0.5 * (d + d_next)
         x = x_next
     return x
+
+
+# ---------------------------------------------------------------------------------------------------
+# The samplers a config can name.
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    noise: Any                 # the method's section (dae:, ncsn:, ebm:): steps, ε, ρ, ...
+    sigmas: torch.Tensor       # the trained ladder σ_1 > … > σ_L, on the device
+    conditional: bool          # the network takes σ (model.sigma_conditional)
+    cuda_graph: bool = False   # capture repeated steps as one CUDA graph (train.cuda_graph)
+
+
+@register("sampler", "langevin")
+def langevin_sampler(denoiser, x, settings: SamplerSettings, generator=None, progress: bool = False):
+    """Annealed Langevin dynamics on the trained ladder, langevin_steps per level, ε = step_lr."""
+    n = settings.noise
+    return annealed_langevin(denoiser.score, x, settings.sigmas, n.langevin_steps, n.step_lr, n.final_denoise,
+                             generator, settings.cuda_graph, progress)
+
+
+def heun_sigmas(settings: SamplerSettings) -> torch.Tensor:
+    """Heun's time steps, from σ_max down to a final 0. A σ-conditional network trained on the
+    discrete ladder has seen those levels only, and between them its output is arbitrary (on the
+    8-Gaussians toy: cosine 0.1 with the exact score at σ = 0.07, between levels 0.05 and 0.09),
+    so it steps on its own ladder (2L − 1 evaluations). A network trained on continuous σ, or
+    NCSNv2's unconditional one (s = F(x)/σ), takes EDM's `heun_steps` ρ-spaced levels."""
+    n, sigmas = settings.noise, settings.sigmas
+    if getattr(lookup("sigma_sampling", n.sigma_sampling), "on_ladder", False) and settings.conditional:
+        return torch.cat([sigmas.cpu(), sigmas.new_zeros(1, device="cpu")])
+    return edm_sigmas(n.heun_steps, n.sigma_min, n.sigma_max, n.rho)
+
+
+@register("sampler", "heun", needs_range=True)
+def heun_sampler(denoiser, x, settings: SamplerSettings, generator=None, progress: bool = False):
+    """Heun's method on the probability-flow ODE, on heun_sigmas (deterministic: no generator)."""
+    return heun(denoiser, x, heun_sigmas(settings), progress)

@@ -1,4 +1,5 @@
-"""Noise levels: NCSN's geometric ladder with NCSNv2's rules for choosing it, and EDM's time steps.
+"""Noise levels: NCSN's geometric ladder with NCSNv2's rules for choosing it, EDM's time steps, and
+the distributions of training σ (`sigma_sampling`), registered by name.
 
 NCSNv2 (Song & Ermon 2020) techniques, for data of dimension D:
  1. σ_max ≈ the largest Euclidean distance between two training examples.
@@ -10,6 +11,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from common.registry import register
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, n: int) -> torch.Tensor:
@@ -81,3 +84,26 @@ def edm_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> 
     i = torch.arange(n, dtype=torch.float64)
     s = (sigma_max ** (1 / rho) + i / max(n - 1, 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
     return torch.cat([s, s.new_zeros(1)])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training σ: `sigma_sampling` names one of these, (n, ladder σ_1 > … > σ_L, the noise section,
+# device) → n levels. `on_ladder`: the net sees the ladder's levels only (Heun then steps on them).
+
+@register("sigma_sampling", "discrete", on_ladder=True)
+def discrete(n: int, sigmas: torch.Tensor, noise, device) -> torch.Tensor:
+    """The ladder's levels, uniformly (NCSN)."""
+    return sigmas[torch.randint(len(sigmas), (n,), device=device)]
+
+
+@register("sigma_sampling", "log_uniform")
+def log_uniform(n: int, sigmas: torch.Tensor, noise, device) -> torch.Tensor:
+    """Log-uniform over [σ_L, σ_1]: every σ of the ladder's range, so any schedule can sample it."""
+    lo, hi = sigmas[-1].log(), sigmas[0].log()
+    return (lo + (hi - lo) * torch.rand(n, device=device)).exp()
+
+
+@register("sigma_sampling", "log_normal")
+def log_normal(n: int, sigmas: torch.Tensor, noise, device) -> torch.Tensor:
+    """EDM's ln σ ~ N(p_mean, p_std²), unclipped (Karras et al. 2022, table 1)."""
+    return (noise.p_mean + noise.p_std * torch.randn(n, device=device)).exp()

@@ -4,24 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from common.config import OptimConfig, require, require_square
-from common.errors import ConfigError
-from .models.layers import base_size
-from .models.resnet import LAYOUTS
-
-
-def require_dcgan_size(size: int, what: str):
-    """DCGAN nets grow from a 4×4 or 7×7 map by stride-2 steps (gan/models/layers.py)."""
-    try:
-        base_size(size)
-    except ValueError:
-        raise ConfigError(f"data.image_size: DCGAN {what} take 7·2^k or 4·2^k px (28, 32, 64...), "
-                          f"the data is {size} px; set data.image_size=32") from None
+from common.config import OptimConfig
+from common.registry import lookup, names
+from common.schema import one_of, require
 
 
 @dataclass
 class GANModelConfig:
-    arch: Literal["dcgan", "resnet", "mlp"] = "dcgan"
+    arch: one_of("gan_arch") = "dcgan"     # gan/architectures.py
     z_dim: int = 100
     g_width: int = 64                      # DCGAN ngf / SNGAN generator channels / MLP width
     d_width: int = 64                      # DCGAN ndf / SNGAN critic channels / MLP width
@@ -31,31 +21,21 @@ class GANModelConfig:
     depth: int = 3                         # MLP hidden layers
 
     def check(self, path):
-        require(not (self.arch != "dcgan" and self.d_batchnorm),
-                f"{path}.d_batchnorm: only the dcgan critic has BatchNorm; remove it or set arch: dcgan")
+        with_batchnorm = [n for n in names("gan_arch") if lookup("gan_arch", n).critic_batchnorm]
+        require(not (self.d_batchnorm and self.arch not in with_batchnorm),
+                f"{path}.d_batchnorm: only the {'/'.join(with_batchnorm)} critic has BatchNorm; remove it or "
+                f"set arch: {with_batchnorm[0]}")
         for key in ("z_dim", "g_width", "d_width", "depth"):
             require(getattr(self, key) > 0, f"{path}.{key}: must be positive")
 
-    def check_data(self, info):
-        """The data's shape against what the architecture can take (a data set's native size is
-        known only once it is loaded, so this runs when the networks are built)."""
-        if self.arch == "mlp":
-            return
-        require_square(info)
-        size = info.shape[-1]
-        if self.arch == "resnet":
-            require(size in LAYOUTS, f"data.image_size: the SNGAN ResNets are defined for 32 and 64 px, "
-                                     f"the data is {size} px; set data.image_size=32 or 64")
-            return
-        require_dcgan_size(size, "networks")
-
     @property
     def critic_batchnorm(self) -> bool:
-        return self.arch == "dcgan" if self.d_batchnorm is None else self.d_batchnorm
+        return lookup("gan_arch", self.arch).critic_batchnorm if self.d_batchnorm is None else self.d_batchnorm
 
     @property
     def critic_spectral_norm(self) -> bool:
-        return self.arch == "resnet" if self.d_spectral_norm is None else self.d_spectral_norm
+        default = lookup("gan_arch", self.arch).critic_spectral_norm
+        return default if self.d_spectral_norm is None else self.d_spectral_norm
 
 
 @dataclass
@@ -70,7 +50,7 @@ class GANConfig:
     # one_loss: D's weights stopped on the generator's term; one_loss_bracket: the seed's add-and-subtract
     # form (same gradients, less precise); one_loss_fused: one critic pass on the fakes (gan/steps.py)
     step: Literal["one_loss", "one_loss_bracket", "one_loss_fused", "alternating"] = "one_loss"
-    loss: Literal["hinge", "logistic", "wasserstein", "smooth_hinge"] = "logistic"
+    loss: one_of("gan_loss") = "logistic"  # gan/losses.py
     temperature: float = 1.0               # K of smooth_hinge (K → ∞: hinge) and of the smoothed accuracies
     n_critic: int = 1                      # critic updates per generator update
     reg: Literal["none", "r1", "gp"] = "none"

@@ -1,15 +1,20 @@
 """GAN objectives on critic logits, as (d_loss, g_loss) pairs, and the critic's regularisers.
 
 Each loss is minimised by its player: D minimises d_loss(D(x), D(G(z))), G minimises g_loss(D(G(z))).
+A loss is a class registered under the name `gan.loss` gives it; its constructor's arguments are
+filled from the gan: section by name (smooth_hinge's `temperature`). `fusable = True` with a
+`g_grad` admits it to gan.step=one_loss_fused (gan/steps.py).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from common.registry import register
 from common.smooth import smooth_relu
 
 
+@register("gan_loss", "hinge")
 class Hinge:
     """Lim & Ye 2017; Miyato et al. 2018: d = E[relu(1 − D(x))] + E[relu(1 + D(G(z)))], g = −E[D(G(z))]."""
 
@@ -20,6 +25,7 @@ class Hinge:
         return -fake.mean()
 
 
+@register("gan_loss", "logistic")
 class Logistic:
     """Goodfellow et al. 2014 with the non-saturating generator loss:
     d = E[softplus(−D(x))] + E[softplus(D(G(z)))] (= −log σ(D(x)) − log(1 − σ(D(G(z))))),
@@ -38,6 +44,7 @@ class Logistic:
         return -torch.sigmoid(-fake) / fake.numel()
 
 
+@register("gan_loss", "wasserstein")
 class Wasserstein:
     """Arjovsky et al. 2017: d = E[D(G(z))] − E[D(x)], g = −E[D(G(z))] (pair with gp)."""
 
@@ -54,6 +61,7 @@ class Wasserstein:
         return torch.full_like(fake, -1.0 / fake.numel())
 
 
+@register("gan_loss", "smooth_hinge")
 class SmoothHinge:
     """The hinge loss with its ReLU smoothed at temperature K (common/smooth.py):
     d = E[smooth_relu_K(1 − D(x))] + E[smooth_relu_K(1 + D(G(z)))],  smooth_relu_K(u) = softplus(K·u)/K,
@@ -72,9 +80,6 @@ class SmoothHinge:
 
     def g_loss(self, fake):
         return -fake.mean()
-
-
-LOSSES = {"hinge": Hinge, "logistic": Logistic, "wasserstein": Wasserstein, "smooth_hinge": SmoothHinge}
 
 
 def r1_penalty(real_logits: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:

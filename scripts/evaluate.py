@@ -10,7 +10,6 @@ images, statistics cached per data set and extractor). Prints one JSON object, w
 and adds eval/<extractor>/<metric> scalars at the checkpoint's step to the run's tb/ directory.
 """
 import argparse
-import dataclasses
 import json
 import math
 import sys
@@ -20,15 +19,14 @@ from pathlib import Path
 import _bootstrap  # noqa: F401
 from tqdm import tqdm
 
-from common.config import check_seed, load_config
+from common.config import load_config
 from common.errors import ArgumentParser, ConfigError, UserError, cli
-from common.loop import resolve_device
-from common.metrics.evaluate import METRICS, generated_batches, score
-from common.metrics.features import build_extractor, require_fits
-from common.metrics.reference import image_batches, reference_stats
 from common.paths import require_writable
-from data import build_dataset
-from sample import load_method
+from common.schema import check_seed
+from engine import build_dataset, load_method, resolve_device
+from engine.evaluation.evaluate import METRICS, generated_batches, real_batches, score
+from engine.evaluation.features import build_extractor, require_fits
+from engine.evaluation.reference import reference_stats
 
 DEFAULT_N = 10_000
 
@@ -63,28 +61,6 @@ def parse_args(argv=None):
     if args.stats_dir:
         require_writable(args.stats_dir, "--stats-dir", folder=True)
     return args
-
-
-def real_batches(data_cfg, args):
-    """The test split of the training data, the floor a perfect generator would reach."""
-    changes = {"split": "test"}
-    if data_cfg.name == "image_folder":
-        if not args.real_path:
-            raise ConfigError("--real with image_folder data needs --real-path <test folder or .zip>")
-        changes = {"path": args.real_path}
-    dataset = build_dataset(dataclasses.replace(data_cfg, **changes))
-    n = args.n or len(dataset)
-    return limit(image_batches(dataset, args.batch_size), n), f"real {data_cfg.name}/test"
-
-
-def limit(batches, n: int):
-    """The first n images of a stream of batches."""
-    left = n
-    for x in batches:
-        if left <= 0:
-            return
-        yield x[:left]
-        left -= len(x)
 
 
 def write_tensorboard(checkpoint: Path, step: int, result: dict, extractor_id: str):
@@ -132,7 +108,7 @@ def main(argv=None):
     reference = reference_stats(dataset, cfg.data, extractor, device, args.batch_size,
                                 Path(args.stats_dir) if args.stats_dir else None)
     if args.real:
-        batches, samples = real_batches(cfg.data, args)
+        batches, samples = real_batches(cfg.data, args.n, args.batch_size, args.real_path)
     else:
         batches = generated_batches(method, args.n or DEFAULT_N, args.batch_size, args.seed, not args.no_ema)
         samples = f"{cfg.method} step {ckpt['step']} ({'raw' if args.no_ema else 'EMA'} weights)"

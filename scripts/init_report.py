@@ -13,8 +13,7 @@ import torch
 from common.config import load_config
 from common.errors import ArgumentParser, ConfigError, cli
 from common.init import activation_profile, layer_report
-from common.loop import build, seed_everything
-from data import DataInfo
+from engine import DataInfo, build, seed_everything
 
 
 def parse_shape(text: str, points: bool) -> tuple[int, ...]:

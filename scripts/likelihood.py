@@ -6,7 +6,7 @@ best per-pixel and full-covariance Gaussians of the training set.
     python scripts/likelihood.py --checkpoint ... --exact-trace --n 100     # d VJPs per evaluation
 
 The first --n images of the real test split are dequantised (x = 2(k + u)/256 − 1) and scored with
-bpd = −log p(x)/(d ln 2) + 7 (common/metrics/bits_per_dim.py); the interval is mean ± 1.96·std/√n
+bpd = −log p(x)/(d ln 2) + 7 (engine/evaluation/bits_per_dim.py); the interval is mean ± 1.96·std/√n
 over the images. Prints one JSON object (also written to --json) and adds eval/bpd and
 eval/bpd_ci95 at the checkpoint's step to the run's tb/. Trailing key=value overrides change the
 checkpoint's config (e.g. data.root=...).
@@ -21,9 +21,8 @@ import torch
 
 from common.checkpoint import load_checkpoint
 from common.errors import ConfigError, UserError, cli
-from common.metrics.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
-from data import TensorData, build_dataset
-from sample import load_method
+from engine import TensorData, build_dataset, load_method, materialize
+from engine.evaluation.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
 
 NO_LIKELIHOOD = {"gan": "a GAN defines no density", "dde": "DDE's densities are unnormalised"}
 
@@ -92,7 +91,6 @@ def train_images(cfg) -> torch.Tensor:
     dataset = build_dataset(cfg.data, cfg.seed)
     if isinstance(dataset, TensorData):
         return dataset.data
-    from data import materialize
     return materialize(dataset).data
 
 

@@ -7,7 +7,7 @@
 
 For each CPU config (configs/fashion_mnist_*_cpu.yaml) it trains a run in --runs/<name>/ (or reuses a
 finished one), draws samples from its EMA weights with each sampler of its rows, and scores them with
-the evaluation machinery of scripts/evaluate.py (common/metrics/) against the real test split, in the
+the evaluation machinery of scripts/evaluate.py (engine/evaluation/) against the real test split, in the
 features of a Fashion-MNIST classifier that it trains itself, with fixed settings and seed, when
 --classifier is absent. It writes docs/results.md (the table), one sample grid per row in
 docs/results/, and the same table and grids into README.md between its results markers. Every
@@ -28,18 +28,17 @@ import _bootstrap  # noqa: F401
 import torch
 from tqdm import tqdm
 
-from common.config import DataConfig, load_config, parse
+from common.config import DataConfig, load_config
 from common.errors import ConfigError, cli
-from common.images import save_grid
-from common.loop import resolve_device, train
-from common.metrics.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
-from common.metrics.classifier import load_classifier, save_classifier
-from common.metrics.classifier_training import fit_classifier
-from common.metrics.evaluate import score
-from common.metrics.features import build_extractor
-from common.metrics.reference import reference_stats
-from data import build_dataset, from_unit_range
-from sample import load_method
+from common.schema import parse
+from engine import build_dataset, from_unit_range, load_method, resolve_device, train
+from engine.evaluation.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
+from engine.evaluation.classifier import load_classifier, save_classifier
+from engine.evaluation.classifier_training import fit_classifier
+from engine.evaluation.evaluate import score
+from engine.evaluation.features import build_extractor
+from engine.evaluation.reference import reference_stats
+from engine.images import save_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKERS = ("<!-- results:begin (written by scripts/results.py) -->", "<!-- results:end -->")
@@ -161,7 +160,7 @@ def nfe_per_sample(method, cfg) -> int:
     evaluation is a forward and a backward pass)."""
     if cfg.method in ("gan", "dde"):
         return 1
-    s = cfg.section
+    s = getattr(cfg, cfg.method)
     if s.sampler == "langevin":
         return s.num_scales * s.langevin_steps + int(s.final_denoise)
     return 2 * (len(method.heun_sigmas()) - 1) - 1
@@ -189,7 +188,7 @@ def test_images(args) -> torch.Tensor:
 
 def model_likelihood(run: str, args, images: torch.Tensor) -> dict:
     """Bits/dim of the test images under a denoising run's EMA model (RK45 on the probability-flow
-    ODE, one Rademacher probe per image; common/metrics/bits_per_dim.py), the same dequantisation
+    ODE, one Rademacher probe per image; engine/evaluation/bits_per_dim.py), the same dequantisation
     for every model and baseline."""
     method, _ = load_method(Path(args.runs) / run / "checkpoints" / "last.pt", args.device)
     progress(f"bits/dim of {run} on {len(images)} test images")

@@ -12,12 +12,10 @@ import sys
 import _bootstrap  # noqa: F401
 import torch
 
-from common.checkpoint import load_checkpoint, require_same_model
-from common.config import check_seed, load_config
 from common.errors import ArgumentParser, ConfigError, cli
-from common.images import require_image_path, save_grid
-from common.loop import build, resolve_device
-from data import DataInfo
+from common.schema import check_seed
+from engine import load_method
+from engine.images import require_image_path, save_grid
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -28,36 +26,24 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
 
 
-def load_method(path, device="auto", overrides=()):
-    """The method of a checkpoint, with its trained (and EMA) weights, ready to sample. Overrides
-    may change how it samples, never the networks' shapes (model.*)."""
-    ckpt = load_checkpoint(path)
-    cfg = load_config(raw=ckpt["config"], overrides=[*overrides, f"device={device}"])
-    require_same_model(ckpt, cfg, "the networks' shapes come from the checkpoint; drop the override")
-    method = build(cfg, resolve_device(cfg.device), info=DataInfo.from_dict(ckpt["data_info"]))
-    method.load_state_dict(ckpt["state"], weights_only=True)
-    method.train(False)
-    return method, ckpt
-
-
 def require_used(method, overrides):
     """A sampler setting given on the command line must change the samples: Heun's `heun_steps`
     is unused by Langevin, and by a σ-conditional net trained on discrete levels, which Heun steps
-    on its own ladder (denoising/method.py heun_sigmas)."""
+    on its own ladder (denoising/samplers.py heun_sigmas)."""
     keys = {o.split("=", 1)[0].strip() for o in overrides}
     cfg = method.cfg
     key = f"{cfg.method}.heun_steps"
     if key not in keys:
         return
-    section = cfg.section
+    section = getattr(cfg, cfg.method)
     if section.sampler != "heun":
         raise ConfigError(f"{key}: not used by {cfg.method}.sampler={section.sampler}; add "
                           f"{cfg.method}.sampler=heun or drop it")
     levels = len(method.heun_sigmas()) - 1
     if levels != section.heun_steps:
         raise ConfigError(f"{key}: not used by this network: it was trained on discrete levels "
-                          f"({cfg.method}.sigma_sampling=discrete), so Heun steps on its own {levels}-level "
-                          f"ladder ({2 * levels - 1} evaluations); drop {key}")
+                          f"({cfg.method}.sigma_sampling={section.sigma_sampling}), so Heun steps on its own "
+                          f"{levels}-level ladder ({2 * levels - 1} evaluations); drop {key}")
 
 
 def interpolation_latents(method, rows: int, cols: int, generator) -> torch.Tensor:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
-from common.config import did_you_mean, load_config, read_yaml
-from common.errors import ArgumentParser, ConfigError, cli
-from common.loop import train
+from common.config import load_config, read_yaml
+from common.errors import ArgumentParser, ConfigError, cli, did_you_mean
+from engine import train
 
 
 def parse_args(argv=None):

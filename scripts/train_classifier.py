@@ -5,7 +5,7 @@
         --test-path datasets/cifar10-jpeg/test.zip --out classifiers/cifar10.pt
     python scripts/train_classifier.py --data fashion_mnist --out c.pt --loss smooth_f1 --temperature 4
 
-Trains a ResNet-9 (common/metrics/classifier.py) with random crops (and flips for colour images),
+Trains a ResNet-9 (engine/evaluation/classifier.py) with random crops (and flips for colour images),
 reports the test-set accuracy and saves it, with the accuracy, in one checkpoint file.
 """
 import argparse
@@ -15,13 +15,13 @@ import time
 
 import _bootstrap  # noqa: F401
 
-from common.config import DataConfig, check_seed, parse
+from common.config import DataConfig
 from common.errors import ArgumentParser, ConfigError, UserError, cli
-from common.loop import resolve_device
-from common.metrics.classifier import finite_weights, save_classifier
-from common.metrics.classifier_training import fit_classifier
 from common.paths import require_writable
-from data import TensorData, build_dataset, materialize
+from common.schema import check_seed, parse
+from engine import TensorData, build_dataset, materialize, resolve_device
+from engine.evaluation.classifier import finite_weights, save_classifier
+from engine.evaluation.classifier_training import fit_classifier
 
 
 def load_split(args, split: str) -> TensorData:

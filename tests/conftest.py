@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import engine  # noqa: E402, F401  (registers every method, architecture, loss, sampler and data set)
+
 
 def write_idx(path: Path, array: np.ndarray):
     """LeCun's IDX: 0x00 0x00, dtype 0x08 (uint8), ndim, big-endian int32 dims, then the bytes."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from common.checkpoint import load_checkpoint
-from common.loop import train
+from engine import train
 from conftest import quick_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -60,7 +60,7 @@ def test_captured_training_reaches_the_eager_weights(fashion_root, tmp_path, rep
 @pytest.mark.parametrize("own_generator", [True, False], ids=["generator", "default_generator"])
 def test_captured_langevin_draws_the_eager_samples(replays, own_generator):
     from denoising.denoiser import Denoiser
-    from denoising.models import UNet
+    from networks import UNet
     from denoising.samplers import annealed_langevin
     torch.manual_seed(0)
     D = Denoiser(UNet(1, 8, (1, 2), 1).cuda(), "score")

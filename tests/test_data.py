@@ -11,7 +11,7 @@ from conftest import ROOT
 from common.errors import DataError
 from data import build_dataset, build_stream, from_unit_range, to_unit_range
 from data.stream import DeviceStream, LoaderStream
-from data.toy import eight_gaussians
+from oracles import eight_gaussians
 
 
 def cfg(**kw):

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from common.loop import build
+from engine import build
 from conftest import ROOT, quick_config
 from data import DataInfo
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from common.loop import build
-from common.method import EMA, ema_decay
+from engine import build
+from common.ema import EMA, ema_decay
 from conftest import quick_config
 from data import DataInfo
 

@@ -13,11 +13,11 @@ import evaluate as evaluate_cli
 import train_classifier
 from common.checkpoint import load_checkpoint
 from common.errors import ConfigError, UserError
-from common.loop import train
-from common.metrics import reference as reference_module
-from common.metrics.evaluate import METRICS
-from common.metrics.features import INCEPTION_FILE, build_extractor, inception_weights_path
-from common.metrics.reference import image_batches, reference_stats
+from engine import train
+from engine.evaluation import reference as reference_module
+from engine.evaluation.evaluate import METRICS
+from engine.evaluation.features import INCEPTION_FILE, build_extractor, inception_weights_path
+from engine.evaluation.reference import image_batches, reference_stats
 from conftest import quick_config
 from data import build_dataset
 

@@ -9,11 +9,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from common.errors import ConfigError
-from common.loop import build, train
+from engine import build, train
 from conftest import ROOT, quick_config
 from data import DataInfo
-from gan.losses import LOSSES
-from gan.models import DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator
+from common.registry import lookup
+from networks import DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator
 from gan.steps import critic_objective, fused_one_loss_objective, one_loss_objective
 
 INFO = DataInfo("fashion_mnist", (1, 28, 28), 10)
@@ -33,7 +33,7 @@ def test_fused_one_loss_gives_the_same_gradients_as_the_reference(loss_name, reg
     D = (DCGANDiscriminator(32, 3, 8, batchnorm=False, spectral_norm=True) if critic == "dcgan_sn"
          else ResNetDiscriminator(32, 3, 8))
     G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
-    loss = LOSSES[loss_name]()
+    loss = lookup("gan_loss", loss_name)()
     x, z = torch.rand(12, 3, 32, 32) * 2 - 1, torch.randn(12, 8)
     torch.manual_seed(1)
     ref, _ = one_loss_objective(G, D, loss, x, z, reg)
@@ -59,9 +59,9 @@ def test_fused_logistic_step_is_finite_and_exact_for_a_critic_sure_of_its_fakes(
         D.net[-1].bias.fill_(logit)  # every logit ≈ f: the fakes' critic derivative σ(f)/B underflows
     G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
     x, z = (torch.rand(12, 3, 32, 32) * 2 - 1).to(dtype), torch.randn(12, 8).to(dtype)
-    ref, _ = one_loss_objective(G, D, LOSSES["logistic"](), x, z)
+    ref, _ = one_loss_objective(G, D, lookup("gan_loss", "logistic")(), x, z)
     ref.backward()
-    fused, stats = fused_one_loss_objective(G2, D2, LOSSES["logistic"](), x, z)
+    fused, stats = fused_one_loss_objective(G2, D2, lookup("gan_loss", "logistic")(), x, z)
     fused.backward()
     assert stats["d_fake"] == pytest.approx(logit, abs=1.0)
     for a, b in zip(grads(G), grads(G2)):
@@ -72,7 +72,7 @@ def test_fused_logistic_step_is_finite_and_exact_for_a_critic_sure_of_its_fakes(
 
 
 def test_fused_one_loss_is_refused_where_it_would_be_wrong():
-    with pytest.raises(ConfigError, match="wasserstein, logistic.*not hinge"):
+    with pytest.raises(ConfigError, match="logistic, wasserstein.*not hinge"):
         quick_config("gan_fashion.yaml", "gan.step=one_loss_fused", "gan.loss=hinge", "model.d_batchnorm=false")
     with pytest.raises(ConfigError, match="treats samples independently.*model.d_batchnorm=false"):
         quick_config("gan_fashion.yaml", "gan.step=one_loss_fused")
@@ -106,11 +106,11 @@ def test_training_objectives_trace_to_one_graph(critic):
     spectral-norm critic qualifies because its power iteration runs outside the forward."""
     from denoising.denoiser import Denoiser
     from denoising.losses import dsm_objective
-    from denoising.models import UNet
+    from networks import UNet
     torch.manual_seed(0)
     G = DCGANGenerator(8, 32, 3, 8)
     D = DCGANDiscriminator(32, 3, 8, batchnorm=critic == "batchnorm", spectral_norm=critic == "spectral_norm")
-    x, z, loss = torch.rand(4, 3, 32, 32) * 2 - 1, torch.randn(4, 8), LOSSES["logistic"]()
+    x, z, loss = torch.rand(4, 3, 32, 32) * 2 - 1, torch.randn(4, 8), lookup("gan_loss", "logistic")()
     denoiser = Denoiser(UNet(3, 8, (1, 2), 1), "direct")
     cases = [(one_loss_objective, (G, D, loss, x, z)), (critic_objective, (D, loss, x, G(z).detach())),
              (dsm_objective, (denoiser, x, torch.rand(4) + 0.1))]
@@ -223,7 +223,7 @@ def test_graphed_langevin_path_matches_the_eager_sampler(parametrization):
     before each replay. Off CUDA the same parametrised step runs eagerly: it must draw the samples
     the float path draws, and read nothing back to the host (or capture would fail)."""
     from denoising.denoiser import Denoiser
-    from denoising.models import MLP
+    from networks import MLP
     from denoising.samplers import annealed_langevin
     torch.manual_seed(0)
     D = Denoiser(MLP(2, 32, 2, True), parametrization)

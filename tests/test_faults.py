@@ -15,7 +15,7 @@ import torch
 import train as train_cli
 from common.checkpoint import load_checkpoint
 from common.errors import DataError
-from common.loop import Diverged, train
+from engine import Diverged, train
 from conftest import ROOT, quick_config
 
 TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]

@@ -1,6 +1,7 @@
 """GAN facts: the one-loss step gives D exactly ∇d_loss and G exactly ∇g_loss at the pre-update
 weights (as precisely as ∇d_loss alone, in fp32 and bf16); one optimizer with per-network learning rates steps like two
-simultaneous ones; both trainers pull a toy generator onto the data's modes."""
+simultaneous ones; both trainers pull a toy generator onto the data's modes. (Network shapes and
+spectral norm: test_networks.py.)"""
 import copy
 import math
 
@@ -10,61 +11,15 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from common.errors import ConfigError
-from common.loop import build
+from common.registry import lookup, names
 from common.spectral import power_iteration
 from conftest import quick_config
 from data import DataInfo
 from data.toy import eight_gaussians
-from gan.losses import LOSSES, gradient_penalty
-from gan.models import (DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator, ResNetGenerator)
+from engine import build
+from gan.losses import gradient_penalty
 from gan.steps import bracket_one_loss_objective, critic_objective, one_loss_objective
-
-
-@pytest.mark.parametrize("size", [28, 32, 64])
-def test_dcgan_shapes(size):
-    G, D = DCGANGenerator(16, size, 3, 8), DCGANDiscriminator(size, 3, 8, spectral_norm=True)
-    x = G(torch.randn(5, 16))
-    assert x.shape == (5, 3, size, size) and x.abs().max() <= 1 and D(x).shape == (5,)
-
-
-@pytest.mark.parametrize("size", [32, 64])
-def test_resnet_shapes(size):
-    G, D = ResNetGenerator(16, size, 3, 8), ResNetDiscriminator(size, 3, 8)
-    x = G(torch.randn(2, 16))
-    assert x.shape == (2, 3, size, size) and D(x).shape == (2,)
-
-
-@pytest.mark.parametrize("layer", [lambda: nn.Conv2d(3, 8, 3), lambda: nn.ConvTranspose2d(8, 4, 4, 2, 1),
-                                   lambda: nn.Linear(6, 5)])
-def test_spectral_norm_matches_torch_and_its_power_iteration_finds_the_top_singular_value(layer):
-    from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
-    from common.spectral import spectral_norm
-    torch.manual_seed(0)
-    base = layer()
-    torch.manual_seed(1)
-    ours = spectral_norm(copy.deepcopy(base))
-    torch.manual_seed(1)  # the same initial u, v
-    ref = torch_spectral_norm(copy.deepcopy(base))
-    assert ours.state_dict().keys() == ref.state_dict().keys()  # checkpoints stay interchangeable
-    for key, value in ref.state_dict().items():
-        assert torch.equal(ours.state_dict()[key], value), key
-    ours_sn = ours.parametrizations.weight[0]
-    u = ours_sn._u.clone()
-    for _ in range(3):  # a training-mode forward never iterates...
-        w = ours.weight
-    assert torch.equal(ours_sn._u, u)
-    power_iteration(ours)  # ...the explicit call gives torch's first training-mode forward
-    assert torch.allclose(ours.weight, ref.weight, rtol=1e-5, atol=1e-6)
-    for _ in range(200):
-        power_iteration(ours)
-    mat = ours.parametrizations.weight.original.detach()
-    if isinstance(base, nn.ConvTranspose2d):
-        mat = mat.transpose(0, 1)
-    sigma = torch.linalg.matrix_norm(mat.reshape(mat.shape[0], -1), 2)
-    w = ours.weight.detach()
-    w = (w.transpose(0, 1) if isinstance(base, nn.ConvTranspose2d) else w).reshape(mat.shape[0], -1)
-    assert torch.linalg.matrix_norm(w, 2) == pytest.approx(1.0, abs=1e-4)
-    assert (mat.reshape(mat.shape[0], -1) / w).mean() == pytest.approx(sigma.item(), rel=1e-4)
+from networks import DCGANDiscriminator, DCGANGenerator
 
 
 def grads(params):
@@ -75,7 +30,7 @@ ONE_LOSS = {"one_loss": one_loss_objective, "one_loss_bracket": bracket_one_loss
 
 
 @pytest.mark.parametrize("variant", sorted(ONE_LOSS))
-@pytest.mark.parametrize("loss_name", sorted(LOSSES))
+@pytest.mark.parametrize("loss_name", sorted(names("gan_loss")))
 @pytest.mark.parametrize("critic", ["plain", "batchnorm", "spectral_norm"])
 @pytest.mark.parametrize("reg", ["none", "r1", "gp"])
 def test_one_loss_gives_each_player_its_own_gradient(variant, loss_name, critic, reg):
@@ -87,7 +42,7 @@ def test_one_loss_gives_each_player_its_own_gradient(variant, loss_name, critic,
     G = DCGANGenerator(8, 28, 1, 8)
     D = DCGANDiscriminator(28, 1, 8, batchnorm=critic == "batchnorm", spectral_norm=critic == "spectral_norm")
     G2, D2 = copy.deepcopy(G), copy.deepcopy(D)  # reference players at the same pre-update weights
-    loss = LOSSES[loss_name]()
+    loss = lookup("gan_loss", loss_name)()
     x, z = torch.rand(16, 1, 28, 28) * 2 - 1, torch.randn(16, 8)
 
     power_iteration(D)  # as the method does, once per update (a no-op without spectral norm)
@@ -115,7 +70,7 @@ def test_the_stop_gradient_is_what_separates_the_players():
     get ∇_D g_loss: the construction is needed, not incidental."""
     torch.manual_seed(0)
     G, D = DCGANGenerator(8, 28, 1, 8), DCGANDiscriminator(28, 1, 8, batchnorm=False)
-    loss = LOSSES["logistic"]()
+    loss = lookup("gan_loss", "logistic")()
     x, z = torch.rand(8, 1, 28, 28) * 2 - 1, torch.randn(8, 8)
     naive = loss.d_loss(D(x), D(G(z).detach())) + loss.g_loss(D(G(z)))  # one loss without the trick
     naive.backward()
@@ -138,7 +93,7 @@ def test_exact_and_bracket_forms_agree_in_float64(critic):
     out = []
     for objective in ONE_LOSS.values():
         G1, D1 = copy.deepcopy(G), copy.deepcopy(D)
-        total, stats = objective(G1, D1, LOSSES["logistic"](), x, z)
+        total, stats = objective(G1, D1, lookup("gan_loss", "logistic")(), x, z)
         total.backward()
         out.append((grads(G1.parameters()) + grads(D1.parameters()), stats["d_loss"], stats["g_loss"]))
     (a, d_a, g_a), (b, d_b, g_b) = out
@@ -177,7 +132,7 @@ def critic_gradient_errors(r: float, f: float, precision: str) -> dict:
     x, z = 0.9 - 0.2 * torch.rand(32, 1, 28, 28), torch.randn(32, 8)
     with torch.no_grad():
         D = Confident(DCGANDiscriminator(28, 1, 8, batchnorm=False), x, G(z), r, f)
-    loss = LOSSES["logistic"]()
+    loss = lookup("gan_loss", "logistic")()
     D64 = copy.deepcopy(D).double()
     d_ref, _, _ = critic_objective(D64, loss, x.double(), copy.deepcopy(G).double()(z.double()).detach())
     ref = torch.cat([g.flatten() for g in torch.autograd.grad(d_ref, list(D64.parameters()))])
@@ -230,7 +185,7 @@ def test_the_exact_one_loss_computes_the_critics_weight_gradient_on_two_passes(v
     form skips it on the generator's pass (the bracket form computes it there to cancel it)."""
     torch.manual_seed(0)
     G, D = DCGANGenerator(8, 28, 1, 8, batchnorm=False), DCGANDiscriminator(28, 1, 8, batchnorm=False)
-    total, _ = ONE_LOSS[variant](G, D, LOSSES["logistic"](), torch.rand(8, 1, 28, 28), torch.randn(8, 8))
+    total, _ = ONE_LOSS[variant](G, D, lookup("gan_loss", "logistic")(), torch.rand(8, 1, 28, 28), torch.randn(8, 8))
     counter = WeightGradients()
     with counter:
         total.backward()
@@ -244,7 +199,7 @@ def test_logistic_and_hinge_losses_are_the_papers_formulas():
     with real and fake densities p, q is log(p/q) (Goodfellow et al. 2014, prop. 1)."""
     real, fake = torch.tensor([2.0, -0.5, 0.1], dtype=torch.float64), torch.tensor([-1.5, 0.7, 3.0], dtype=torch.float64)
     sig = torch.sigmoid
-    logistic, hinge = LOSSES["logistic"](), LOSSES["hinge"]()
+    logistic, hinge = lookup("gan_loss", "logistic")(), lookup("gan_loss", "hinge")()
     assert logistic.d_loss(real, fake).item() == pytest.approx(
         (-sig(real).log().mean() - (1 - sig(fake)).log().mean()).item(), rel=1e-12)
     assert logistic.g_loss(fake).item() == pytest.approx(-sig(fake).log().mean().item(), rel=1e-12)
@@ -269,7 +224,7 @@ def test_r1_adds_half_gamma_times_the_squared_gradient_norm():
     torch.manual_seed(0)
     D = nn.Sequential(nn.Flatten(), nn.Linear(6, 1), nn.Flatten(0))
     x_real, x_fake = torch.randn(5, 1, 2, 3), torch.randn(5, 1, 2, 3)
-    loss, gamma = LOSSES["logistic"](), 7.0
+    loss, gamma = lookup("gan_loss", "logistic")(), 7.0
     total, _, stats = critic_objective(D, loss, x_real, x_fake, "r1", gamma)
     w = D[1].weight
     assert stats["r1"].item() == pytest.approx(w.pow(2).sum().item(), rel=1e-6)
@@ -292,7 +247,7 @@ def test_one_optimizer_with_ttur_groups_equals_two_simultaneous_optimizers():
     info = DataInfo("fashion_mnist", (1, 28, 28), 10)
     torch.manual_seed(0)
     method = build(cfg, "cpu", info=info)
-    G, D = copy.deepcopy(method.G), copy.deepcopy(method.D)
+    G, D = copy.deepcopy(method.training_net("G")), copy.deepcopy(method.training_net("D"))
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=4e-3, betas=(0.5, 0.999))
     x = torch.rand(16, 1, 28, 28) * 2 - 1
@@ -311,7 +266,7 @@ def test_one_optimizer_with_ttur_groups_equals_two_simultaneous_optimizers():
         for p, v in zip(G.parameters(), gg):
             p.grad = v
         opt_d.step(), opt_g.step()
-    for a, b in zip(list(method.G.parameters()) + list(method.D.parameters()),
+    for a, b in zip(list(method.nets["G"].parameters()) + list(method.nets["D"].parameters()),
                     list(G.parameters()) + list(D.parameters())):
         assert torch.allclose(a, b, atol=1e-6)
 
@@ -333,8 +288,7 @@ def mode_distance(points: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("step", ["one_loss", "alternating"])
 def test_both_trainers_pull_samples_onto_the_modes(step, tmp_path):
-    from common.loop import train
-    from scripts_helpers import load_method
+    from engine import load_method, train
     cfg = quick_config("gan_toy.yaml", f"gan.step={step}")
     torch.manual_seed(cfg.seed)
     init = build(cfg, "cpu", info=DataInfo("toy", (2,), 8, "points"))

@@ -7,9 +7,8 @@ import torch
 import yaml
 
 from common.config import load_config
-from common.loop import train
 from conftest import ROOT
-from scripts_helpers import load_method
+from engine import load_method, train
 
 FIXTURES = ROOT / "tests" / "fixtures"
 NAMES = ["gan_dcgan", "ncsn_unet", "dde_mlp"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from common.metrics import bits_per_dim as bpd_lib
+from engine.evaluation import bits_per_dim as bpd_lib
 from conftest import quick_config
 from denoising.denoiser import Denoiser
 from denoising.likelihood import draw_probes, jacobian_trace, log_likelihood
@@ -164,7 +164,7 @@ def test_mean_ci95_is_the_normal_interval():
 
 @pytest.fixture(scope="module")
 def ncsn_checkpoint(fashion_root, tmp_path_factory):
-    from common.loop import train
+    from engine import train
     run = tmp_path_factory.mktemp("run")
     train(quick_config("ncsn_fashion.yaml", f"data.root={fashion_root}", "train.steps=3"), run)
     return run / "checkpoints" / "last.pt"
@@ -212,7 +212,7 @@ def test_cli_reports_bits_per_dim_with_baselines_and_logs_tensorboard(ncsn_check
 def test_model_bits_per_dim_is_seeded_and_exact_trace_agrees_with_hutchinson(ncsn_checkpoint):
     """The same generator seed gives the same figure; the exact trace lies within 4 of Hutchinson's
     stated standard errors of it (same dequantisation, same path)."""
-    from scripts_helpers import load_method
+    from engine import load_method
     method, _ = load_method(ncsn_checkpoint, "cpu")
     images = torch.randint(0, 256, (1, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     run = lambda **kw: bpd_lib.model_bits_per_dim(method, images, solver="heun", steps=2,
@@ -225,7 +225,7 @@ def test_model_bits_per_dim_is_seeded_and_exact_trace_agrees_with_hutchinson(ncs
 
 
 def test_cli_refuses_what_has_no_likelihood_in_one_line(ncsn_checkpoint, fashion_root, tmp_path, capsys):
-    from common.loop import train
+    from engine import train
     runs = {name: tmp_path / name for name in ("gan_fashion", "dde_toy", "ncsn_toy")}
     for name, run in runs.items():
         train(quick_config(f"{name}.yaml", f"data.root={fashion_root}", "train.steps=1"), run)

@@ -13,7 +13,7 @@ import torch
 
 from common.checkpoint import load_checkpoint
 from common.errors import CheckpointError, ConfigError
-from common.loop import Diverged, train
+from engine import Diverged, train
 from conftest import ROOT, quick_config
 
 TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from common.metrics.scores import (frechet_metric, inception_score, kernel_inception_distance,
+from engine.evaluation.scores import (frechet_metric, inception_score, kernel_inception_distance,
                                    precision_recall)
 
 

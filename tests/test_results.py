@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from common.loop import train
+from engine import train
 from conftest import ROOT, quick_config  # noqa: F401
-from scripts_helpers import load_method
+from engine import load_method
 
 CPU_CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("fashion_mnist_*_cpu.yaml"))
 

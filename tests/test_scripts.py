@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from common.loop import train
+from engine import train
 from conftest import ROOT, quick_config
 
 SAMPLE = [sys.executable, str(ROOT / "scripts/sample.py")]
@@ -22,7 +22,7 @@ def checkpoint(fashion_root, tmp_path_factory):
 
 
 def test_sample_grids_are_seeded_and_use_ema_weights(checkpoint, tmp_path):
-    from scripts_helpers import load_method
+    from engine import load_method
     method, ckpt = load_method(checkpoint, "cpu")
     assert ckpt["step"] == 8
     gen = lambda: torch.Generator().manual_seed(0)
@@ -31,7 +31,7 @@ def test_sample_grids_are_seeded_and_use_ema_weights(checkpoint, tmp_path):
     assert not torch.equal(method.sample(4, gen(), ema=True), method.sample(4, gen(), ema=False))
     # the EMA network is the one whose weights the checkpoint stored under 'ema'
     ema_w = ckpt["state"]["ema"]["G"]["module.net.0.weight"]
-    assert torch.equal(method.net("G", ema=True).net[0].weight, ema_w)
+    assert torch.equal(method.sampling_net("G", ema=True).net[0].weight, ema_w)
 
 
 def test_sample_cli_writes_grid_and_interpolation(checkpoint, tmp_path):

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from common import smooth
 from conftest import quick_config
-from gan.losses import LOSSES, Hinge, Logistic, SmoothHinge
+from common.registry import names
+from gan.losses import Hinge, Logistic, SmoothHinge
 from gan.steps import critic_accuracy
 
 KS = [1.0, 10.0, 100.0, 1000.0]
@@ -121,12 +122,12 @@ def test_smooth_hinge_is_the_margin_shifted_logistic_loss_and_tends_to_the_hinge
         excess = d - Hinge().d_loss(real, fake)
         assert 0 < excess <= 2 * math.log(2) / K
     assert SmoothHinge(5.0).g_loss(fake) == Hinge().g_loss(fake)
-    assert "smooth_hinge" in LOSSES
+    assert "smooth_hinge" in names("gan_loss")
 
 
 def test_gan_config_temperature_reaches_the_loss():
     from common.errors import ConfigError
-    from common.loop import build
+    from engine import build
     from data import DataInfo
     cfg = quick_config("gan_fashion.yaml", "gan.loss=smooth_hinge", "gan.temperature=4")
     method = build(cfg, "cpu", info=DataInfo("fashion_mnist", (1, 28, 28), 10))

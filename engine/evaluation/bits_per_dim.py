@@ -63,7 +63,7 @@ def heun_levels(method, steps: int | None = None) -> torch.Tensor:
     """Heun's increasing levels σ_min … σ_max: the sampler's own (its ladder for a net trained on
     discrete levels), or `steps` EDM levels."""
     from denoising.schedule import edm_sigmas
-    n = method.cfg.section
+    n = method.noise
     levels = method.heun_sigmas() if steps is None else edm_sigmas(steps, n.sigma_min, n.sigma_max, n.rho)
     return levels[:-1].flip(0)  # drop the final 0; from σ_min up
 
@@ -79,7 +79,7 @@ def model_bits_per_dim(method, images: torch.Tensor, *, solver: str = "rk45", st
     error of the trace estimate in bits/dim, with probes ≥ 2) and seconds."""
     from denoising.likelihood import draw_probes, log_likelihood
     start = time.monotonic()
-    x_all, n, dim = dequantize(images, generator), method.cfg.section, images[0].numel()
+    x_all, n, dim = dequantize(images, generator), method.noise, images[0].numel()
     D = method.denoiser(ema)
     levels = heun_levels(method, steps) if solver == "heun" else None
     was_training = D.net.training

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid, save_image
 
-from .errors import UserError
-from .paths import require_writable
+from common.errors import UserError
+from common.paths import require_writable
 
 
 def scatter_image(points: torch.Tensor, size: int = 256, bound: float = 3.0) -> torch.Tensor:

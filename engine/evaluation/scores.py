@@ -1,4 +1,5 @@
-"""FID, KID and Inception Score (torchmetrics, in float64) and improved precision and recall.
+"""FID, KID and Inception Score (torchmetrics, in float64) and improved precision and recall
+(torch-fidelity).
 
 Every metric compares features, not images: the extractor runs once per batch (features.py) and its
 outputs feed all of them, so torchmetrics' metrics are given an identity "extractor". FID streams:
@@ -12,6 +13,7 @@ import warnings
 
 import torch
 from torch import nn
+from torch_fidelity.metric_prc import prc_features_to_metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
@@ -66,24 +68,13 @@ def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 0) -> tu
     return mean.item(), (std.item() if score.splits > 1 else 0.0)
 
 
-def knn_radii(x: torch.Tensor, k: int, block: int = 2048) -> torch.Tensor:
-    """Distance from each point to its k-th nearest neighbour in x (itself excluded)."""
-    return torch.cat([torch.cdist(chunk, x).kthvalue(k + 1, dim=1).values for chunk in x.split(block)])
-
-
-def coverage(points: torch.Tensor, centers: torch.Tensor, radii: torch.Tensor, block: int = 2048) -> float:
-    """Fraction of `points` inside at least one ball B(center_i, radius_i)."""
-    inside = [(torch.cdist(chunk, centers) <= radii).any(1) for chunk in points.split(block)]
-    return torch.cat(inside).float().mean().item()
-
-
-def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, block: int = 2048) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019): each set's manifold is the union of
     balls reaching each point's k-th nearest neighbour; precision is the fraction of fakes on the
-    real manifold (quality), recall the fraction of reals on the fake manifold (coverage)."""
+    real manifold (quality), recall the fraction of reals on the fake manifold (coverage).
+    torch-fidelity's implementation, on distance blocks of `block` rows (save_cpu_ram)."""
     if min(len(real), len(fake)) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} samples per set")
-    real, fake = real.float(), fake.float()
-    precision = coverage(fake, real, knn_radii(real, k))
-    recall = coverage(real, fake, knn_radii(fake, k))
-    return precision, recall
+    out = prc_features_to_metric(fake.float(), real.float(), prc_neighborhood=k, prc_batch_size=block,
+                                 save_cpu_ram=True, verbose=False)
+    return out["precision"], out["recall"]

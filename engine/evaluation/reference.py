@@ -10,15 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from common.checkpoint import save_checkpoint
-from common.errors import UserError
+from common.checkpoint import load_tagged, save_tagged
+from common.errors import CheckpointError, UserError
 from data import TensorData
 from .scores import frechet_metric
 
@@ -92,13 +90,11 @@ def cache_dir() -> Path:
 
 
 def load_reference(path: Path) -> Reference | None:
+    """The cached statistics in `path`; None when they are stale, foreign, corrupt or incomplete."""
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-        if raw.get("format") != FORMAT or raw.get("version") != VERSION:
-            return None
+        raw = load_tagged(path, FORMAT, VERSION, "reference statistics", "", "")
         return Reference(raw["name"], raw["n"], raw["feature_sum"], raw["outer_sum"], raw["features"])
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError,
-            KeyError, AttributeError, TypeError):
+    except (CheckpointError, KeyError):
         return None
 
 
@@ -112,5 +108,5 @@ def reference_stats(dataset, data_cfg, extractor, device, batch_size: int = 250,
     reference = load_reference(path) if path.is_file() else None
     if reference is None:
         reference = compute_reference(name, image_batches(dataset, batch_size), extractor, device)
-        save_checkpoint(path, {"format": FORMAT, "version": VERSION, **vars(reference)})
+        save_tagged(path, FORMAT, VERSION, vars(reference))
     return reference

@@ -2,14 +2,15 @@
 eval.every steps (logged as eval/fid, eval/kid, ...)."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
 
 from common.errors import ConfigError
-from data import from_unit_range
+from data import build_dataset, from_unit_range
 from .features import build_extractor, require_fits
-from .reference import Reference, extract, reference_stats
+from .reference import Reference, extract, image_batches, reference_stats
 from .scores import inception_score, kernel_inception_distance, precision_recall
 
 METRICS = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall")
@@ -21,6 +22,28 @@ def generated_batches(method, n: int, batch_size: int, seed: int, ema: bool = Tr
     gen = torch.Generator(device=method.device).manual_seed(seed)
     for start in range(0, n, batch_size):
         yield from_unit_range(method.sample(min(batch_size, n - start), generator=gen, ema=ema))
+
+
+def real_batches(data_cfg, n: int | None, batch_size: int, real_path=None):
+    """(batches of the first n images, or all, of the training data's test split; a description):
+    the floor a perfect generator would reach. image_folder data takes the test folder `real_path`."""
+    changes = {"split": "test"}
+    if data_cfg.name == "image_folder":
+        if not real_path:
+            raise ConfigError("--real with image_folder data needs --real-path <test folder or .zip>")
+        changes = {"path": real_path}
+    dataset = build_dataset(dataclasses.replace(data_cfg, **changes))
+    return limit(image_batches(dataset, batch_size), n or len(dataset)), f"real {data_cfg.name}/test"
+
+
+def limit(batches, n: int):
+    """The first n images of a stream of batches."""
+    left = n
+    for x in batches:
+        if left <= 0:
+            return
+        yield x[:left]
+        left -= len(x)
 
 
 def score(batches, extractor, reference: Reference, device, seed: int = 0, k: int = 3) -> dict:

@@ -12,14 +12,13 @@ are quantised alike. Grayscale images are repeated to RGB for RGB networks.
 from __future__ import annotations
 
 import hashlib
-import pickle
 import urllib.error
-import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from common.checkpoint import LOAD_ERRORS
 from common.errors import ConfigError, UserError
 from data import to_unit_range
 from data.base import fit_size
@@ -54,7 +53,7 @@ def fetch_inception_weights(download: bool) -> Path:
             raise UserError(f"could not download the Inception-v3 weights ({e}): {how}") from None
     try:
         torch.load(path, map_location="cpu", weights_only=True)  # a plain state dict, nothing else
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except LOAD_ERRORS as e:
         raise UserError(f"{path} is not the Inception-v3 weight file ({type(e).__name__}): delete it "
                         f"and {how}") from None
     return path

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
-from .errors import UserError
+from common.errors import UserError
 
 
 class RunLogger:
@@ -51,10 +51,6 @@ class RunLogger:
     def image(self, tag: str, step: int, image):
         if self.enabled:
             self.writer.add_image(tag, image, step)
-
-    def flush(self):
-        if self.enabled:
-            self.writer.flush()
 
     def close(self):
         if self.enabled:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common.checkpoint import load_tagged, save_checkpoint
+from common.checkpoint import load_tagged, save_tagged
 from common.errors import CheckpointError
 
 FORMAT = "genmodels-classifier"  # distinct from training checkpoints ("genmodels-checkpoint")
@@ -59,13 +59,11 @@ def finite_weights(model: nn.Module) -> bool:
 
 def save_classifier(path, model: Classifier, arch: dict, image_shape, data: str, test_accuracy: float,
                     **extra):
-    """Atomic write (common/checkpoint.py) under this module's own format tag: the payload's
-    "format"/"version" keys override the training-checkpoint header."""
-    save_checkpoint(path, {"format": FORMAT, "version": VERSION, "arch": arch,
-                           "state": {k: v.cpu() for k, v in model.state_dict().items()},
-                           "num_classes": arch["num_classes"], "feature_dim": model.feature_dim,
-                           "image_shape": list(image_shape), "data": data,
-                           "test_accuracy": float(test_accuracy), **extra})
+    """Atomic write (common/checkpoint.py) under this module's own format tag."""
+    save_tagged(path, FORMAT, VERSION, {"arch": arch, "state": {k: v.cpu() for k, v in model.state_dict().items()},
+                                        "num_classes": arch["num_classes"], "feature_dim": model.feature_dim,
+                                        "image_shape": list(image_shape), "data": data,
+                                        "test_accuracy": float(test_accuracy), **extra})
 
 
 def load_classifier(path, device="cpu") -> tuple[Classifier, dict]:

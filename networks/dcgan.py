@@ -6,7 +6,28 @@ import math
 import torch
 from torch import nn
 
-from .layers import base_size, sn
+from common.errors import ConfigError
+from .layers import sn
+
+
+def base_size(image_size: int) -> int:
+    """DCGAN nets grow from a base×base map by stride-2 steps: 7 for 28 px, 4 for 32 and 64 px."""
+    for base in (4, 7):
+        size = base * 2  # at least one stride-2 step
+        while size < image_size:
+            size *= 2
+        if size == image_size:
+            return base
+    raise ValueError(f"image size {image_size} is not 7·2^k or 4·2^k with k >= 1 (use 28, 32 or 64)")
+
+
+def require_dcgan_size(size: int, what: str):
+    """`size` px is one a DCGAN net grows to (base_size); else one line naming data.image_size."""
+    try:
+        base_size(size)
+    except ValueError:
+        raise ConfigError(f"data.image_size: DCGAN {what} take 7·2^k or 4·2^k px (28, 32, 64...), "
+                          f"the data is {size} px; set data.image_size=32") from None
 
 
 class DCGANGenerator(nn.Module):

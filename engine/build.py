@@ -1,0 +1,55 @@
+"""A config's method on a device, fresh or from a checkpoint: what the loop, the scripts and the
+tests build methods with."""
+from __future__ import annotations
+
+import random
+import re
+
+import numpy as np
+import torch
+
+from common.checkpoint import load_checkpoint, require_same_model
+from common.config import Config, load_config
+from common.errors import ConfigError
+from common.registry import lookup
+from data import DataInfo
+
+
+def resolve_device(name: str) -> torch.device:
+    if not (name in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", name)):
+        raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name} asked for but no CUDA GPU is visible: use device=auto or device=cpu")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"device: {name} asked for but only {torch.cuda.device_count()} GPU(s) are visible")
+    return torch.device(name)
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build(cfg: Config, device, info=None, dataset=None):
+    """The method of a config, on `device`, with EMA when the config asks for it. The networks'
+    builders check the data's shape (`info`, or the data set's) before torch sees it."""
+    info = info if info is not None else dataset.info
+    method = lookup("method", cfg.method)(cfg, info, device)
+    if cfg.train.ema:
+        method.enable_ema(cfg.train.ema)
+    return method
+
+
+def load_method(path, device="auto", overrides=()):
+    """The method of a checkpoint, with its trained (and EMA) weights, ready to sample; returns
+    (method, checkpoint). Overrides may change how it samples, never the networks' shapes (model.*)."""
+    ckpt = load_checkpoint(path)
+    cfg = load_config(raw=ckpt["config"], overrides=[*overrides, f"device={device}"])
+    require_same_model(ckpt, cfg, "the networks' shapes come from the checkpoint; drop the override")
+    method = build(cfg, resolve_device(cfg.device), info=DataInfo.from_dict(ckpt["data_info"]))
+    method.load_state_dict(ckpt["state"], weights_only=True)
+    method.train(False)
+    return method, ckpt

@@ -1,0 +1,228 @@
+"""The one training loop, shared by every method.
+
+It owns, once for all methods: device and seeds, the data stream, EMA, logging (progress bar,
+TensorBoard, metrics.jsonl), sample grids, atomic checkpoints with exact resume, the NaN/inf guard and
+the step and wall-time budgets. A method only supplies training_step / sample / state_dict.
+`train` reads top to bottom; each thing it does once per step or per period is a function below it.
+"""
+from __future__ import annotations
+
+import functools
+import signal
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common.checkpoint import rng_state, save_checkpoint, set_rng_state
+from common.config import Config, save_config
+from common.errors import ConfigError, Stopped, UserError
+from common.graphs import GraphedStep
+from common.registry import lookup
+from common.signals import StopRequests
+from data import build_dataset, build_stream
+from . import distributed
+from .build import build, resolve_device, seed_everything
+from .images import save_grid, to_grid
+from .logging import RunLogger
+from .run_dir import RunDir, prepare_run_dir, resume_state, stop_message
+
+
+class Diverged(UserError):
+    """A loss became NaN or inf; the run stops without writing a checkpoint."""
+
+
+def train(cfg: Config, run_dir, resume: bool = False) -> dict:
+    """Train `cfg` in `run_dir` (continuing its last checkpoint with `resume`); returns a summary.
+    Under torchrun every process runs this; rank 0 alone writes logs, grids and checkpoints."""
+    device, ctx = devices(cfg)
+    run = prepare_run_dir(run_dir, resume)
+    seed_everything(cfg.seed)  # identical initial weights on every rank
+    dataset = build_dataset(cfg.data, cfg.seed)
+    cfg = lookup("method", cfg.method).resolve_config(cfg, dataset)  # deterministic, so resumes agree
+    method = build(cfg, device, dataset=dataset)
+    t = cfg.train
+    stream = build_stream(dataset, cfg.data, t.batch_size * method.batches_per_step, device, cfg.seed,
+                          ctx.rank, ctx.world)
+    if ctx.enabled:
+        seed_everything(cfg.seed + ctx.rank)  # but each rank its own noise
+    step = resume_from(run, cfg, dataset, method, stream, device, ctx) if resume else 0
+    if ctx.enabled:
+        method.distribute(device)
+    if ctx.main:
+        save_config(cfg, run.root / "config.yaml")
+
+    step_fn = functools.partial(train_step, method)
+    if t.cuda_graph:
+        step_fn = GraphedStep(step_fn)
+    logger = RunLogger(run.root, start_step=step, enabled=ctx.main)
+    evaluate = None
+    if cfg.eval.every and ctx.main:
+        from .evaluation.evaluate import TrainingEvaluator  # torchmetrics is imported only when used
+        evaluate = TrainingEvaluator(cfg, dataset, device)
+    meter, last = Meter(), {}
+    start_time = tick = time.monotonic()
+    tick_step, saved_step, checked_step = step, step, step
+    images_per_step = t.batch_size * method.batches_per_step * ctx.world
+    bar = tqdm(total=t.steps, initial=step, dynamic_ncols=True, mininterval=1.0, desc=cfg.method,
+               disable=not ctx.main)
+    stop = StopRequests()  # SIGTERM/SIGINT: checkpoint at the next step boundary, then exit
+
+    method.train()
+    with stop:
+        try:
+            while step < t.steps:
+                x, _ = next(stream)
+                if t.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                meter.add(step_fn(x))
+                step += 1
+                bar.update(1)
+                reason = stop_reason(step, stop, cfg, ctx, device, start_time)
+                finishing = step == t.steps or reason is not None
+                signalled = reason not in (None, "time")  # keep to the checkpoint: a grace period is short
+                if step % t.log_every == 0 or finishing:
+                    now = time.monotonic()
+                    last = finite_means(meter, ctx, checked_step, step, run, saved_step, cfg.precision)
+                    checked_step = step
+                    rate = (step - tick_step) * images_per_step / max(now - tick, 1e-9)
+                    values = {f"loss/{k}": v for k, v in last.items()}
+                    values.update({f"lr/{k}": v for k, v in method.learning_rates().items()})
+                    values["perf/images_per_s"] = rate
+                    logger.scalars(step, values)
+                    bar.set_postfix({**{k: f"{v:.3g}" for k, v in last.items()}, "img/s": f"{rate:.0f}"})
+                    tick, tick_step = now, step
+                if (step % t.sample_every == 0 or finishing) and not signalled and ctx.main:
+                    write_samples(step, run, cfg, method, logger, device)
+                if evaluate is not None and step % cfg.eval.every == 0 and not signalled:
+                    began = time.monotonic()
+                    logger.scalars(step, evaluate(method))  # own RNG: the run is unchanged by it
+                    tick += time.monotonic() - began  # keep evaluation time out of images/s
+                if step % t.ckpt_every == 0 or finishing:
+                    if meter.count:
+                        finite_means(meter, ctx, checked_step, step, run, saved_step, cfg.precision)
+                        checked_step = step
+                    save_state(step, run, cfg, dataset, method, stream, ctx)
+                    saved_step = step
+                if signalled:
+                    raise Stopped(stop_message(reason, step, run), 128 + signal.Signals[reason].value)
+                if reason == "time":
+                    bar.write(f"wall-time budget of {t.max_minutes} min spent at step {step}; checkpoint saved")
+                    break
+        finally:
+            bar.close()
+            logger.close()
+    distributed.barrier(ctx)
+    return {"step": step, "run_dir": str(run.root), "metrics": last, "main": ctx.main,
+            "seconds": time.monotonic() - start_time}
+
+
+def devices(cfg: Config) -> tuple[torch.device, distributed.Context]:
+    """The training device (this rank's GPU under torchrun) and the process group, with the fast
+    paths checked against them."""
+    device = resolve_device(cfg.device)
+    ctx = distributed.init(device.type)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    if cfg.train.cuda_graph and device.type != "cuda":
+        raise ConfigError("train.cuda_graph: CUDA graphs need a CUDA device; set train.cuda_graph=false")
+    if cfg.train.cuda_graph and ctx.enabled:
+        raise ConfigError("train.cuda_graph: not supported with several processes (DDP); "
+                          "set train.cuda_graph=false or train.compile=true instead")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+    return device, ctx
+
+
+def resume_from(run: RunDir, cfg: Config, dataset, method, stream, device, ctx) -> int:
+    """Load the run's last checkpoint into the method, the data stream and the RNGs; its step."""
+    ckpt = resume_state(run, cfg, dataset, method, device)
+    for change in method.load_state_dict(ckpt["state"]):
+        if ctx.main:
+            print(f"resume: {change} (the config's optimizer settings replace the checkpoint's)")
+    stream.load_state_dict(ckpt["data"])
+    states = ckpt.get("rng_ranks") or [ckpt["rng"]]
+    set_rng_state(states[ctx.rank % len(states)])  # exact when the number of ranks is unchanged
+    return int(ckpt["step"])
+
+
+def train_step(method, x: torch.Tensor) -> dict:
+    """One optimizer step and the EMA update: the unit a CUDA graph captures."""
+    stats = method.training_step(x)
+    method.update_ema()
+    return stats
+
+
+class Meter:
+    """Running sums of a step's scalars, kept on the device: no host sync until they are read.
+    Non-finite values are sticky in a sum, so reading it also checks every step since the last read."""
+
+    def __init__(self):
+        self.keys, self.total, self.count = None, None, 0
+
+    def add(self, stats: dict):
+        values = torch.stack([v.detach().float() for v in stats.values()])
+        if self.total is None:
+            self.keys, self.total = list(stats), values
+        else:
+            self.total = self.total + values
+        self.count += 1
+
+    def read(self, ctx=None) -> dict[str, float]:
+        """Means since the last read, averaged over ranks when distributed (one small all-reduce)."""
+        if self.total is None:
+            return {}
+        total = self.total if ctx is None else distributed.all_mean(self.total, ctx)
+        means = (total / self.count).tolist()
+        self.total, self.count = None, 0
+        return dict(zip(self.keys, means))
+
+
+def finite_means(meter: Meter, ctx, checked_step: int, at: int, run: RunDir, saved_step: int,
+                 precision: str) -> dict[str, float]:
+    """The meter's means over steps checked_step + 1 .. at; Diverged if any is NaN or inf."""
+    values = meter.read(ctx)
+    bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+    if bad:
+        kept = (f"the last good checkpoint is kept ({run.last}, step {saved_step})" if run.last.is_file()
+                else f"no checkpoint was written yet (delete {run.root} to start again)")
+        advice = "lower the learning rates (optim.lr*)" + (" or use precision=fp32" if precision != "fp32" else "")
+        raise Diverged(f"non-finite loss ({', '.join(f'{k}={v}' for k, v in bad.items())}) between "
+                       f"steps {checked_step + 1} and {at}; {kept}: {advice}")
+    return values
+
+
+def stop_reason(at: int, stop: StopRequests, cfg: Config, ctx, device, start_time: float) -> str | None:
+    """None, "time" (the wall-time budget is spent) or a signal's name. Distributed: decided at
+    log steps, by rank 0, for all."""
+    t = cfg.train
+    if ctx.enabled and at % t.log_every:
+        return None
+    code = stop.signum or 0
+    if not code and t.max_minutes is not None and time.monotonic() - start_time > 60 * t.max_minutes:
+        code = -1
+    code = distributed.broadcast_int(code, ctx, device)
+    return None if code == 0 else "time" if code < 0 else signal.Signals(code).name
+
+
+def write_samples(at: int, run: RunDir, cfg: Config, method, logger: RunLogger, device):
+    """A grid of train.n_samples samples, from the same noise every time, to samples/ and TensorBoard."""
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    samples = method.sample(cfg.train.n_samples, generator=gen)
+    save_grid(samples, run.sample_path(at))
+    logger.image("samples", at, to_grid(samples))
+
+
+def save_state(at: int, run: RunDir, cfg: Config, dataset, method, stream, ctx):
+    """checkpoints/last.pt (and step_XXXXXXX.pt every train.keep_every steps): everything a resumed
+    run needs, with every rank's RNG state. A collective: every rank calls it, rank 0 writes."""
+    states = distributed.gather_objects(rng_state(), ctx)
+    if not ctx.main:
+        return
+    payload = {"method": cfg.method, "config": cfg.to_dict(), "data_info": dataset.info.to_dict(),
+               "step": at, "state": method.state_dict(), "data": stream.state_dict(),
+               "rng": states[0], **({"rng_ranks": states} if ctx.enabled else {})}
+    save_checkpoint(run.last, payload)
+    if cfg.train.keep_every and at % cfg.train.keep_every == 0:
+        save_checkpoint(run.checkpoints / f"step_{at:07d}.pt", payload)

@@ -1,0 +1,95 @@
+"""The world the bad-input cases (test_bad_input.py) point at: finished runs and checkpoints,
+classifiers, and broken files of every kind a user could hand the scripts."""
+import io
+import os
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import quick_config
+from engine import train
+
+
+def _poison_classifier(path: Path):
+    from engine.evaluation.classifier import Classifier, save_classifier
+    model = Classifier(1, 10, 2)
+    with torch.no_grad():
+        model.fc.weight.fill_(float("nan"))
+    save_classifier(path, model, {"in_channels": 1, "num_classes": 10, "width": 2}, (1, 28, 28),
+                    "fashion_mnist", 0.1)
+
+
+def _png(value: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), value, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _zips(world: Path):
+    with zipfile.ZipFile(world / "bad_crc.zip", "w", compression=zipfile.ZIP_STORED) as zf:
+        for cls in ("cat", "dog"):
+            for i in range(2):
+                zf.writestr(f"{cls}/{i:04d}.png", _png(40 * i + 10))
+    raw = bytearray((world / "bad_crc.zip").read_bytes())
+    start = raw.index(b"\x89PNG", raw.index(b"dog/0001.png"))  # flip a byte inside that member's data
+    raw[start + 40] ^= 0xFF
+    (world / "bad_crc.zip").write_bytes(bytes(raw))
+    with zipfile.ZipFile(world / "undecodable.zip", "w") as zf:
+        zf.writestr("cat/0000.png", _png(10))
+        zf.writestr("dog/0000.png", b"not a png at all")
+    (world / "not_a.zip").write_bytes(b"PK but not really a zip")
+    for cls, data in (("cat", _png(10)), ("dog", b"\x89PNG but truncated")):
+        (world / "broken_folder" / cls).mkdir(parents=True)
+        (world / "broken_folder" / cls / "0000.png").write_bytes(data)
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo the data folder ran code",))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, fashion_root, cifar_root):
+    """Runs, checkpoints, classifiers and broken files that the cases point at."""
+    w = tmp_path_factory.mktemp("world")
+    train(quick_config("gan_fashion.yaml", f"data.root={fashion_root}"), w / "gan_run")
+    train(quick_config("ncsn_toy.yaml", "train.steps=2", "train.n_samples=4", "ncsn.langevin_steps=1",
+                       "data.toy_size=512"), w / "ncsn_run")
+    (w / "no_config").mkdir()
+    shutil.copytree(w / "gan_run" / "checkpoints", w / "no_config" / "checkpoints")
+    (w / "empty_run").mkdir()
+    (w / "leftovers").mkdir()
+    (w / "leftovers" / "metrics.jsonl").write_text('{"step": 2}\n')
+    (w / "leftovers" / "tb").mkdir()
+    shutil.copytree(w / "gan_run", w / "corrupt_run")
+    last = w / "corrupt_run" / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    (w / "afile").write_text("a file, not a folder\n")
+    (w / "list.yaml").write_text("- method: gan\n- train: {}\n")
+    (w / "scalar.yaml").write_text("42\n")
+    (w / "latin1.yaml").write_bytes("method: gan\n# réglages\n".encode("latin-1"))
+    (w / "broken.yaml").write_text("method: gan\ntrain: {steps: [1, 2}\n")
+    (w / "a_folder.yaml").mkdir()
+    _zips(w)
+    evil = w / "evil" / "cifar-10-batches-py"
+    evil.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        shutil.copy(cifar_root / "cifar-10-batches-py" / name, evil / name)
+    with open(evil / "data_batch_3", "wb") as f:
+        pickle.dump({"data": Evil(), "labels": [0]}, f)
+    import train_classifier
+    for data, root in (("cifar10", cifar_root), ("fashion_mnist", fashion_root)):
+        train_classifier.main(["--data", data, "--root", str(root), "--out", str(w / f"{data}_clf.pt"),
+                               "--epochs", "1", "--width", "2", "--batch-size", "20", "--device", "cpu"])
+    _poison_classifier(w / "nan_clf.pt")
+    (w / "offline").mkdir()
+    (w / "ro").mkdir()
+    return {"w": w, "fashion": fashion_root, "cifar": cifar_root, "gan": w / "gan_run",
+            "ckpt": w / "gan_run" / "checkpoints" / "last.pt",
+            "ncsn_ckpt": w / "ncsn_run" / "checkpoints" / "last.pt"}
