@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from tqdm import tqdm
 
 from common.config import DataConfig, load_config
 from common.errors import ConfigError, cli
+from common.paths import require_writable
 from common.schema import parse
 from engine import build_dataset, from_unit_range, load_method, resolve_device, train
 from engine.evaluation.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
@@ -39,9 +38,9 @@ from engine.evaluation.evaluate import score
 from engine.evaluation.features import build_extractor
 from engine.evaluation.reference import reference_stats
 from engine.images import save_grid
+from engine.report import grids_markdown, machine, table, write_readme
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKERS = ("<!-- results:begin (written by scripts/results.py) -->", "<!-- results:end -->")
 CLASSIFIER = {"width": 16, "epochs": 4, "batch_size": 256, "lr": 0.2, "weight_decay": 5e-4, "seed": 0}
 
 
@@ -181,7 +180,7 @@ def sample_row(row: Row, args, device, n: int):
     return torch.cat(out), time.monotonic() - start, nfe_per_sample(method, cfg), ckpt
 
 
-def test_images(args) -> torch.Tensor:
+def bpd_images(args) -> torch.Tensor:
     """The first --n-bpd test images (uint8), the points every bits/dim figure is measured on."""
     data = build_dataset(parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root, "split": "test"},
                                "data"))
@@ -209,99 +208,6 @@ def real_rows(args, n: int):
     data = build_dataset(parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root}, "data"))
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[:n]
     return data.data[idx]
-
-
-def machine(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-    except OSError:
-        names = []
-    return f"{names[0] if names else platform.machine()} CPU, {torch.get_num_threads()} threads"
-
-
-def fmt(value, spec):
-    return "–" if value is None else format(value, spec)
-
-
-def minutes(seconds):
-    return None if seconds is None else seconds / 60
-
-
-def table(results: list[dict], header: dict) -> str:
-    lines = [
-        f"Fashion-MNIST, every method at CPU scale: trained on {header['machine']}, scored against the "
-        f"{header['n_ref']:,} test images in the features of a ResNet-9 classifier (width "
-        f"{header['classifier']['width']}, {header['classifier']['epochs']} epochs, seed 0; test accuracy "
-        f"{header['classifier']['accuracy']:.2%}) that `scripts/results.py` trains itself. FID and KID are "
-        f"in those 8·{header['classifier']['width']} = {8 * header['classifier']['width']} features "
-        f"(not comparable with Inception FIDs); precision and recall are Kynkäänniemi et al.'s (k = 3). "
-        f"FID depends on n: compare rows at equal n, or by KID (unbiased). Samples from the EMA weights, "
-        f"seed {header['seed']}. torch {header['torch']}, {header['date']}.",
-        "",
-        likelihood_sentence(header),
-        "",
-        "| row | method | config | train min | steps | images seen | sampler | NFE/sample | sampling s "
-        "| n | FID | KID ×10³ | precision | recall | bits/dim |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['row']} | {r['method']} | {r['config']} | {fmt(minutes(r['train_seconds']), '.1f')} "
-            f"| {fmt(r['steps'], ',')} | {fmt(r['images'], ',')} | {r['sampler']} | {fmt(r['nfe'], ',')} "
-            f"| {fmt(r['sample_seconds'], '.1f')} | {r['n']:,} | {r['fid']:.2f} "
-            f"| {1e3 * r['kid']:.2f} ± {1e3 * r['kid_std']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} "
-            f"| {bpd_text(r.get('likelihood'))} |")
-    return "\n".join(lines) + "\n"
-
-
-def bpd_text(result: dict | None) -> str:
-    if not result:
-        return "–"
-    return f"{result['bpd']:.3f} ± {result['ci95']:.3f}" if result.get("ci95") is not None else f"{result['bpd']:.3f}"
-
-
-def likelihood_sentence(header: dict) -> str:
-    b = header.get("baselines")
-    if not b:
-        return "Bits/dim: not measured in this run."
-    return (f"Bits/dim (denoising rows: the model's, one value for its three sampler rows) is the test "
-            f"log-likelihood by the probability-flow ODE (RK45, rtol = atol = 1e-5, one Rademacher probe "
-            f"per image; uniform dequantisation, `scripts/likelihood.py`) on the first {b['diagonal']['n']:,} "
-            f"test images, with its 95% interval. On the same points the best diagonal Gaussian fitted to the "
-            f"training set gives {bpd_text(b['diagonal'])} bits/dim and the best full-covariance Gaussian "
-            f"{bpd_text(b['full'])}.")
-
-
-def grids_markdown(results, prefix: str) -> str:
-    cells = [f"<td align=center><img src=\"{prefix}/{r['row']}.png\" width=200><br>{r['row']}</td>"
-             for r in results]
-    rows = ["<tr>" + "".join(cells[i:i + 4]) + "</tr>" for i in range(0, len(cells), 4)]
-    return "<table>\n" + "\n".join(rows) + "\n</table>\n"
-
-
-def write_readme(path: Path, body: str):
-    text = path.read_text()
-    begin, end = MARKERS
-    if begin not in text or end not in text:
-        raise ConfigError(f"{path} has no results markers ({begin} ... {end}): add them where the table goes")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(head + begin + "\n" + body + end + tail)
-    os.replace(tmp, path)
-
-
-def check_writable(folder: Path, what: str):
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".results-write-probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"{what} {folder} is not writable ({e.strerror}): pass a writable folder") from None
 
 
 def parse_args(argv=None):
@@ -341,7 +247,8 @@ def main(argv=None):
     device = resolve_device(args.device)
     out = Path(args.out)
     for folder, what in ((out, "--out"), (Path(args.runs), "--runs")):
-        check_writable(folder, what)
+        require_writable(folder, what, folder=True)
+        folder.mkdir(parents=True, exist_ok=True)
     rows = [r for r in ROWS if r.method in args.methods]
     trained = {name: train_run(name, args) for name in dict.fromkeys(r.run for r in rows if r.run)}
     classifier = ensure_classifier(args, device)
@@ -351,7 +258,7 @@ def main(argv=None):
     reference = reference_stats(test, test_cfg, extractor, device, cache=Path(args.runs) / "stats")
     likelihoods, baselines = {}, None
     if args.n_bpd:
-        images = test_images(args)
+        images = bpd_images(args)
         baselines = baseline_likelihoods(args, images)
         for run in dict.fromkeys(r.run for r in rows if r.method in ("ncsn", "dae", "ebm")):
             likelihoods[run] = model_likelihood(run, args, images)

@@ -92,7 +92,7 @@ def test_results_never_retrains_a_finished_run_unasked(smoke):
 @pytest.mark.parametrize("extra,message", [
     (["--methods", "gan,bogus"], "--methods: unknown method 'bogus'"),
     (["--reuse", "--methods", "ncsn"], "--reuse: no finished run ncsn"),
-    (["--out", "FILE/docs"], "--out FILE/docs is not writable"),
+    (["--out", "FILE/docs"], "--out: FILE is a file, so FILE/docs cannot be created under it"),
 ])
 def test_results_bad_input_is_one_line(extra, message, fashion_root, tmp_path, capsys):
     (tmp_path / "FILE").write_text("a file where a folder should be")
