@@ -1,6 +1,6 @@
 """The results table: every method trained on Fashion-MNIST at CPU scale, sampled and scored.
 
-    python scripts/results.py                   # train what is missing, score everything, write docs/
+    python scripts/results.py                   # train what is missing (finished runs are reused), score, write docs/
     python scripts/results.py --reuse           # score the finished runs in --runs, train nothing
     python scripts/results.py --methods gan,dae --retrain   # train those again (their old runs are deleted)
     python scripts/results.py --smoke --data-root FIXTURE --out /tmp/r --runs /tmp/r/runs   # seconds
@@ -119,11 +119,13 @@ def train_run(name: str, args) -> dict:
             raise ConfigError(f"--reuse: no finished run {name} in {run_dir} (no results_training.json "
                               f"and checkpoints/last.pt); drop --reuse to train it")
         return done
+    if done is not None and not args.retrain:
+        progress(f"reusing the finished run {run_dir} (--retrain trains it again)")
+        return done
     if run_dir.exists():
         if not args.retrain:
-            what = "a finished run" if done else "an unfinished run"
-            raise ConfigError(f"{run_dir} already holds {what}: pass --reuse to score the finished runs, or "
-                              f"--retrain to delete it and train again")
+            raise ConfigError(f"{run_dir} holds an unfinished run (no results_training.json): pass --retrain "
+                              f"to delete it and train again, or delete it yourself")
         shutil.rmtree(run_dir)
     cfg = run_config(name, args)
     progress(f"training {name} ({RUNS[name].config} {' '.join(RUNS[name].overrides)}) in {run_dir}")

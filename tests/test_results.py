@@ -82,11 +82,16 @@ def test_results_never_retrains_a_finished_run_unasked(smoke):
     out, argv = smoke
     last = out / "runs" / "gan_one_loss" / "checkpoints" / "last.pt"
     before = last.stat().st_mtime_ns
-    with pytest.raises(SystemExit) as e:
-        results([*argv, "--methods", "gan"])
-    assert e.value.code == 2 and last.stat().st_mtime_ns == before
+    results([*argv, "--methods", "gan"])  # finished: reused, scored again
     results([*argv, "--methods", "gan", "--reuse"])  # scores again, trains nothing
     assert last.stat().st_mtime_ns == before
+    summary = out / "runs" / "gan_one_loss" / "results_training.json"
+    kept = summary.read_text()
+    summary.unlink()  # as if training had been killed: an unfinished run is neither reused nor deleted
+    with pytest.raises(SystemExit) as e:
+        results([*argv, "--methods", "gan"])
+    summary.write_text(kept)
+    assert e.value.code == 2 and last.stat().st_mtime_ns == before
 
 
 @pytest.mark.parametrize("extra,message", [
