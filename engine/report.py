@@ -69,7 +69,7 @@ def likelihood_sentence(header: dict) -> str:
     b = header.get("baselines")
     if not b:
         return "Bits/dim: not measured in this run."
-    return (f"Bits/dim (denoising rows: the model's, one value for its three sampler rows) is the test "
+    return (f"Bits/dim (the runs named by --bpd-methods; one value for a run's sampler rows) is the test "
             f"log-likelihood by the probability-flow ODE (RK45, rtol = atol = 1e-5, one Rademacher probe "
             f"per image; uniform dequantisation, `scripts/likelihood.py`) on the first {b['diagonal']['n']:,} "
             f"test images, with its 95% interval. On the same points the best diagonal Gaussian fitted to the "

@@ -224,6 +224,7 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=2000, help="samples scored per row")
     p.add_argument("--n-langevin", type=int, default=500, help="samples scored per annealed-Langevin row")
     p.add_argument("--n-bpd", type=int, default=500, help="test images for bits/dim (0: skip)")
+    p.add_argument("--bpd-methods", default="ncsn,dae", help="runs given a bits/dim (ebm: slow on a CPU)")
     p.add_argument("--batch-size", type=int, default=500, help="samples drawn at once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -239,6 +240,9 @@ def parse_args(argv=None):
         args.n, args.n_langevin, args.batch_size, args.n_bpd = 16, 8, 8, min(args.n_bpd, 4)
     if min(args.n, args.n_langevin) < 4 or args.batch_size < 1 or args.n_bpd < 0:
         raise ConfigError("--n and --n-langevin must be at least 4, --batch-size positive and --n-bpd >= 0")
+    args.bpd_methods = [m.strip() for m in args.bpd_methods.split(",") if m.strip()]
+    if set(args.bpd_methods) - {"ncsn", "dae", "ebm"}:
+        raise ConfigError(f"--bpd-methods: choose from ncsn,dae,ebm, not {','.join(args.bpd_methods)}")
     args.classifier = args.classifier or str(Path(args.runs) / "classifier.pt")
     return args
 
@@ -262,7 +266,7 @@ def main(argv=None):
     if args.n_bpd:
         images = bpd_images(args)
         baselines = baseline_likelihoods(args, images)
-        for run in dict.fromkeys(r.run for r in rows if r.method in ("ncsn", "dae", "ebm")):
+        for run in dict.fromkeys(r.run for r in rows if r.method in args.bpd_methods):
             likelihoods[run] = model_likelihood(run, args, images)
     results = []
     for row in tqdm(rows, desc="rows"):

@@ -43,7 +43,7 @@ def results(argv):
 def smoke(fashion_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     argv = ["--smoke", "--data-root", str(fashion_root), "--out", str(out / "docs"), "--runs", str(out / "runs"),
-            "--device", "cpu"]
+            "--device", "cpu", "--bpd-methods", "ncsn,dae,ebm"]
     results(argv)
     return out, argv
 

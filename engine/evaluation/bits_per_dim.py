@@ -68,6 +68,39 @@ def heun_levels(method, steps: int | None = None) -> torch.Tensor:
     return levels[:-1].flip(0)  # drop the final 0; from σ_min up
 
 
+def model_log_likelihood(method, x_all: torch.Tensor, *, solver: str = "rk45", steps: int | None = None,
+                         rtol: float = 1e-5, atol: float = 1e-5, exact_trace: bool = False, probes: int = 1,
+                         probe: str = "rademacher", batch_size: int = 100, ema: bool = True, generator=None,
+                         progress: bool = False, unit=None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """log p_σmin(x) in nats of points x_all (N, …) on the model's scale under a denoising method
+    (dae, ncsn, ebm), by the probability-flow ODE (denoising/likelihood.py), batch by batch; the
+    probes are drawn from `generator`. Returns (log_p, Hutchinson standard error, NFE per batch);
+    `unit(log_p)` is what the progress bar shows (default: nats)."""
+    from denoising.likelihood import draw_probes, log_likelihood
+    n = method.noise
+    D = method.denoiser(ema)
+    levels = heun_levels(method, steps) if solver == "heun" else None
+    unit = unit or (lambda log_p: log_p)
+    was_training = D.net.training
+    D.net.eval()
+    log_p, se, nfe = [], [], []
+    try:
+        bar = tqdm(total=len(x_all), desc=f"log-likelihood ({solver})", unit="pt", disable=not progress)
+        for x in x_all.split(batch_size):
+            x = x.to(method.device)
+            eps = None if exact_trace else draw_probes(x.shape, probes, probe, generator, x.device, x.dtype)
+            ll = log_likelihood(D, x, n.sigma_min, n.sigma_max, solver, levels, eps, rtol, atol)
+            log_p.append(ll.log_p.cpu())
+            se.append(ll.stderr.cpu())
+            nfe.append(ll.nfe)
+            bar.update(len(x))
+            bar.set_postfix(mean=f"{unit(torch.cat(log_p)).mean():.4f}", nfe=ll.nfe)
+        bar.close()
+    finally:
+        D.net.train(was_training)
+    return torch.cat(log_p), torch.cat(se), nfe
+
+
 def model_bits_per_dim(method, images: torch.Tensor, *, solver: str = "rk45", steps: int | None = None,
                        rtol: float = 1e-5, atol: float = 1e-5, exact_trace: bool = False, probes: int = 1,
                        probe: str = "rademacher", batch_size: int = 100, ema: bool = True, generator=None,
@@ -77,30 +110,14 @@ def model_bits_per_dim(method, images: torch.Tensor, *, solver: str = "rk45", st
     `generator` (so baselines given an equally seeded generator see the same points), then the
     probes. Returns bpd, ci95, n, nfe (mean per batch), hutchinson_se (the RMS per-image standard
     error of the trace estimate in bits/dim, with probes ≥ 2) and seconds."""
-    from denoising.likelihood import draw_probes, log_likelihood
     start = time.monotonic()
-    x_all, n, dim = dequantize(images, generator), method.noise, images[0].numel()
-    D = method.denoiser(ema)
-    levels = heun_levels(method, steps) if solver == "heun" else None
-    was_training = D.net.training
-    D.net.eval()
-    bpd, se, nfe = [], [], []
-    try:
-        bar = tqdm(total=len(x_all), desc=f"bits/dim ({solver})", unit="img", disable=not progress)
-        for x in x_all.split(batch_size):
-            x = x.to(method.device)
-            eps = None if exact_trace else draw_probes(x.shape, probes, probe, generator, x.device, x.dtype)
-            ll = log_likelihood(D, x, n.sigma_min, n.sigma_max, solver, levels, eps, rtol, atol)
-            bpd.append(bits_per_dim(ll.log_p, dim).cpu())
-            se.append(ll.stderr.cpu() / (dim * math.log(2)))
-            nfe.append(ll.nfe)
-            bar.update(len(x))
-            bar.set_postfix(bpd=f"{torch.cat(bpd).mean():.4f}", nfe=ll.nfe)
-        bar.close()
-    finally:
-        D.net.train(was_training)
-    se = torch.cat(se)
-    return summary(torch.cat(bpd), time.monotonic() - start, nfe=sum(nfe) / len(nfe),
+    x_all, dim = dequantize(images, generator), images[0].numel()
+    log_p, se, nfe = model_log_likelihood(
+        method, x_all, solver=solver, steps=steps, rtol=rtol, atol=atol, exact_trace=exact_trace, probes=probes,
+        probe=probe, batch_size=batch_size, ema=ema, generator=generator, progress=progress,
+        unit=lambda lp: bits_per_dim(lp, dim))
+    se = se / (dim * math.log(2))
+    return summary(bits_per_dim(log_p, dim), time.monotonic() - start, nfe=sum(nfe) / len(nfe),
                    hutchinson_se=se.pow(2).mean().sqrt().item() if not exact_trace and probes > 1 else None,
                    solver=solver, trace="exact" if exact_trace else f"hutchinson ({probes} {probe})")
 
