@@ -1,6 +1,7 @@
 """Toy 2-D distributions for tests and demos: a mixture of eight Gaussians on a circle, rings, a
-checkerboard, two spirals and a correlated Gaussian. The tests' analytic densities and scores of the
-mixtures live beside the tests (tests/oracles.py)."""
+checkerboard, two spirals and a correlated Gaussian. The mixtures know their density (and
+scripts/likelihood.py scores a model against it); their exact noised scores live beside the tests
+(tests/oracles.py)."""
 from __future__ import annotations
 
 import math
@@ -25,6 +26,17 @@ class GaussianMixture:
     @property
     def dim(self):
         return self.means.shape[1]
+
+    def _log_terms(self, x, sigma):
+        x = x.to(torch.float64)
+        var = self.std ** 2 + float(sigma) ** 2
+        d2 = (x[:, None, :] - self.means[None]).pow(2).sum(-1)
+        return self.weights.log()[None] - 0.5 * d2 / var - 0.5 * self.dim * math.log(2 * math.pi * var), var
+
+    def log_prob(self, x, sigma: float = 0.0):
+        """log p_σ(x), p_σ = p ∗ N(0, σ² I): the mixture with variance s² + σ² (float64)."""
+        terms, _ = self._log_terms(x, sigma)
+        return terms.logsumexp(-1)
 
     def sample(self, n: int, generator=None):
         comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)

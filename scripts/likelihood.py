@@ -4,12 +4,17 @@ best per-pixel and full-covariance Gaussians of the training set.
     python scripts/likelihood.py --checkpoint runs/x/checkpoints/last.pt [--n 1000] [--json OUT]
     python scripts/likelihood.py --checkpoint ... --solver heun --steps 18 --probes 4
     python scripts/likelihood.py --checkpoint ... --exact-trace --n 100     # d VJPs per evaluation
+    python scripts/likelihood.py --checkpoint runs/toy/checkpoints/last.pt --n 10000   # a 2-D mixture toy
 
 The first --n images of the real test split are dequantised (x = 2(k + u)/256 − 1) and scored with
 bpd = −log p(x)/(d ln 2) + 7 (engine/evaluation/bits_per_dim.py); the interval is mean ± 1.96·std/√n
 over the images. Prints one JSON object (also written to --json) and adds eval/bpd and
 eval/bpd_ci95 at the checkpoint's step to the run's tb/. Trailing key=value overrides change the
 checkpoint's config (e.g. data.root=...).
+
+A run on a toy mixture (data.toy: 8gaussians) has a known density instead of a test split: --n fresh
+points are drawn from it and scored with the exact trace (d = 2) in nats, beside the true density's
+own average log p(x) and the gap KL(p ‖ model) (engine/evaluation/toy_likelihood.py).
 """
 import argparse
 import dataclasses
@@ -23,6 +28,7 @@ from common.checkpoint import load_checkpoint
 from common.errors import ConfigError, UserError, cli
 from engine import TensorData, build_dataset, load_method, materialize
 from engine.evaluation.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
+from engine.evaluation.toy_likelihood import mixture_log_likelihood
 
 NO_LIKELIHOOD = {"gan": "a GAN defines no density", "dde": "DDE's densities are unnormalised"}
 
@@ -72,8 +78,6 @@ def check_writable(path: Path):
 
 def split_images(cfg, n: int, real_path=None) -> tuple[torch.Tensor, str]:
     """The first n uint8 images of the test split of the run's data set."""
-    if cfg.data.name == "toy":
-        raise ConfigError("bits/dim is defined for 8-bit images; this run's data are 2-D toy points")
     changes = {"split": "test"}
     if cfg.data.name == "image_folder":
         if not real_path:
@@ -99,9 +103,11 @@ def write_tensorboard(checkpoint: Path, step: int, model: dict):
     if not (run_dir / "config.yaml").is_file():
         return None  # a checkpoint outside its run directory
     from torch.utils.tensorboard import SummaryWriter
+    key = "bpd" if "bpd" in model else "nats"
     with SummaryWriter(str(run_dir / "tb")) as writer:
-        writer.add_scalar("eval/bpd", model["bpd"], step)
-        writer.add_scalar("eval/bpd_ci95", model["ci95"], step)
+        writer.add_scalar(f"eval/{key}", model[key], step)
+        if model["ci95"] is not None:
+            writer.add_scalar(f"eval/{key}_ci95", model["ci95"], step)
     return run_dir / "tb"
 
 
@@ -113,6 +119,8 @@ def main(argv=None):
         raise UserError(f"{args.checkpoint} is a {method_name} checkpoint: no tractable likelihood "
                         f"({NO_LIKELIHOOD[method_name]}); use a denoising model (dae, ncsn or ebm)")
     method, ckpt = load_method(args.checkpoint, args.device, args.overrides)
+    if method.cfg.data.name == "toy":
+        return finish(args, ckpt, toy_result(method, ckpt, args))
     images, split = split_images(method.cfg, args.n, args.real_path)
     seeded = lambda: torch.Generator().manual_seed(args.seed)
     result = {"checkpoint": str(args.checkpoint), "step": ckpt["step"], "method": method_name, "data": split,
@@ -124,6 +132,20 @@ def main(argv=None):
         train = train_images(method.cfg)
         for key, full in (("gaussian_diagonal", False), ("gaussian_full", True)):
             result[key] = gaussian_bits_per_dim(train, images, full, seeded())
+    finish(args, ckpt, result)
+
+
+def toy_result(method, ckpt, args) -> dict:
+    """A toy mixture's run: average log p(x) in nats of fresh points, the model's against the truth."""
+    scores = mixture_log_likelihood(method, args.n, args.seed, solver=args.solver, steps=args.steps,
+                                    rtol=args.rtol, atol=args.atol, batch_size=args.batch_size,
+                                    ema=not args.no_ema, progress=True)
+    return {"checkpoint": str(args.checkpoint), "step": ckpt["step"], "method": method.cfg.method,
+            "data": f"toy/{method.cfg.data.toy}", **scores}
+
+
+def finish(args, ckpt, result: dict):
+    """Log to the run's TensorBoard (images: eval/bpd; toys: eval/nats), print and write the JSON."""
     tb = write_tensorboard(Path(args.checkpoint), ckpt["step"], result["model"])
     result["tensorboard"] = str(tb) if tb else None
     text = json.dumps(result, indent=1)
