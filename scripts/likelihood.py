@@ -26,6 +26,7 @@ import torch
 
 from common.checkpoint import load_checkpoint
 from common.errors import ConfigError, UserError, cli
+from common.paths import require_writable
 from engine import TensorData, build_dataset, load_method, materialize
 from engine.evaluation.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
 from engine.evaluation.toy_likelihood import mixture_log_likelihood
@@ -61,19 +62,8 @@ def parse_args(argv=None):
     if not (args.rtol > 0 and args.atol > 0):
         raise ConfigError("--rtol and --atol must be positive")
     if args.json:
-        check_writable(Path(args.json))
+        require_writable(args.json, "--json")  # now, not after the integration
     return args
-
-
-def check_writable(path: Path):
-    """Fail now, not after the integration: the --json path must be creatable."""
-    if path.is_dir():
-        raise ConfigError(f"--json {path} is a directory: name a file")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"--json {path}: {parent} is a file, not a directory")
-            return
 
 
 def split_images(cfg, n: int, real_path=None) -> tuple[torch.Tensor, str]:

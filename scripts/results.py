@@ -96,6 +96,11 @@ def progress(text: str):
     tqdm.write(text)
 
 
+def fashion_mnist(args, split: str = "train") -> DataConfig:
+    """The data config of a Fashion-MNIST split under --data-root."""
+    return parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root, "split": split}, "data")
+
+
 def run_config(name: str, args):
     run = RUNS[name]
     overrides = [*run.overrides, f"data.root={args.data_root}", f"device={args.device}"]
@@ -143,8 +148,7 @@ def ensure_classifier(args, device) -> dict:
     path = Path(args.classifier)
     if not path.is_file():
         progress(f"training the evaluation classifier ({CLASSIFIER}) into {path}")
-        splits = [build_dataset(parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root,
-                                                   "split": s}, "data")) for s in ("train", "test")]
+        splits = [build_dataset(fashion_mnist(args, s)) for s in ("train", "test")]
         settings = dict(CLASSIFIER, epochs=1, width=4) if args.smoke else CLASSIFIER
         model, acc = fit_classifier(*splits, device, flip=False, log=progress,
                                     **{k: v for k, v in settings.items()})
@@ -182,13 +186,6 @@ def sample_row(row: Row, args, device, n: int):
     return torch.cat(out), time.monotonic() - start, nfe_per_sample(method, cfg), ckpt
 
 
-def bpd_images(args) -> torch.Tensor:
-    """The first --n-bpd test images (uint8), the points every bits/dim figure is measured on."""
-    data = build_dataset(parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root, "split": "test"},
-                               "data"))
-    return data.data[:args.n_bpd]
-
-
 def model_likelihood(run: str, args, images: torch.Tensor) -> dict:
     """Bits/dim of the test images under a denoising run's EMA model (RK45 on the probability-flow
     ODE, one Rademacher probe per image; engine/evaluation/bits_per_dim.py), the same dequantisation
@@ -198,18 +195,15 @@ def model_likelihood(run: str, args, images: torch.Tensor) -> dict:
     return model_bits_per_dim(method, images, generator=torch.Generator().manual_seed(args.seed), progress=True)
 
 
-def baseline_likelihoods(args, images: torch.Tensor) -> dict:
-    train_images = build_dataset(parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root},
-                                       "data")).data
+def baseline_likelihoods(args, images: torch.Tensor, train_images: torch.Tensor) -> dict:
     return {name: gaussian_bits_per_dim(train_images, images, full, torch.Generator().manual_seed(args.seed))
             for name, full in (("diagonal", False), ("full", True))}
 
 
-def real_rows(args, n: int):
+def real_rows(args, train_images: torch.Tensor, n: int):
     """The training split's first n images in a fixed random order (the floor row)."""
-    data = build_dataset(parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root}, "data"))
-    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[:n]
-    return data.data[idx]
+    idx = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(args.seed))[:n]
+    return train_images[idx]
 
 
 def parse_args(argv=None):
@@ -259,20 +253,22 @@ def main(argv=None):
     trained = {name: train_run(name, args) for name in dict.fromkeys(r.run for r in rows if r.run)}
     classifier = ensure_classifier(args, device)
     extractor = build_extractor(f"classifier:{args.classifier}", device, False)
-    test_cfg = parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root, "split": "test"}, "data")
+    test_cfg = fashion_mnist(args, "test")
     test = build_dataset(test_cfg)
+    wants_train = args.n_bpd or any(r.run is None for r in rows)
+    train_images = build_dataset(fashion_mnist(args)).data if wants_train else None
     reference = reference_stats(test, test_cfg, extractor, device, cache=Path(args.runs) / "stats")
     likelihoods, baselines = {}, None
     if args.n_bpd:
-        images = bpd_images(args)
-        baselines = baseline_likelihoods(args, images)
+        images = test.data[:args.n_bpd]  # the points every bits/dim figure is measured on
+        baselines = baseline_likelihoods(args, images, train_images)
         for run in dict.fromkeys(r.run for r in rows if r.method in args.bpd_methods):
             likelihoods[run] = model_likelihood(run, args, images)
     results = []
     for row in tqdm(rows, desc="rows"):
         n = args.n_langevin if row.langevin else args.n
         if row.run is None:
-            images, seconds, nfe, run = real_rows(args, n), None, None, {}
+            images, seconds, nfe, run = real_rows(args, train_images, n), None, None, {}
             config = "–"
         else:
             images, seconds, nfe, _ = sample_row(row, args, device, n)
