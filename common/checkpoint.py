@@ -8,10 +8,8 @@ CUDA). RNG states are stored as tensors and plain lists so the safe unpickler ac
 """
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError
+from .paths import TEMPORARY, atomic_file
 
 FORMAT = "genmodels-checkpoint"
 VERSION = 1
@@ -60,13 +59,6 @@ def _tupleify(x):
     return tuple(_tupleify(v) for v in x) if isinstance(x, list) else x
 
 
-def umask_mode(mode: int = 0o666) -> int:
-    """`mode` less the process's umask: what open() would give a new file (0644 under umask 022)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return mode & ~umask
-
-
 # What torch.load(weights_only=True) raises on a truncated, foreign or hostile file.
 LOAD_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError,
                AttributeError, TypeError)
@@ -74,31 +66,24 @@ LOAD_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFil
 
 def save_tagged(path, fmt: str, version: int, payload: dict,
                 advice: str = "free space there (or fix its permissions) and try again"):
-    """torch.save({"format": fmt, "version": version, **payload}) atomically: a crash (even SIGKILL)
-    leaves either the old file or the new one. The file gets the umask's permissions (mkstemp's
-    0600 would hide it from the group), and a failed write (a full disk) is one CheckpointError
-    line, ending with `advice`, with the previous file intact."""
+    """torch.save({"format": fmt, "version": version, **payload}) atomically (common/paths.py
+    atomic_file): a crash (even SIGKILL) leaves either the old file or the new one. A failed write
+    (a full disk) is one CheckpointError line, ending with `advice`, with the previous file intact
+    and no partial file left."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise CheckpointError(f"cannot write {path} ({e.strerror}): check the folder's permissions") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_file(path) as f:
             torch.save({"format": fmt, "version": version, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and "write" in str(e).lower()):
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:120]
-            kept = "the previous file is intact" if path.exists() else "nothing was written"
-            raise CheckpointError(f"could not write {path} ({reason}); {kept}: {advice}") from None
-        raise
+    except (OSError, RuntimeError) as e:
+        # torch's zip writer reports a failed write (ENOSPC) as "[enforce fail at inline_container.cc]
+        # unexpected pos ..." raised while handling the file's OSError: the OSError is the reason.
+        cause = e if isinstance(e, OSError) else e.__context__
+        if not isinstance(cause, OSError) and "write" not in str(e).lower():
+            raise
+        cause = cause if isinstance(cause, OSError) else e
+        reason = getattr(cause, "strerror", None) or str(cause).strip().splitlines()[0][:120]
+        kept = "the previous file is intact" if path.exists() else "nothing was written"
+        raise CheckpointError(f"could not write {path} ({reason}); {kept}: {advice}") from None
 
 
 def save_checkpoint(path, payload: dict):
@@ -110,7 +95,7 @@ def remove_stale_temporaries(folder) -> list[Path]:
     """Delete the temporary files a killed save_checkpoint left in `folder` (a SIGKILL between
     mkstemp and rename); returns what was removed. Call before a run writes there again."""
     folder = Path(folder)
-    stale = sorted(folder.glob(".*.pt.*.tmp")) if folder.is_dir() else []
+    stale = sorted(folder.glob(TEMPORARY.format(name="*.pt"))) if folder.is_dir() else []
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -18,6 +18,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from .errors import ConfigError, did_you_mean
+from .paths import write_text_atomic
 from .registry import lookup, names
 from .schema import check_seed, coerce, one_of, parse, require, require_positive, to_dict
 
@@ -171,7 +172,7 @@ def build_config(raw: dict) -> Config:
         raise ConfigError("the config must be a YAML mapping with at least 'method:'")
     if "method" not in raw:
         raise ConfigError("missing key 'method': set it to one of the registered methods")
-    spec = lookup("method", raw["method"])
+    spec = lookup("method", coerce(str, raw["method"], "method"))
     name = spec.name
     allowed = TOP_KEYS + (name,)
     for key in raw:
@@ -208,6 +209,30 @@ def build_config(raw: dict) -> Config:
     return cfg
 
 
+class StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a mapping that gives a key twice: YAML forbids it, and
+    PyYAML would keep the later value without a word (two `train:` sections: the first is lost)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first = {}
+            for key_node, _ in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key is None or key == "<<":
+                    continue
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key '{key}' appears twice (first at line {first[key] + 1}): keep one",
+                        key_node.start_mark)
+                first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text_or_file):
+    """yaml.safe_load with duplicate keys refused (StrictLoader)."""
+    return yaml.load(text_or_file, Loader=StrictLoader)
+
+
 def read_yaml(path) -> dict:
     """A config file's mapping; a missing, unreadable, non-UTF-8 or non-mapping file is one line."""
     path = Path(path)
@@ -217,7 +242,7 @@ def read_yaml(path) -> dict:
                           f"--config configs/fashion_mnist_dcgan.yaml")
     try:
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+            raw = load_yaml(f)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -248,7 +273,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
         if not all(part.strip() for part in key.split(".")):
             raise ConfigError(f"override '{item}': '{key}' is not a dotted key (e.g. train.steps=1000)")
         try:
-            value = yaml.safe_load(text) if text != "" else None
+            value = load_yaml(text) if text != "" else None
         except yaml.YAMLError:
             value = text
         node = raw
@@ -271,5 +296,5 @@ def load_config(path=None, overrides=(), raw: Optional[dict] = None) -> Config:
 
 
 def save_config(cfg: Config, path):
-    with open(path, "w") as f:
-        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+    """The resolved config as YAML, written atomically (a full disk leaves no empty config.yaml)."""
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -57,6 +57,8 @@ class Method:
     networks: tuple = ()        # names that `init:` may configure
     ema_networks: tuple = ()    # networks that samples come from, averaged when train.ema is set
     batches_per_step = 1        # real batches consumed by one training_step (n_critic for GANs)
+    batches_per_step_key = None  # the setting that makes it more than 1 (for messages)
+    resume_may_change: tuple = ()  # own settings a resumed run may change (fnmatch; "{method}" is the name)
 
     @classmethod
     def check_config(cls, cfg: Config):

@@ -2,11 +2,14 @@
 
 Every script that writes (run directories, PNG grids, JSON results, classifier files, statistics
 caches) checks its outputs with `require_writable` first, so that a typo, a file in the way or a
-read-only folder is one line at the start, not a traceback after an hour of training.
+read-only folder is one line at the start, not a traceback after an hour of training; and writes
+them through `atomic_file`, so that a full disk or a kill mid-write never leaves a torn or empty file.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 from .errors import UserError
@@ -40,3 +43,44 @@ def require_writable(path, what: str, folder: bool = False) -> Path:
     if path.is_file() and not os.access(path, os.W_OK):
         raise UserError(f"{what}: {path} is read-only; make it writable or pass another path")
     return path
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` less the process's umask: what open() would give a new file (0644 under umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
+TEMPORARY = ".{name}.*.tmp"  # what atomic_file names its temporary files (a glob, per target name)
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode: str = "wb"):
+    """`with atomic_file(path) as f: f.write(...)`: the writes go to a temporary file beside `path`,
+    which replaces `path` (fsync, then rename) only when the block ends without an error. On any
+    error, a full disk or Ctrl-C included, the temporary file is removed and `path` is as it was, so
+    a crash (even SIGKILL, which leaves at most a temporary file) never gives a torn or empty file.
+    The file gets the umask's permissions (mkstemp's 0600 would hide it from the group)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, umask_mode())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write names no file: name the target
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+
+
+def write_text_atomic(path, text: str):
+    """`path`.write_text(text), atomically (atomic_file)."""
+    with atomic_file(path, "w") as f:
+        f.write(text)

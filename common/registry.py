@@ -69,6 +69,9 @@ def lookup(kind: str, name, key: str | None = None):
     """The `kind` registered as `name`; else one ConfigError line naming the setting `key` (default:
     the kind), the registered names and the closest one."""
     table = _table(kind)
+    if not isinstance(name, str):
+        raise ConfigError(f"{key or kind}: expected the name of a {KINDS[kind]}, got {name!r} (registered: "
+                          f"{', '.join(table)})")
     if name not in table:
         hint = did_you_mean(name, table) if isinstance(name, str) else ""
         known = ", ".join(table) if table else "none: import engine first, which registers every part"

@@ -53,6 +53,9 @@ def _typename(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def coerce(tp, value, path: str):
     """Check `value` against the type annotation `tp`; return it (converted where lossless)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -119,9 +122,11 @@ def coerce(tp, value, path: str):
             except ValueError:
                 pass
         if number is not None:
-            # No setting means anything at NaN or inf (null turns the optional ones off): refusing
-            # them here keeps NaN weights and learning rates out of every section at once.
-            require(math.isfinite(number), f"{path}: must be a finite number, got {value!r}")
+            # No setting means anything at NaN or inf (null turns the optional ones off), nor beyond
+            # float32, which every tensor it reaches holds: refusing them here keeps NaN weights and
+            # overflowing learning rates out of every section at once.
+            require(math.isfinite(number) and abs(number) <= FLOAT32_MAX,
+                    f"{path}: must be a finite number within float32's range (|x| <= 3.4e38), got {value!r}")
             return number
     elif tp is str:
         if isinstance(value, str):

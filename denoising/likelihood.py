@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from common.signals import check_stop
 from .denoiser import per_example
 
 
@@ -97,6 +98,7 @@ def heun_flow(flow: Flow, x, sigmas):
     sigmas = [float(s) for s in sigmas]
     ell = 0.0
     for s_cur, s_next in zip(sigmas[:-1], sigmas[1:]):
+        check_stop()
         h = s_next - s_cur
         v, t = flow(x, s_cur)
         x_euler = x + h * v / s_cur
@@ -141,6 +143,7 @@ def rk45_flow(flow: Flow, x, sigma_min: float, sigma_max: float, rtol: float = 1
     h = (u_end - u) / 20
     k_first = flow(y[0], sigma_min)
     while u < u_end:
+        check_stop()
         h = min(h, u_end - u)
         ks = [k_first]
         for c, a in zip(DP_C[1:], DP_A[1:]):

@@ -43,6 +43,9 @@ class DenoisingMethod(Method):
     ModelConfig, OptimConfig, Config = DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig
     networks = ("net",)
     ema_networks = ("net",)
+    # How samples are drawn: grids change, training does not.
+    resume_may_change = ("{method}.sampler", "{method}.langevin_steps", "{method}.step_lr", "{method}.final_denoise",
+                         "{method}.heun_steps", "{method}.rho")
 
     @classmethod
     def check_config(cls, cfg):

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from common.graphs import GraphedInPlace
 from common.registry import lookup, register
+from common.signals import stoppable
 from .schedule import edm_sigmas
 
 
@@ -48,7 +48,7 @@ def annealed_langevin(score_fn, x, sigmas, steps_per_level: int, step_lr: float,
     device scalars) instead of launching every kernel again. `progress` shows a bar over the levels."""
     sigmas = [float(s) for s in sigmas]
     levels = [(sigma, step_lr * (sigma / sigmas[-1]) ** 2) for sigma in sigmas]
-    levels = tqdm(levels, desc="Langevin levels", leave=False, disable=not progress)
+    levels = stoppable(levels, "Langevin levels", progress)
     if cuda_graph:  # captured on CUDA; elsewhere the same parametrised step, run eagerly
         step = GraphedInPlace(lambda y, s, a: langevin_step(score_fn, y, s, a, generator),
                               x.clone(), x.new_tensor(sigmas[0]), x.new_tensor(step_lr), generator=generator)
@@ -69,7 +69,7 @@ def heun(denoise_fn, x, sigmas, progress: bool = False):
     2nd-order method (Karras et al. 2022, algorithm 1). `sigmas` decreases to a final 0 and x
     starts at σ_0·N(0, I); n levels cost 2n − 1 network evaluations."""
     sigmas = [float(s) for s in sigmas]
-    steps = tqdm(list(zip(sigmas[:-1], sigmas[1:])), desc="Heun steps", leave=False, disable=not progress)
+    steps = stoppable(list(zip(sigmas[:-1], sigmas[1:])), "Heun steps", progress)
     for s_cur, s_next in steps:
         d = (x - denoise_fn(x, s_cur)) / s_cur
         x_next = x + (s_next - s_cur) * d

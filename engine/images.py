@@ -8,7 +8,7 @@ from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 from common.errors import UserError
-from common.paths import require_writable
+from common.paths import atomic_file, require_writable
 
 
 def scatter_image(points: torch.Tensor, size: int = 256, bound: float = 3.0) -> torch.Tensor:
@@ -34,9 +34,11 @@ def to_grid(samples: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
 
 
 def save_grid(samples: torch.Tensor, path, nrow: int | None = None):
+    """The grid of `samples` as an image file, written atomically (a full disk leaves no 0-byte PNG);
+    the format follows the extension."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(to_grid(samples, nrow), path)
+    with atomic_file(path) as f:
+        save_image(to_grid(samples, nrow), f, format=Image.registered_extensions()[path.suffix.lower()])
 
 
 def require_image_path(path, what: str) -> Path:

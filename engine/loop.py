@@ -17,10 +17,10 @@ from tqdm import tqdm
 
 from common.checkpoint import rng_state, save_checkpoint, set_rng_state
 from common.config import Config, save_config
-from common.errors import ConfigError, Stopped, UserError
+from common.errors import ConfigError, DataError, Stopped, UserError
 from common.graphs import GraphedStep
 from common.registry import lookup
-from common.signals import StopRequests
+from common.signals import StopRequested, StopRequests
 from data import build_dataset, build_stream
 from . import distributed
 from .build import build, resolve_device, seed_everything
@@ -30,19 +30,25 @@ from .run_dir import RunDir, prepare_run_dir, resume_state, stop_message
 
 
 class Diverged(UserError):
-    """A loss became NaN or inf; the run stops without writing a checkpoint."""
+    """A loss became NaN or inf, or ran away (RUNAWAY); the run stops without writing a checkpoint."""
 
 
 def train(cfg: Config, run_dir, resume: bool = False) -> dict:
     """Train `cfg` in `run_dir` (continuing its last checkpoint with `resume`); returns a summary.
-    Under torchrun every process runs this; rank 0 alone writes logs, grids and checkpoints."""
+    Under torchrun every process runs this; rank 0 alone writes logs, grids and checkpoints, and
+    holds the run directory's lock (one writer) until the run ends."""
     device, ctx = devices(cfg)
-    run = prepare_run_dir(run_dir, resume)
+    with prepare_run_dir(run_dir, resume, lock=ctx.main) as run:
+        return run_training(cfg, run, resume, device, ctx)
+
+
+def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
     seed_everything(cfg.seed)  # identical initial weights on every rank
     dataset = build_dataset(cfg.data, cfg.seed)
     cfg = lookup("method", cfg.method).resolve_config(cfg, dataset)  # deterministic, so resumes agree
     method = build(cfg, device, dataset=dataset)
     t = cfg.train
+    require_batches(dataset, t.batch_size, method, ctx.world)
     stream = build_stream(dataset, cfg.data, t.batch_size * method.batches_per_step, device, cfg.seed,
                           ctx.rank, ctx.world)
     if ctx.enabled:
@@ -61,13 +67,14 @@ def train(cfg: Config, run_dir, resume: bool = False) -> dict:
     if cfg.eval.every and ctx.main:
         from .evaluation.evaluate import TrainingEvaluator  # torchmetrics is imported only when used
         evaluate = TrainingEvaluator(cfg, dataset, device)
-    meter, last = Meter(), {}
+    meter, last, scale = Meter(), {}, {}
     start_time = tick = time.monotonic()
     tick_step, saved_step, checked_step = step, step, step
     images_per_step = t.batch_size * method.batches_per_step * ctx.world
     bar = tqdm(total=t.steps, initial=step, dynamic_ncols=True, mininterval=1.0, desc=cfg.method,
                disable=not ctx.main)
     stop = StopRequests()  # SIGTERM/SIGINT: checkpoint at the next step boundary, then exit
+    guard = functools.partial(checked_means, meter, ctx, run=run, precision=cfg.precision, scale=scale)
 
     method.train()
     with stop:
@@ -80,11 +87,20 @@ def train(cfg: Config, run_dir, resume: bool = False) -> dict:
                 step += 1
                 bar.update(1)
                 reason = stop_reason(step, stop, cfg, ctx, device, start_time)
+                if reason in (None, "time"):  # grids and evaluation; they give way to a stop request
+                    began = time.monotonic()
+                    try:
+                        periodic_phases(step, step == t.steps or reason == "time", run, cfg, method, logger,
+                                        evaluate, device, ctx)
+                    except StopRequested as e:
+                        if not ctx.enabled:  # distributed: rank 0 stops all at the next decision
+                            reason = signal.Signals(e.signum).name
+                    tick += time.monotonic() - began  # keep grids and evaluation out of images/s
                 finishing = step == t.steps or reason is not None
                 signalled = reason not in (None, "time")  # keep to the checkpoint: a grace period is short
                 if step % t.log_every == 0 or finishing:
                     now = time.monotonic()
-                    last = finite_means(meter, ctx, checked_step, step, run, saved_step, cfg.precision)
+                    last = guard(checked_step, step, saved_step)
                     checked_step = step
                     rate = (step - tick_step) * images_per_step / max(now - tick, 1e-9)
                     values = {f"loss/{k}": v for k, v in last.items()}
@@ -93,15 +109,9 @@ def train(cfg: Config, run_dir, resume: bool = False) -> dict:
                     logger.scalars(step, values)
                     bar.set_postfix({**{k: f"{v:.3g}" for k, v in last.items()}, "img/s": f"{rate:.0f}"})
                     tick, tick_step = now, step
-                if (step % t.sample_every == 0 or finishing) and not signalled and ctx.main:
-                    write_samples(step, run, cfg, method, logger, device)
-                if evaluate is not None and step % cfg.eval.every == 0 and not signalled:
-                    began = time.monotonic()
-                    logger.scalars(step, evaluate(method))  # own RNG: the run is unchanged by it
-                    tick += time.monotonic() - began  # keep evaluation time out of images/s
                 if step % t.ckpt_every == 0 or finishing:
                     if meter.count:
-                        finite_means(meter, ctx, checked_step, step, run, saved_step, cfg.precision)
+                        guard(checked_step, step, saved_step)
                         checked_step = step
                     save_state(step, run, cfg, dataset, method, stream, ctx)
                     saved_step = step
@@ -110,12 +120,34 @@ def train(cfg: Config, run_dir, resume: bool = False) -> dict:
                 if reason == "time":
                     bar.write(f"wall-time budget of {t.max_minutes} min spent at step {step}; checkpoint saved")
                     break
+            if stop.signum:  # arrived during the last step's grid or checkpoint: saved, but say so
+                raise Stopped(stop_message(stop.name, step, run), 128 + stop.signum)
         finally:
             bar.close()
             logger.close()
     distributed.barrier(ctx)
     return {"step": step, "run_dir": str(run.root), "metrics": last, "main": ctx.main,
             "seconds": time.monotonic() - start_time}
+
+
+def require_batches(dataset, batch_size: int, method, world: int):
+    """A step reads batch_size × batches_per_step examples (n_critic batches for a GAN): one line
+    naming the setting when the data set (per process) holds fewer."""
+    need, have = batch_size * method.batches_per_step, len(dataset) // world
+    if method.batches_per_step > 1 and need > have:
+        key = method.batches_per_step_key
+        raise DataError(f"{key}={method.batches_per_step}: a step reads train.batch_size × {key} = {need} "
+                        f"examples, more than the data set's {have} per process: lower {key} (or train.batch_size)")
+
+
+def periodic_phases(at: int, finishing: bool, run: RunDir, cfg: Config, method, logger: RunLogger, evaluate,
+                    device, ctx):
+    """The sample grid (every train.sample_every steps and at the end) and the evaluation (every
+    eval.every steps); both raise StopRequested between their steps once a stop is requested."""
+    if (at % cfg.train.sample_every == 0 or finishing) and ctx.main:
+        write_samples(at, run, cfg, method, logger, device)
+    if evaluate is not None and at % cfg.eval.every == 0:
+        logger.scalars(at, evaluate(method))  # own RNG: the run is unchanged by it
 
 
 def devices(cfg: Config) -> tuple[torch.device, distributed.Context]:
@@ -160,9 +192,12 @@ class Meter:
 
     def __init__(self):
         self.keys, self.total, self.count = None, None, 0
+        self.first = None  # the first step's values: the losses at the weights the run started from
 
     def add(self, stats: dict):
         values = torch.stack([v.detach().float() for v in stats.values()])
+        if self.first is None:
+            self.first = values
         if self.total is None:
             self.keys, self.total = list(stats), values
         else:
@@ -179,18 +214,34 @@ class Meter:
         return dict(zip(self.keys, means))
 
 
-def finite_means(meter: Meter, ctx, checked_step: int, at: int, run: RunDir, saved_step: int,
-                 precision: str) -> dict[str, float]:
-    """The meter's means over steps checked_step + 1 .. at; Diverged if any is NaN or inf."""
+# A logged loss this many times its size at the run's first step (taken as at least 1) has run away:
+# with learning rates of 1e6, d_real went from 0.01 to 3.7e14 within 10 steps and stayed there,
+# finite, to the end of the run.
+RUNAWAY = 1e6
+
+
+def checked_means(meter: Meter, ctx, checked_step: int, at: int, saved_step: int, *, run: RunDir, precision: str,
+                  scale: dict) -> dict[str, float]:
+    """The meter's means over steps checked_step + 1 .. at; Diverged if any is NaN or inf, or has
+    grown RUNAWAY-fold over its size at the first step (kept in `scale`)."""
+    if not scale and meter.first is not None:
+        first = dict(zip(meter.keys, distributed.all_mean(meter.first, ctx).tolist()))  # ranks agree
+        scale.update({k: max(1.0, abs(v)) if np.isfinite(v) else 1.0 for k, v in first.items()})
     values = meter.read(ctx)
     bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+    runaway = {k: v for k, v in values.items() if k not in bad and abs(v) > RUNAWAY * scale.get(k, 1.0)}
+    if not bad and not runaway:
+        return values
+    kept = (f"the last good checkpoint is kept ({run.last}, step {saved_step})" if run.last.is_file()
+            else f"no checkpoint was written yet (delete {run.root} to start again)")
+    advice = "lower the learning rates (optim.lr*)" + (" or use precision=fp32" if precision != "fp32" else "")
     if bad:
-        kept = (f"the last good checkpoint is kept ({run.last}, step {saved_step})" if run.last.is_file()
-                else f"no checkpoint was written yet (delete {run.root} to start again)")
-        advice = "lower the learning rates (optim.lr*)" + (" or use precision=fp32" if precision != "fp32" else "")
-        raise Diverged(f"non-finite loss ({', '.join(f'{k}={v}' for k, v in bad.items())}) between "
-                       f"steps {checked_step + 1} and {at}; {kept}: {advice}")
-    return values
+        what = f"non-finite loss ({', '.join(f'{k}={v}' for k, v in bad.items())})"
+    else:
+        k = max(runaway, key=lambda key: abs(runaway[key]) / scale.get(key, 1.0))
+        what = (f"runaway loss ({k}={runaway[k]:.3g}, {abs(runaway[k]) / scale.get(k, 1.0):.2g}× its size at "
+                f"the first step{f'; {len(runaway) - 1} more' if len(runaway) > 1 else ''})")
+    raise Diverged(f"{what} between steps {checked_step + 1} and {at}; {kept}: {advice}")
 
 
 def stop_reason(at: int, stop: StopRequests, cfg: Config, ctx, device, start_time: float) -> str | None:
@@ -209,7 +260,7 @@ def stop_reason(at: int, stop: StopRequests, cfg: Config, ctx, device, start_tim
 def write_samples(at: int, run: RunDir, cfg: Config, method, logger: RunLogger, device):
     """A grid of train.n_samples samples, from the same noise every time, to samples/ and TensorBoard."""
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    samples = method.sample(cfg.train.n_samples, generator=gen)
+    samples = method.sample(cfg.train.n_samples, generator=gen, progress=True)  # a bar if it takes > 2 s
     save_grid(samples, run.sample_path(at))
     logger.image("samples", at, to_grid(samples))
 

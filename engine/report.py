@@ -2,13 +2,13 @@
 the README block between its results markers (scripts/results.py computes every number)."""
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
 
 import torch
 
 from common.errors import ConfigError
+from common.paths import write_text_atomic
 
 MARKERS = ("<!-- results:begin (written by scripts/results.py) -->", "<!-- results:end -->")
 
@@ -91,6 +91,4 @@ def write_readme(path: Path, body: str):
         raise ConfigError(f"{path} has no results markers ({begin} ... {end}): add them where the table goes")
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(head + begin + "\n" + body + end + tail)
-    os.replace(tmp, path)
+    write_text_atomic(path, head + begin + "\n" + body + end + tail)

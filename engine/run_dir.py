@@ -1,9 +1,17 @@
-"""A run directory: its layout, the checks before a run writes there, and the checkpoint a resumed
-run continues from, checked against the config."""
+"""A run directory: its layout, its one writer (an exclusive lock), the checks before a run writes
+there, and the checkpoint a resumed run continues from, checked against the config."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import fnmatch
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs there are not locked
+    fcntl = None
 
 from common.checkpoint import config_differences, load_checkpoint, remove_stale_temporaries, require_same_model
 from common.config import Config
@@ -13,7 +21,18 @@ from common.paths import require_writable
 
 @dataclass
 class RunDir:
+    """A run directory; as a context manager, the lock its one writer holds (released on exit)."""
     root: Path
+    lock: IO | None = field(default=None, repr=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.lock is not None:
+            self.lock.close()  # closing the file releases its flock
+            self.lock = None
+        return False
 
     @property
     def checkpoints(self) -> Path:
@@ -28,14 +47,50 @@ class RunDir:
 
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "tb", "samples", "checkpoints")
+LOCK = ".lock"  # holds the writer's PID; locked (flock) while it runs, unlocked by the OS when it dies
 
 
-def prepare_run_dir(root, resume: bool) -> RunDir:
-    """The run directory, checked before any work: writable, and holding a checkpoint exactly when
-    resuming. A new run never mixes its metrics.jsonl and TensorBoard events with those of a run
-    that died before its first checkpoint."""
+def lock_run_dir(root: Path) -> IO | None:
+    """An exclusive, non-blocking flock on root/.lock, written with this process's PID; a second
+    process is refused in one line naming the holder. The OS drops the lock when its holder dies
+    (even by SIGKILL), so a lock is never stale; the file itself stays (removing it would let two
+    processes lock two different files)."""
+    if fcntl is None:
+        return None
+    f = open(root / LOCK, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        raise ConfigError(f"{root} is in use by another training process ({f'PID {holder}' if holder else 'starting'}): "
+                          f"wait for it to end or stop it, or pass --run-dir NEW") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def prepare_run_dir(root, resume: bool, lock: bool = True) -> RunDir:
+    """The run directory, locked for this process (`lock`: the main process's) and checked before
+    any work: writable, and holding a checkpoint exactly when resuming. A new run never mixes its
+    metrics.jsonl and TensorBoard events with those of a run that died before its first checkpoint.
+    Use as `with prepare_run_dir(...) as run:`, which releases the lock."""
     run = RunDir(Path(root))
     require_writable(run.root, "run directory", folder=True)
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.lock = lock_run_dir(run.root) if lock else None
+    try:
+        check_run_dir(run, resume)
+    except BaseException:
+        run.__exit__()
+        raise
+    return run
+
+
+def check_run_dir(run: RunDir, resume: bool):
     if resume and not run.last.is_file():
         raise ConfigError(f"nothing to resume in {run.root} (no checkpoints/last.pt): drop --resume "
                           f"to start a new run there")
@@ -46,12 +101,10 @@ def prepare_run_dir(root, resume: bool) -> RunDir:
     if not resume and leftovers:
         raise ConfigError(f"{run.root} holds files of a run that stopped before its first checkpoint "
                           f"({', '.join(leftovers)}): delete them, or pass --run-dir NEW to start another")
-    for name in ("config.yaml", "metrics.jsonl", "checkpoints"):
+    for name in RUN_FILES:
         if (run.root / name).exists():
-            require_writable(run.root / name, "run directory", folder=name == "checkpoints")
-    run.root.mkdir(parents=True, exist_ok=True)
+            require_writable(run.root / name, "run directory", folder=name in ("tb", "samples", "checkpoints"))
     remove_stale_temporaries(run.checkpoints)  # left by a run killed mid-write; last.pt is intact
-    return run
 
 
 def resume_state(run: RunDir, cfg: Config, dataset, method, device) -> dict:
@@ -74,10 +127,47 @@ def resume_state(run: RunDir, cfg: Config, dataset, method, device) -> dict:
         fmt = lambda s: "x".join(map(str, s))  # noqa: E731
         raise ConfigError(f"data.image_size: the checkpoint was trained on {fmt(shape)} data, the config's "
                           f"is {fmt(dataset.info.shape)}: resume with the run's data settings")
+    require_same_run(ckpt, cfg, method)
     if int(ckpt["step"]) >= cfg.train.steps:
         raise ConfigError(f"train.steps={cfg.train.steps}: the run is already at step {ckpt['step']}; pass "
                           f"train.steps=N with N > {ckpt['step']} to train longer")
     return ckpt
+
+
+# What a resumed run may set differently from the run it continues: how long it trains and logs, the
+# optimizer's settings, evaluation, where it runs and finds its data, the fast paths (numerically the
+# fp32 eager baseline's), and the initialisation (the weights come from the checkpoint). Anything
+# else (the seed, the batch, the loss, the data's treatment, ...) would make it another run.
+RESUME_MAY_CHANGE = (
+    "train.steps", "train.log_every", "train.sample_every", "train.n_samples", "train.ckpt_every",
+    "train.keep_every", "train.max_minutes", "train.compile", "train.cuda_graph", "train.channels_last",
+    "optim.*", "eval.*", "init.*", "device", "precision",
+    "data.root", "data.path", "data.download", "data.loader", "data.num_workers",
+)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} → {"a.b": 1}: a config as dotted keys."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def require_same_run(ckpt: dict, cfg: Config, method):
+    """Every setting the checkpoint's run was trained with is the config's too, except those a
+    resume may change (RESUME_MAY_CHANGE and the method's own `resume_may_change`, e.g. its sampler).
+    Settings the checkpoint's code did not have yet are not compared."""
+    allowed = RESUME_MAY_CHANGE + tuple(p.format(method=cfg.method) for p in method.resume_may_change)
+    saved, current = flatten(ckpt["config"]), flatten(cfg.to_dict())
+    for key in saved.keys() & current.keys():
+        if saved[key] != current[key] and not any(fnmatch.fnmatchcase(key, p) for p in allowed):
+            raise ConfigError(f"{key}: the run was trained with {saved[key]!r}, the config says {current[key]!r}, "
+                              f"and it cannot change on resume (train.steps, logging, optim.*, eval.*, the device "
+                              f"and the data's location can): restore it, or start a new run with --run-dir NEW")
 
 
 def stop_message(signal_name: str, step: int, run: RunDir) -> str:

@@ -29,6 +29,7 @@ class GAN(GeneratorMethod):
     ModelConfig, OptimConfig, Config = GANModelConfig, GANOptimConfig, GANConfig
     networks = ("G", "D")
     ema_networks = ("G",)
+    batches_per_step_key = "gan.n_critic"
 
     @classmethod
     def check_config(cls, cfg):

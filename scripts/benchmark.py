@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import _bootstrap  # noqa: F401
 import torch
 
 from common.errors import ArgumentParser, ConfigError, cli
-from common.paths import require_writable
+from common.paths import require_writable, write_text_atomic
 from engine import resolve_device
 from engine.benchmark import SECTIONS, add_speedups, progress
 
@@ -81,8 +80,7 @@ def main(argv=None):
             "repeats": args.repeats, "warmup": args.warmup}
     print_table(rows)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        write_text_atomic(args.json, json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from common.config import load_config
 from common.errors import ArgumentParser, ConfigError, UserError, cli
-from common.paths import require_writable
+from common.paths import require_writable, write_text_atomic
 from common.schema import check_seed
 from engine import build_dataset, load_method, resolve_device
 from engine.evaluation.evaluate import METRICS, generated_batches, real_batches, score
@@ -128,8 +128,7 @@ def main(argv=None):
     text = json.dumps(result, indent=1, allow_nan=False)
     print(text)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+        write_text_atomic(args.json, text + "\n")
 
 
 if __name__ == "__main__":

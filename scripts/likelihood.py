@@ -19,14 +19,15 @@ own average log p(x) and the gap KL(p ‖ model) (engine/evaluation/toy_likeliho
 import argparse
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import _bootstrap  # noqa: F401
 import torch
 
 from common.checkpoint import load_checkpoint
-from common.errors import ConfigError, UserError, cli
-from common.paths import require_writable
+from common.errors import ArgumentParser, ConfigError, UserError, cli
+from common.paths import require_writable, write_text_atomic
 from engine import TensorData, build_dataset, load_method, materialize
 from engine.evaluation.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
 from engine.evaluation.toy_likelihood import mixture_log_likelihood
@@ -35,7 +36,7 @@ NO_LIKELIHOOD = {"gan": "a GAN defines no density", "dde": "DDE's densities are 
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a denoising run's checkpoints/*.pt")
     p.add_argument("--n", type=int, default=1000, help="test images (the first n of the split)")
     p.add_argument("--exact-trace", action="store_true", help="exact tr ∂D/∂x (d VJPs) instead of Hutchinson")
@@ -59,8 +60,10 @@ def parse_args(argv=None):
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     if args.steps is not None and args.steps < 2:
         raise ConfigError("--steps must be at least 2 (Heun needs σ_min and σ_max)")
-    if not (args.rtol > 0 and args.atol > 0):
-        raise ConfigError("--rtol and --atol must be positive")
+    for name in ("rtol", "atol"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"--{name} must be a finite positive number, got {value}")
     if args.json:
         require_writable(args.json, "--json")  # now, not after the integration
     return args
@@ -112,14 +115,14 @@ def main(argv=None):
     if method.cfg.data.name == "toy":
         return finish(args, ckpt, toy_result(method, ckpt, args))
     images, split = split_images(method.cfg, args.n, args.real_path)
+    train = None if args.no_baselines else train_images(method.cfg)  # every input read before the integration
     seeded = lambda: torch.Generator().manual_seed(args.seed)
     result = {"checkpoint": str(args.checkpoint), "step": ckpt["step"], "method": method_name, "data": split,
               "model": model_bits_per_dim(method, images, solver=args.solver, steps=args.steps, rtol=args.rtol,
                                           atol=args.atol, exact_trace=args.exact_trace, probes=args.probes,
                                           probe=args.probe, batch_size=args.batch_size, ema=not args.no_ema,
                                           generator=seeded(), progress=True)}
-    if not args.no_baselines:
-        train = train_images(method.cfg)
+    if train is not None:
         for key, full in (("gaussian_diagonal", False), ("gaussian_full", True)):
             result[key] = gaussian_bits_per_dim(train, images, full, seeded())
     finish(args, ckpt, result)
@@ -141,8 +144,7 @@ def finish(args, ckpt, result: dict):
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+        write_text_atomic(args.json, text + "\n")
 
 
 if __name__ == "__main__":

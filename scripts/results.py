@@ -3,7 +3,7 @@
     python scripts/results.py                   # train what is missing (finished runs are reused), score, write docs/
     python scripts/results.py --reuse           # score the finished runs in --runs, train nothing
     python scripts/results.py --methods gan,dae --retrain   # train those again (their old runs are deleted)
-    python scripts/results.py --smoke --data-root FIXTURE --out /tmp/r --runs /tmp/r/runs   # seconds
+    python scripts/results.py --smoke --data-root FIXTURE --out /tmp/r   # a test: its runs go to /tmp/r/runs
 
 For each CPU config (configs/fashion_mnist_*_cpu.yaml) it trains a run in --runs/<name>/ (or reuses a
 finished one), draws samples from its EMA weights with each sampler of its rows, and scores them with
@@ -27,8 +27,8 @@ import torch
 from tqdm import tqdm
 
 from common.config import DataConfig, load_config
-from common.errors import ConfigError, cli
-from common.paths import require_writable
+from common.errors import ArgumentParser, ConfigError, cli
+from common.paths import require_writable, write_text_atomic
 from common.schema import parse
 from engine import build_dataset, from_unit_range, load_method, resolve_device, train
 from engine.evaluation.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
@@ -110,36 +110,44 @@ def run_config(name: str, args):
     return load_config(ROOT / "configs" / run.config, overrides)
 
 
-def finished(run_dir: Path) -> dict | None:
-    """The training summary results.py wrote when the run ended, if it did."""
+def finished(run_dir: Path, smoke: bool) -> dict | None:
+    """The training summary results.py wrote when the run ended, if it did; a --smoke run is never
+    taken for a real one, nor the reverse."""
     path = run_dir / "results_training.json"
-    return json.loads(path.read_text()) if path.is_file() and (run_dir / "checkpoints/last.pt").is_file() else None
+    if not (path.is_file() and (run_dir / "checkpoints/last.pt").is_file()):
+        return None
+    done = json.loads(path.read_text())
+    if done.get("smoke", False) != smoke:
+        kind = "--smoke" if done.get("smoke", False) else "full"
+        raise ConfigError(f"{run_dir} holds a {kind} run: pass --runs DIR of {'full' if not smoke else '--smoke'} runs, "
+                          f"or --retrain to replace it")
+    return done
 
 
-def train_run(name: str, args) -> dict:
+def train_run(name: str, cfg, args) -> dict:
+    """A finished run of RUNS[name] in --runs: reused, or trained (from `cfg`, checked up front)."""
     run_dir = Path(args.runs) / name
-    done = finished(run_dir)
+    done = None if args.retrain else finished(run_dir, args.smoke)
     if args.reuse:
         if done is None:
             raise ConfigError(f"--reuse: no finished run {name} in {run_dir} (no results_training.json "
                               f"and checkpoints/last.pt); drop --reuse to train it")
         return done
-    if done is not None and not args.retrain:
+    if done is not None:
         progress(f"reusing the finished run {run_dir} (--retrain trains it again)")
         return done
     if run_dir.exists():
         if not args.retrain:
             raise ConfigError(f"{run_dir} holds an unfinished run (no results_training.json): pass --retrain "
                               f"to delete it and train again, or delete it yourself")
-        shutil.rmtree(run_dir)
-    cfg = run_config(name, args)
+        shutil.rmtree(run_dir)  # last: the configs and the data were checked before anything was deleted
     progress(f"training {name} ({RUNS[name].config} {' '.join(RUNS[name].overrides)}) in {run_dir}")
     summary = train(cfg, run_dir)
     images = summary["step"] * cfg.train.batch_size * (cfg.gan.n_critic if cfg.method == "gan" else 1)
     done = {"run": name, "config": RUNS[name].config, "overrides": RUNS[name].overrides,
             "seconds": summary["seconds"], "steps": summary["step"], "images": images,
-            "threads": torch.get_num_threads()}
-    (run_dir / "results_training.json").write_text(json.dumps(done, indent=1) + "\n")
+            "threads": torch.get_num_threads(), **({"smoke": True} if args.smoke else {})}
+    write_text_atomic(run_dir / "results_training.json", json.dumps(done, indent=1) + "\n")
     return done
 
 
@@ -207,12 +215,13 @@ def real_rows(args, train_images: torch.Tensor, n: int):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=",".join(METHODS), help=f"rows to produce: {','.join(METHODS)}")
     p.add_argument("--reuse", action="store_true", help="score finished runs only; train nothing")
     p.add_argument("--retrain", action="store_true", help="delete the selected runs and train them again")
-    p.add_argument("--runs", default=str(ROOT / "runs" / "results"), help="where the runs live")
-    p.add_argument("--out", default=str(ROOT / "docs"), help="writes OUT/results.md and OUT/results/*.png")
+    p.add_argument("--runs", help="where the runs live (default runs/results; with --smoke, OUT/runs)")
+    p.add_argument("--out", help="writes OUT/results.md and OUT/results/*.png (default docs, and the README's "
+                                 "table; --smoke needs it)")
     p.add_argument("--classifier", help="evaluation classifier (default RUNS/classifier.pt; trained if absent)")
     p.add_argument("--data-root", default="datasets", help="data.root of Fashion-MNIST")
     p.add_argument("--n", type=int, default=2000, help="samples scored per row")
@@ -231,7 +240,12 @@ def parse_args(argv=None):
     if args.reuse and args.retrain:
         raise ConfigError("--reuse and --retrain exclude each other: pick one")
     if args.smoke:
+        if args.out is None:
+            raise ConfigError("--smoke: pass --out DIR for its numbers and grids (they never go to docs/ unless "
+                              "--out says so)")
         args.n, args.n_langevin, args.batch_size, args.n_bpd = 16, 8, 8, min(args.n_bpd, 4)
+    args.out = args.out or str(ROOT / "docs")
+    args.runs = args.runs or str(Path(args.out) / "runs" if args.smoke else ROOT / "runs" / "results")
     if min(args.n, args.n_langevin) < 4 or args.batch_size < 1 or args.n_bpd < 0:
         raise ConfigError("--n and --n-langevin must be at least 4, --batch-size positive and --n-bpd >= 0")
     args.bpd_methods = [m.strip() for m in args.bpd_methods.split(",") if m.strip()]
@@ -250,13 +264,14 @@ def main(argv=None):
         require_writable(folder, what, folder=True)
         folder.mkdir(parents=True, exist_ok=True)
     rows = [r for r in ROWS if r.method in args.methods]
-    trained = {name: train_run(name, args) for name in dict.fromkeys(r.run for r in rows if r.run)}
-    classifier = ensure_classifier(args, device)
-    extractor = build_extractor(f"classifier:{args.classifier}", device, False)
+    # Every input is checked before any run is trained or deleted (--retrain): configs, then data.
+    configs = {name: run_config(name, args) for name in dict.fromkeys(r.run for r in rows if r.run)}
     test_cfg = fashion_mnist(args, "test")
     test = build_dataset(test_cfg)
-    wants_train = args.n_bpd or any(r.run is None for r in rows)
-    train_images = build_dataset(fashion_mnist(args)).data if wants_train else None
+    train_images = build_dataset(fashion_mnist(args)).data
+    trained = {name: train_run(name, cfg, args) for name, cfg in configs.items()}
+    classifier = ensure_classifier(args, device)
+    extractor = build_extractor(f"classifier:{args.classifier}", device, False)
     reference = reference_stats(test, test_cfg, extractor, device, cache=Path(args.runs) / "stats")
     likelihoods, baselines = {}, None
     if args.n_bpd:
@@ -288,8 +303,8 @@ def main(argv=None):
                                                    "epochs": classifier.get("epochs"),
                                                    "accuracy": classifier["test_accuracy"]}}
     body = table(results, header)
-    (out / "results.md").write_text("# Results\n\n" + body + "\n" + grids_markdown(results, "results"))
-    (out / "results.json").write_text(json.dumps({"header": header, "rows": results}, indent=1) + "\n")
+    write_text_atomic(out / "results.md", "# Results\n\n" + body + "\n" + grids_markdown(results, "results"))
+    write_text_atomic(out / "results.json", json.dumps({"header": header, "rows": results}, indent=1) + "\n")
     if out.resolve() == (ROOT / "docs").resolve():
         write_readme(ROOT / "README.md", body + "\n" + grids_markdown(results, "docs/results"))
     progress(f"wrote {out / 'results.md'} ({len(results)} rows) and {len(results)} grids in {out / 'results'}")

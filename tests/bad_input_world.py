@@ -1,9 +1,13 @@
 """The world the bad-input cases (test_bad_input.py) point at: finished runs and checkpoints,
 classifiers, and broken files of every kind a user could hand the scripts."""
+import errno
+import gzip
 import io
 import os
 import pickle
 import shutil
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -12,8 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import quick_config
+from conftest import ROOT, quick_config
 from engine import train
+
+QUICK = ROOT / "configs" / "quick"
 
 
 def _poison_classifier(path: Path):
@@ -61,6 +67,14 @@ def world(tmp_path_factory, fashion_root, cifar_root):
     train(quick_config("gan_fashion.yaml", f"data.root={fashion_root}"), w / "gan_run")
     train(quick_config("ncsn_toy.yaml", "train.steps=2", "train.n_samples=4", "ncsn.langevin_steps=1",
                        "data.toy_size=512"), w / "ncsn_run")
+    train(quick_config("ncsn_fashion.yaml", f"data.root={fashion_root}", "train.steps=2", "train.n_samples=4",
+                       "ncsn.num_scales=3", "ncsn.langevin_steps=1"), w / "ncsn_fashion_run")
+    shutil.copytree(w / "gan_run", w / "edited_run")  # its config.yaml's seed edited after the run
+    edited = w / "edited_run" / "config.yaml"
+    edited.write_text(edited.read_text().replace("seed: 0", "seed: 1"))
+    shutil.copytree(fashion_root, w / "truncated_fashion")
+    images = w / "truncated_fashion" / "train-images-idx3-ubyte.gz"
+    images.write_bytes(gzip.compress(gzip.decompress(images.read_bytes())[:5000]))
     (w / "no_config").mkdir()
     shutil.copytree(w / "gan_run" / "checkpoints", w / "no_config" / "checkpoints")
     (w / "empty_run").mkdir()
@@ -76,6 +90,8 @@ def world(tmp_path_factory, fashion_root, cifar_root):
     (w / "latin1.yaml").write_bytes("method: gan\n# réglages\n".encode("latin-1"))
     (w / "broken.yaml").write_text("method: gan\ntrain: {steps: [1, 2}\n")
     (w / "a_folder.yaml").mkdir()
+    (w / "method_list.yaml").write_text("method: [gan]\n")
+    (w / "twice.yaml").write_text((QUICK / "gan_fashion.yaml").read_text() + "train: {steps: 3}\n")
     _zips(w)
     evil = w / "evil" / "cifar-10-batches-py"
     evil.mkdir(parents=True)
@@ -92,4 +108,100 @@ def world(tmp_path_factory, fashion_root, cifar_root):
     (w / "ro").mkdir()
     return {"w": w, "fashion": fashion_root, "cifar": cifar_root, "gan": w / "gan_run",
             "ckpt": w / "gan_run" / "checkpoints" / "last.pt",
-            "ncsn_ckpt": w / "ncsn_run" / "checkpoints" / "last.pt"}
+            "ncsn_ckpt": w / "ncsn_run" / "checkpoints" / "last.pt",
+            "ncsn_fashion_ckpt": w / "ncsn_fashion_run" / "checkpoints" / "last.pt"}
+
+
+# -- argv builders and injected faults for the cases of test_bad_input.py ---------------------------
+
+
+def _gan(w, *overrides, config="gan_fashion.yaml", run="new_run"):
+    """train.py on a quick config (fixture data) into a fresh run directory of the world."""
+    return ["--config", str(QUICK / config), "--run-dir", str(w["w"] / run), f"data.root={w['fashion']}",
+            *overrides]
+
+
+def _config(w, name, *overrides):
+    return ["--config", str(w["w"] / name), *overrides]
+
+
+def _resume(w, *overrides, run="gan"):
+    return ["--run-dir", str(w[run] if run in w else w["w"] / run), "--resume", *overrides]
+
+
+def _sample(w, *args, out="grid.png", ckpt="ckpt"):
+    return ["--checkpoint", str(w[ckpt]), "--out", str(w["w"] / out), "--device", "cpu", *args]
+
+
+def _evaluate(w, *args, features=None):
+    extra = ["--features", f"classifier:{w['w'] / features}"] if features else []
+    return ["--checkpoint", str(w["ckpt"]), "--device", "cpu", "--n", "8", "--batch-size", "8",
+            "--stats-dir", str(w["w"] / "stats"), *extra, *args]
+
+
+def _clf(w, *args, out="clf.pt", data="fashion_mnist", root=None):
+    return ["--data", data, "--root", str(root or w["fashion"]), "--out", str(w["w"] / out),
+            "--epochs", "1", "--width", "2", "--device", "cpu", *args]
+
+
+def _folder_clf(w, path):
+    return ["--data", "image_folder", "--path", str(w["w"] / path), "--test-path", str(w["w"] / path),
+            "--out", str(w["w"] / "folder_clf.pt"), "--epochs", "1", "--width", "2", "--device", "cpu"]
+
+
+def _report(*args):
+    return ["--config", str(QUICK / "gan_fashion.yaml"), *args]
+
+
+def _read_only(target: str):
+    """os.access reports the folder `target` of the world (and what is under it) as read-only, as it
+    is for a non-root user on a read-only folder (the tests run as root, for whom chmod is no bar)."""
+    def patch(mp, w):
+        real, top = os.access, str(w["w"] / target)
+
+        def access(path, mode, *args, **kwargs):
+            if str(path).startswith(top) and mode & os.W_OK:
+                return False
+            return real(path, mode, *args, **kwargs)
+        mp.setattr(os, "access", access)
+    return patch
+
+
+def _disk_full(mp, w):
+    def save(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    mp.setattr(torch, "save", save)
+
+
+def _offline(mp, w):
+    import data.fashion_mnist as fm
+
+    def urlopen(*args, **kwargs):
+        raise urllib.error.URLError("offline")
+    mp.setattr(urllib.request, "urlopen", urlopen)
+    mp.setattr(fm, "SYSTEM_DIR", w["w"] / "no_system_copy")
+
+
+def _nan_scores(mp, w):
+    import evaluate
+    real = evaluate.score
+    mp.setattr(evaluate, "score", lambda *a, **k: {**real(*a, **k), "fid": float("nan")})
+
+
+
+
+def _likelihood(w, *args, ckpt="ncsn_fashion_ckpt"):
+    return ["--checkpoint", str(w[ckpt]), "--device", "cpu", "--n", "4", *args]
+
+
+def _results(w, *args):
+    return ["--data-root", str(w["fashion"]), "--device", "cpu", *args]
+
+
+def never_integrated(mp, w):
+    """likelihood.py must find every input before it integrates: integrating fails the test."""
+    import likelihood
+
+    def integrate(*args, **kwargs):
+        raise AssertionError("the model was integrated before the inputs were checked")
+    mp.setattr(likelihood, "model_bits_per_dim", integrate)

@@ -1,24 +1,18 @@
 """Bad input and faults, as an adversarial user would try them, through the CLIs' main(argv) in
 process: each ends with a non-zero exit and exactly one `error: ...` line naming the setting or file,
 never a traceback, and every file that existed before is unchanged."""
-import errno
 import hashlib
 import importlib
-import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pytest
-import torch
 
-from conftest import ROOT
-
-pytest_plugins = ["bad_input_world"]  # the `world` fixture: runs, checkpoints and broken files
-
-QUICK = ROOT / "configs" / "quick"
+from bad_input_world import world  # noqa: F401  (the fixture: runs, checkpoints and broken files)
+from bad_input_world import (QUICK, _clf, _config, _disk_full, _evaluate, _folder_clf, _gan, _likelihood,
+                             _nan_scores, _offline, _read_only, _report, _results, _resume, _sample,
+                             never_integrated)
 
 
 @dataclass
@@ -30,79 +24,6 @@ class Case:
     expect: str                       # a fragment of the error line (the setting or file it names)
     patch: Callable = None            # (monkeypatch, world) → None: a fault to inject
     code: int = 2                     # exit status: 2 for bad input (common/errors.py cli)
-
-
-def _gan(w, *overrides, config="gan_fashion.yaml", run="new_run"):
-    """train.py on a quick config (fixture data) into a fresh run directory of the world."""
-    return ["--config", str(QUICK / config), "--run-dir", str(w["w"] / run), f"data.root={w['fashion']}",
-            *overrides]
-
-
-def _config(w, name, *overrides):
-    return ["--config", str(w["w"] / name), *overrides]
-
-
-def _resume(w, *overrides, run="gan"):
-    return ["--run-dir", str(w[run] if run in w else w["w"] / run), "--resume", *overrides]
-
-
-def _sample(w, *args, out="grid.png", ckpt="ckpt"):
-    return ["--checkpoint", str(w[ckpt]), "--out", str(w["w"] / out), "--device", "cpu", *args]
-
-
-def _evaluate(w, *args, features=None):
-    extra = ["--features", f"classifier:{w['w'] / features}"] if features else []
-    return ["--checkpoint", str(w["ckpt"]), "--device", "cpu", "--n", "8", "--batch-size", "8",
-            "--stats-dir", str(w["w"] / "stats"), *extra, *args]
-
-
-def _clf(w, *args, out="clf.pt", data="fashion_mnist", root=None):
-    return ["--data", data, "--root", str(root or w["fashion"]), "--out", str(w["w"] / out),
-            "--epochs", "1", "--width", "2", "--device", "cpu", *args]
-
-
-def _folder_clf(w, path):
-    return ["--data", "image_folder", "--path", str(w["w"] / path), "--test-path", str(w["w"] / path),
-            "--out", str(w["w"] / "folder_clf.pt"), "--epochs", "1", "--width", "2", "--device", "cpu"]
-
-
-def _report(*args):
-    return ["--config", str(QUICK / "gan_fashion.yaml"), *args]
-
-
-def _read_only(target: str):
-    """os.access reports the folder `target` of the world (and what is under it) as read-only, as it
-    is for a non-root user on a read-only folder (the tests run as root, for whom chmod is no bar)."""
-    def patch(mp, w):
-        real, top = os.access, str(w["w"] / target)
-
-        def access(path, mode, *args, **kwargs):
-            if str(path).startswith(top) and mode & os.W_OK:
-                return False
-            return real(path, mode, *args, **kwargs)
-        mp.setattr(os, "access", access)
-    return patch
-
-
-def _disk_full(mp, w):
-    def save(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-    mp.setattr(torch, "save", save)
-
-
-def _offline(mp, w):
-    import data.fashion_mnist as fm
-
-    def urlopen(*args, **kwargs):
-        raise urllib.error.URLError("offline")
-    mp.setattr(urllib.request, "urlopen", urlopen)
-    mp.setattr(fm, "SYSTEM_DIR", w["w"] / "no_system_copy")
-
-
-def _nan_scores(mp, w):
-    import evaluate
-    real = evaluate.score
-    mp.setattr(evaluate, "score", lambda *a, **k: {**real(*a, **k), "fid": float("nan")})
 
 
 CASES = [
@@ -133,6 +54,10 @@ CASES = [
     Case("device_bogus", "config", "train", lambda w: _gan(w, "device=tpu"), "device: must be"),
     Case("unknown_key", "config", "train", lambda w: _gan(w, "optim.lr_gg=1"), "unknown key 'optim.lr_gg'"),
     Case("override_no_equals", "config", "train", lambda w: _gan(w, "train.steps"), "is not key=value"),
+    Case("lr_beyond_float32", "config", "train", lambda w: _gan(w, "optim.lr_g=1e308"),
+         "optim.lr_g: must be a finite number within float32's range"),
+    Case("n_critic_beyond_data", "config", "train", lambda w: _gan(w, "gan.n_critic=1e9"),
+         "gan.n_critic=1000000000: a step reads train.batch_size × gan.n_critic"),
     # -- config files -----------------------------------------------------------------------------
     Case("config_list", "config file", "train", lambda w: _config(w, "list.yaml", "train.steps=3"),
          "list.yaml holds a list"),
@@ -142,6 +67,10 @@ CASES = [
     Case("config_broken", "config file", "train", lambda w: _config(w, "broken.yaml"), "not valid YAML"),
     Case("config_folder", "config file", "train", lambda w: _config(w, "a_folder.yaml"), "is a folder"),
     Case("config_missing", "config file", "train", lambda w: _config(w, "nope.yaml"), "nope.yaml not found"),
+    Case("config_method_list", "config file", "train", lambda w: _config(w, "method_list.yaml"),
+         "method: expected str, got ['gan']"),
+    Case("config_key_twice", "config file", "train", lambda w: _config(w, "twice.yaml"),
+         "key 'train' appears twice (first at line"),
     Case("option_unknown", "config file", "train", lambda w: _gan(w, "--bogus"), "unrecognized arguments: --bogus"),
     # -- run directories and resume -----------------------------------------------------------------
     Case("resume_missing", "resume", "train", lambda w: _resume(w, run="gone"), "no such run directory"),
@@ -158,6 +87,12 @@ CASES = [
          "is a 'gan' run, the config says 'ncsn'"),
     Case("resume_image_size", "shape", "train", lambda w: _resume(w, "data.image_size=32"),
          "data.image_size: the checkpoint was trained on 1x28x28"),
+    Case("resume_seed_edited", "shape", "train", lambda w: _resume(w, "train.steps=12", run="edited_run"),
+         "seed: the run was trained with 0, the config says 1, and it cannot change on resume"),
+    Case("resume_loss_changed", "shape", "train", lambda w: _resume(w, "train.steps=12", "gan.loss=hinge"),
+         "gan.loss: the run was trained with 'logistic', the config says 'hinge'"),
+    Case("resume_tb_read_only", "files", "train", lambda w: _resume(w, "train.steps=12"), "tb is not writable",
+         patch=_read_only("gan_run/tb")),
     Case("resume_steps_done", "resume", "train", lambda w: _resume(w, "train.steps=8"),
          "train.steps=8: the run is already at step 8"),
     Case("run_dir_taken", "resume", "train", lambda w: _gan(w, run="gan_run"), "already holds a run"),
@@ -223,6 +158,16 @@ CASES = [
     Case("evaluate_overrides", "evaluate", "evaluate", lambda w: _evaluate(w, "data.root=x"), "apply to --config only"),
     Case("features_bogus", "evaluate", "evaluate", lambda w: _evaluate(w, "--features", "vgg"),
          "unknown feature extractor 'vgg'"),
+    # -- likelihood.py and results.py --------------------------------------------------------------
+    Case("likelihood_atol_inf", "likelihood", "likelihood", lambda w: _likelihood(w, "--atol", "inf"),
+         "--atol must be a finite positive number"),
+    Case("likelihood_rtol_nan", "likelihood", "likelihood", lambda w: _likelihood(w, "--rtol", "nan"),
+         "--rtol must be a finite positive number"),
+    Case("likelihood_truncated_train", "data", "likelihood",
+         lambda w: _likelihood(w, f"data.root={w['w'] / 'truncated_fashion'}"), "train-images-idx3-ubyte.gz",
+         patch=never_integrated),
+    Case("results_smoke_without_out", "results", "results", lambda w: _results(w, "--smoke"),
+         "--smoke: pass --out DIR"),
     # -- train_classifier.py ------------------------------------------------------------------------
     Case("classifier_lr_nan", "classifier", "train_classifier", lambda w: _clf(w, "--lr", "nan"),
          "--lr must be a positive number"),
@@ -281,4 +226,5 @@ def test_bad_input_is_one_line_and_changes_nothing(case, world, monkeypatch, cap
 
 def test_the_table_covers_every_script_and_enough_cases():
     assert len(CASES) >= 60
-    assert {c.script for c in CASES} == {"train", "sample", "evaluate", "train_classifier", "init_report", "benchmark"}
+    assert {c.script for c in CASES} == {"train", "sample", "evaluate", "train_classifier", "init_report", "benchmark",
+                                         "likelihood", "results"}

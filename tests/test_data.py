@@ -1,10 +1,13 @@
 """Data facts: each real on-disk format loads with the right shapes, ranges, labels and splits;
 streams visit every example once per epoch, resume exactly and shard disjointly."""
+import io
 import shutil
 import zipfile
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from common.config import DataConfig
 from conftest import ROOT
@@ -181,3 +184,48 @@ def test_batch_larger_than_data_is_a_clear_error(fashion_root):
     ds = build_dataset(cfg(name="fashion_mnist", root=str(fashion_root), split="test"))
     with pytest.raises(DataError, match="lower train.batch_size"):
         DeviceStream(ds, 128, "cpu")
+
+
+def smooth_jpegs(n: int, seed: int = 0) -> list[bytes]:
+    """n smooth random 32×32 colour images (upsampled 4×4 noise), as baseline JPEGs (quality 90)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        small = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+        buf = io.BytesIO()
+        small.resize((32, 32), Image.BILINEAR).save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def damaged(jpeg: bytes) -> bytes:
+    """A copy with 20 bytes of its scan data changed that PIL still decodes, without a word, to other
+    pixels; the first such of a fixed sequence of tries."""
+    rng = np.random.default_rng(1)
+    scan = jpeg.index(b"\xff\xda") + 14
+    for _ in range(100):
+        b = bytearray(jpeg)
+        for p in rng.choice(np.arange(scan, len(jpeg) - 2), 20, replace=False):
+            b[p] ^= int(rng.integers(1, 256))
+        try:
+            with Image.open(io.BytesIO(bytes(b))) as im, Image.open(io.BytesIO(jpeg)) as clean:
+                if not np.array_equal(np.asarray(im), np.asarray(clean)):
+                    return bytes(b)
+        except OSError:
+            continue
+    raise AssertionError("no silently decodable corruption found")
+
+
+def test_image_folder_leaves_out_corrupt_jpegs_and_says_so(tmp_path, capsys):
+    jpegs = smooth_jpegs(120)
+    for bad, name in ((1, "one.zip"), (2, "two.zip")):
+        with zipfile.ZipFile(tmp_path / name, "w") as zf:
+            for i, data in enumerate(jpegs):
+                zf.writestr(f"{'ab'[i % 2]}/{i:04d}.jpg", damaged(data) if i < bad else data)
+    ds = build_dataset(cfg(name="image_folder", path=str(tmp_path / "one.zip")))  # 1 of 120: left out
+    assert len(ds) == 119 and ds.info.num_classes == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: left out 1 corrupt image(s) of 120 under {tmp_path / 'one.zip'}: member a/0000.jpg "
+                   f"of {tmp_path / 'one.zip'} (scan data the decoder never reads (the coded data lost its alignment))"]
+    with pytest.raises(DataError, match=r"^2 of 120 images under .* are corrupt: member a/0000.jpg .* and 1 more"):
+        build_dataset(cfg(name="image_folder", path=str(tmp_path / "two.zip")))  # more than 1%: refused

@@ -2,6 +2,7 @@
 and exit 143/130; Ctrl-C during the imports is one line; a resumed run trains with the config's
 optimizer settings, not the checkpoint's; a torn metrics.jsonl line does not block resume; the
 divergence message names only what exists; checkpoints are readable by the group (umask)."""
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,18 @@ TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]
 
 def fashion(fashion_root, *overrides):
     return quick_config("gan_fashion.yaml", f"data.root={fashion_root}", *overrides)
+
+
+@contextlib.contextmanager
+def killed_at_exit(argv, **kwargs):
+    """subprocess.Popen(argv) that is killed when the block ends, so a failed test leaves no run behind."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, **kwargs)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def metrics(run) -> list[dict]:
@@ -158,3 +171,62 @@ def test_faults_no_check_foresaw_are_one_line(fault, code, line, capsys):
         main()
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == code and len(err) == 1 and err[0].startswith(line), err
+
+
+def test_one_writer_per_run_directory(fashion_root, tmp_path):
+    """A second process on a run directory in use, whether a new run or a --resume, is refused in one
+    line naming the holder's PID, and the holder's run goes on untouched."""
+    run = tmp_path / "run"
+    config = ["--config", str(ROOT / "configs/quick/gan_fashion.yaml"), f"data.root={fashion_root}"]
+    with killed_at_exit(TRAIN + config + ["--run-dir", str(run), "train.steps=100000", "train.ckpt_every=2",
+                                          "train.log_every=2", "train.sample_every=100000"],
+                        stderr=subprocess.PIPE, text=True) as holder:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run / "checkpoints" / "last.pt").is_file():
+            time.sleep(0.1)
+        others = [subprocess.Popen(TRAIN + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                  for argv in (config + ["--run-dir", str(run)], ["--run-dir", str(run), "--resume"])]
+        for other in others:
+            _, err = other.communicate(timeout=120)
+            lines = err.strip().splitlines()
+            assert other.returncode == 2 and len(lines) == 1, err
+            assert lines[0] == (f"error: {run} is in use by another training process (PID {holder.pid}): wait for "
+                                f"it to end or stop it, or pass --run-dir NEW")
+        holder.send_signal(signal.SIGTERM)
+        _, err = holder.communicate(timeout=120)
+        assert holder.returncode == 143, err[-2000:]
+    steps = [line["step"] for line in metrics(run)]
+    assert steps == sorted(set(steps))  # one writer: every step logged once, in order
+
+
+def test_sigterm_during_a_sample_grid_stops_between_its_steps(fashion_root, tmp_path):
+    """The grid after step 1 has a million Langevin levels (hours): SIGTERM inside it stops the run
+    at that step, with a checkpoint and exit 143, without waiting for the grid."""
+    run = tmp_path / "run"
+    with killed_at_exit(TRAIN + ["--config", str(ROOT / "configs/quick/ncsn_fashion.yaml"), "--run-dir", str(run),
+                                 f"data.root={fashion_root}", "ncsn.num_scales=1000000", "train.steps=6",
+                                 "train.sample_every=1", "ncsn.sampler=langevin"], stderr=subprocess.PIPE) as proc:
+        err = b""
+        os.set_blocking(proc.stderr.fileno(), False)
+        deadline = time.time() + 120
+        while time.time() < deadline and b"Langevin levels" not in err:  # the grid's bar (shown after 2 s)
+            err += proc.stderr.read() or b""
+            time.sleep(0.1)
+        assert b"Langevin levels" in err, err[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        proc.wait(timeout=120)
+        err += proc.stderr.read() or b""
+    assert proc.returncode == 143, err[-2000:]
+    assert time.monotonic() - sent < 60  # not the hours the grid would take
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1
+    assert err.decode().strip().splitlines()[-1].startswith("stopped by SIGTERM at step 1; checkpoint saved")
+    assert not (run / "samples").exists()  # the grid was abandoned, not written half-drawn
+
+
+def test_a_runaway_loss_stops_the_run(fashion_root, tmp_path):
+    """Learning rates of 1e6 send the critic's logits to ~1e14 within ten steps, finite but absurd:
+    the run stops with the divergence message, as for NaN."""
+    with pytest.raises(Diverged, match=r"^runaway loss \((d_loss|d_real|d_fake|g_loss)=.*× its size at the first step"):
+        train(fashion(fashion_root, "optim.lr_g=1e6", "optim.lr_d=1e6", "train.steps=40", "train.log_every=10"),
+              tmp_path)

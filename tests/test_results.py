@@ -1,7 +1,9 @@
 """The CPU configs and scripts/results.py: every CPU config trains and samples; the results table is
 written whole from a smoke run; finished runs are reused, never retrained unasked; bad input is one
 line."""
+import gzip
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,27 @@ def test_results_bad_input_is_one_line(extra, message, fashion_root, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "docs" / "results.md").exists()
+
+
+def test_results_retrain_checks_the_data_before_deleting_a_finished_run(smoke, fashion_root, tmp_path):
+    out, argv = smoke
+    truncated = tmp_path / "truncated"
+    shutil.copytree(fashion_root, truncated)
+    images = truncated / "train-images-idx3-ubyte.gz"
+    images.write_bytes(gzip.compress(gzip.decompress(images.read_bytes())[:5000]))
+    argv = [str(truncated) if a == str(fashion_root) else a for a in argv]
+    with pytest.raises(SystemExit) as e:
+        results([*argv, "--methods", "gan", "--retrain"])
+    assert e.value.code == 2
+    run = out / "runs" / "gan_one_loss"
+    assert (run / "results_training.json").is_file() and (run / "checkpoints" / "last.pt").is_file()
+
+
+def test_smoke_runs_are_never_taken_for_full_ones(smoke, fashion_root, capsys):
+    out, _ = smoke
+    with pytest.raises(SystemExit) as e:
+        results(["--data-root", str(fashion_root), "--runs", str(out / "runs"), "--out", str(out / "full"),
+                 "--methods", "gan", "--reuse", "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1] == (f"error: {out / 'runs' / 'gan_one_loss'} holds a --smoke run: pass --runs "
+                                             f"DIR of full runs, or --retrain to replace it")

@@ -17,6 +17,7 @@ import torch
 
 from common.checkpoint import load_tagged, save_tagged
 from common.errors import CheckpointError, UserError
+from common.signals import check_stop
 from data import TensorData
 from .scores import frechet_metric
 
@@ -57,6 +58,7 @@ def image_batches(dataset, batch_size: int):
 def extract(extractor, batches, device):
     """(features, logits) per batch of uint8 images."""
     for x in batches:
+        check_stop()
         features, logits = extractor(x.to(device))
         yield features.float(), logits.float()
 
