@@ -173,6 +173,7 @@ def build_config(raw: dict) -> Config:
     if "method" not in raw:
         raise ConfigError("missing key 'method': set it to one of the registered methods")
     spec = lookup("method", coerce(str, raw["method"], "method"))
+    raw = spec.upgrade_config(raw)
     name = spec.name
     allowed = TOP_KEYS + (name,)
     for key in raw:
@@ -282,6 +283,8 @@ def apply_overrides(raw: dict, overrides) -> dict:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
+            if isinstance(child, str):  # a section given by its name alone (sampler: edm), now with settings
+                child = node[part] = {"name": child}
             if not isinstance(child, dict):
                 raise ConfigError(f"override '{item}': '{'.'.join(parts[:i + 1])}' is not a section")
             node = child

@@ -61,6 +61,12 @@ class Method:
     resume_may_change: tuple = ()  # own settings a resumed run may change (fnmatch; "{method}" is the name)
 
     @classmethod
+    def upgrade_config(cls, raw: dict) -> dict:
+        """A raw config (a YAML mapping, after overrides) written by older code in today's form, so
+        that old configs and checkpoints still load; the identity unless a method changed its keys."""
+        return raw
+
+    @classmethod
     def check_config(cls, cfg: Config):
         """Cross-section checks (raise ConfigError); sections are already type-checked."""
 
@@ -219,6 +225,10 @@ class Method:
                         changes.append(f"{group.get('name', k)} {h} {_fmt(group[h])} → {_fmt(settings.get(h))}")
                 group.update(settings)
         return changes
+
+    def require_used(self, keys):
+        """Raise ConfigError for a setting overridden at sampling time (dotted `keys`) that changes
+        nothing for this model, e.g. a step count it ignores."""
 
     def example_inputs(self, name: str, n: int) -> tuple:
         """Inputs for network `name` at init, for diagnostics (scripts/init_report.py)."""

@@ -4,7 +4,10 @@
 and raising a one-line ConfigError that names the dotted key (with the closest valid key when there
 is one), then runs the dataclass's own `check(path)`. A field whose value names a registered part
 is annotated `one_of(kind)`: its allowed values, its "must be one of" message and its did-you-mean
-come from the registry (common/registry.py), never from a list written beside it.
+come from the registry (common/registry.py), never from a list written beside it. A section that names
+a registered part and holds that part's own settings (`sampler: {name: edm, churn: 10}`, or just
+`sampler: edm`) is annotated `choice_of(kind)`: it is checked against the dataclass the part was
+registered with (`settings=`), so a new part brings its settings with it.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
 from .errors import ConfigError, did_you_mean
-from .registry import names
+from .registry import lookup, names
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,45 @@ class Registered:
 def one_of(kind: str):
     """The annotation of a setting that names a registered `kind` (e.g. `sampler: one_of("sampler")`)."""
     return Annotated[str, Registered(kind)]
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """Annotated[Any, Chosen(kind, base)]: a mapping {name: <a registered `kind`>, <its settings>...},
+    or the name alone for its default settings, parsed into the dataclass the part was registered
+    with (`settings=`, a subclass of `base`; `base` itself for a part registered without)."""
+    kind: str
+    base: type
+
+    def parse(self, value, path: str):
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        if isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, dict) or "name" not in value:
+            raise ConfigError(f"{path}: expected a name or a mapping with 'name:' (e.g. {path}=NAME or "
+                              f"{path}.name=NAME), got {value!r}")
+        name = Registered(self.kind).check(value["name"], path)
+        valid = self.keys(name)
+        for key in value:
+            if key not in valid:
+                owners = [n for n in names(self.kind) if key in self.keys(n)]
+                hint = f"; {key} is a setting of {' and '.join(owners)}" if owners else did_you_mean(key, valid, f"{path}.")
+                raise ConfigError(f"unknown key '{path}.{key}' for {name}{hint} (valid keys: {', '.join(valid)})")
+        return parse(self.settings(name), value, path)
+
+    def settings(self, name: str) -> type:
+        return getattr(lookup(self.kind, name), "settings", None) or self.base
+
+    def keys(self, name: str) -> list[str]:
+        """The settings of the part `name`."""
+        return [f.name for f in dataclasses.fields(self.settings(name))]
+
+
+def choice_of(kind: str, base: type):
+    """The annotation of a section choosing a registered `kind` with its settings (Chosen); `base`
+    (a dataclass with a `name` field) is what every part's settings extend."""
+    return Annotated[Any, Chosen(kind, base)]
 
 
 def _typename(tp) -> str:
@@ -64,6 +106,9 @@ def coerce(tp, value, path: str):
     if dataclasses.is_dataclass(tp):
         return parse(tp, value, path)
     if origin is Annotated:
+        for mark in tp.__metadata__:
+            if isinstance(mark, Chosen):
+                return mark.parse(value, path)
         value = coerce(tp.__origin__, value, path)
         for mark in tp.__metadata__:
             if isinstance(mark, Registered):

@@ -1,13 +1,14 @@
 """Config sections of the denoising methods: model:, optim: and dae: / ncsn: / ebm: / dde:."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from common.config import OptimConfig
 from common.errors import ConfigError
 from common.registry import lookup, names
-from common.schema import one_of, require, require_positive
+from common.schema import Chosen, choice_of, one_of, require, require_positive
+from .samplers import SamplerSettings
 
 
 @dataclass
@@ -55,26 +56,21 @@ class NoiseConfig:
     p_std: float = 1.2
     sigma_data: float = 0.5                   # data std for EDM's input scaling
     weighting: Literal["score", "reconstruction", "edm"] = "score"
-    sampler: one_of("sampler") = "langevin"   # denoising/samplers.py
-    langevin_steps: int = 5                   # T per noise level
-    step_lr: Optional[float] = None           # ε; null: NCSNv2 technique 4
-    final_denoise: bool = True
-    heun_steps: int = 18                      # EDM levels (2n − 1 evaluations); a σ-conditional net
-                                              # trained on discrete levels steps on its own ladder
-    rho: float = 7.0
+    # The sampler and its own settings (denoising/samplers.py), e.g. {name: edm, steps: 18, churn: 10};
+    # the name alone takes its defaults.
+    sampler: choice_of("sampler", SamplerSettings) = field(
+        default_factory=lambda: Chosen("sampler", SamplerSettings).parse("langevin", "sampler"))
 
     def check(self, path):
         require(self.sigma_min > 0, f"{path}.sigma_min: must be positive")
         require(self.sigma_max is None or self.sigma_max > self.sigma_min,
                 f"{path}.sigma_max: must exceed sigma_min")
         require(self.num_scales is None or self.num_scales >= 1, f"{path}.num_scales: must be >= 1")
-        if self.num_scales == 1 and getattr(lookup("sampler", self.sampler), "needs_range", False):
+        if self.num_scales == 1 and getattr(lookup("sampler", self.sampler.name), "needs_range", False):
             single = [n for n in names("sampler") if not getattr(lookup("sampler", n), "needs_range", False)]
-            raise ConfigError(f"{path}.sampler: {self.sampler} needs a range of noise levels; use num_scales > 1 "
-                              f"or sampler: {single[0]}")
-        require(self.langevin_steps > 0 and self.heun_steps > 1, f"{path}: sampler steps must be positive")
-        require_positive(self, path, "p_std", "sigma_data", "rho")
-        require_positive(self, path, "step_lr", optional=True)
+            raise ConfigError(f"{path}.sampler: {self.sampler.name} needs a range of noise levels; use num_scales "
+                              f"> 1 or sampler: {single[0]}")
+        require_positive(self, path, "p_std", "sigma_data")
 
 
 @dataclass
@@ -123,3 +119,28 @@ class DDEConfig:
     def check(self, path):
         require_positive(self, path, "sigma", "sigma_data")
         require(self.q_steps >= 1, f"{path}.q_steps: must be >= 1")
+
+
+# Sampler settings were once keys of the method's section; configs and checkpoints written then still load.
+OLD_SAMPLER_KEYS = {"langevin": {"langevin_steps": "steps", "step_lr": "step_lr", "final_denoise": "final_denoise"},
+                    "heun": {"heun_steps": "steps", "rho": "rho"}}
+
+
+def upgrade_noise_section(section: dict) -> dict:
+    """A dae:/ncsn:/ebm: section of the old form (sampler: NAME beside langevin_steps, step_lr,
+    final_denoise, heun_steps, rho) in the new one (sampler: {name: NAME, <its settings>}): the
+    chosen sampler takes its old keys, the other sampler's are dropped, as they were unused."""
+    old = {k for keys in OLD_SAMPLER_KEYS.values() for k in keys}
+    if not isinstance(section, dict) or not old & set(section):
+        return section
+    section = dict(section)
+    sampler = section.get("sampler", "langevin")
+    sampler = {"name": sampler} if isinstance(sampler, str) else sampler
+    if not isinstance(sampler, dict):
+        return section  # not a form this code knows: the parser names the problem
+    moved = {new: section[key] for key, new in OLD_SAMPLER_KEYS.get(sampler.get("name"), {}).items()
+             if key in section}
+    for key in old:
+        section.pop(key, None)
+    section["sampler"] = {**moved, **sampler}  # a setting given in the new form wins
+    return section

@@ -14,16 +14,17 @@ import math
 
 import torch
 
+from common.errors import ConfigError
 from common.method import Method, require_arch_fits_data
 from common.registry import lookup, register
 from common.schema import require
 from data.base import to_unit_range
 from . import architectures  # noqa: F401  (registers the architectures)
-from .config import DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig
+from .config import DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig, upgrade_noise_section
 from .denoiser import Denoiser
 from .losses import dsm_objective
-from .samplers import SamplerSettings, heun_sigmas
-from .schedule import geometric_sigmas, max_pairwise_distance, ncsnv2_num_scales, ncsnv2_ratio, ncsnv2_step_size
+from .samplers import Schedule
+from .schedule import geometric_sigmas, langevin_step_size, max_pairwise_distance, ncsnv2_num_scales
 
 
 def data_dim(dataset) -> int:
@@ -43,9 +44,12 @@ class DenoisingMethod(Method):
     ModelConfig, OptimConfig, Config = DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig
     networks = ("net",)
     ema_networks = ("net",)
-    # How samples are drawn: grids change, training does not.
-    resume_may_change = ("{method}.sampler", "{method}.langevin_steps", "{method}.step_lr", "{method}.final_denoise",
-                         "{method}.heun_steps", "{method}.rho")
+    resume_may_change = ("{method}.sampler*",)  # how samples are drawn: grids change, training does not
+
+    @classmethod
+    def upgrade_config(cls, raw):
+        name = raw.get("method")
+        return {**raw, name: upgrade_noise_section(raw[name])} if name in raw else raw
 
     @classmethod
     def check_config(cls, cfg):
@@ -53,24 +57,25 @@ class DenoisingMethod(Method):
 
     @classmethod
     def resolve_config(cls, cfg, dataset):
-        """NCSNv2's techniques fill σ_max (1), the number of levels (2) and the Langevin step (4)."""
+        """NCSNv2's techniques fill σ_max (1), the number of levels (2) and, for annealed Langevin,
+        its step ε (4)."""
         n, dim = getattr(cfg, cfg.method), data_dim(dataset)
         sigma_max = n.sigma_max
         if sigma_max is None:
             sigma_max = round(max_pairwise_distance(data_sample(dataset)), 3)
         num_scales = n.num_scales or ncsnv2_num_scales(sigma_max, n.sigma_min, dim)
-        step_lr = n.step_lr
-        if step_lr is None:  # γ of the actual ladder (technique 2's when there is a single level)
-            gamma = (sigma_max / n.sigma_min) ** (1 / (num_scales - 1)) if num_scales > 1 else ncsnv2_ratio(dim)
-            step_lr = float(f"{ncsnv2_step_size(n.sigma_min, gamma, n.langevin_steps):.4g}")
-        section = dataclasses.replace(n, sigma_max=sigma_max, num_scales=num_scales, step_lr=step_lr)
+        sampler = n.sampler
+        if getattr(sampler, "step_lr", 0) is None:  # a Langevin sampler's ε
+            ladder = geometric_sigmas(sigma_max, n.sigma_min, num_scales)
+            sampler = dataclasses.replace(sampler, step_lr=langevin_step_size(ladder, sampler.steps, dim))
+        section = dataclasses.replace(n, sigma_max=sigma_max, num_scales=num_scales, sampler=sampler)
         return dataclasses.replace(cfg, **{cfg.method: section})
 
     def __init__(self, cfg, info, device):
         super().__init__(cfg, info, device)
         n = self.noise
-        require(n.sigma_max is not None and n.num_scales is not None and n.step_lr is not None,
-                f"{cfg.method}: sigma_max, num_scales and step_lr must be resolved before building")
+        require(n.sigma_max is not None and n.num_scales is not None,
+                f"{cfg.method}: sigma_max and num_scales must be resolved before building")
         self.add_network("net", lookup("denoiser_arch", cfg.model.arch)(cfg.model, info))
         self.sigmas = geometric_sigmas(n.sigma_max, n.sigma_min, n.num_scales).to(self.device, torch.float32)
         self.optimizers = {"net": self.adam({"net": cfg.optim.lr})}
@@ -113,24 +118,36 @@ class DenoisingMethod(Method):
     def sample_latents(self, n, generator=None):
         return torch.randn(n, *self.info.shape, device=self.device, generator=generator)
 
-    def sampler_settings(self) -> SamplerSettings:
-        return SamplerSettings(self.noise, self.sigmas, self.cfg.model.conditional, self.cfg.train.cuda_graph)
+    def schedule(self) -> Schedule:
+        """What every sampler is told of this model: its ladder, and whether its net knows only the
+        ladder's levels (σ-conditional and trained on them)."""
+        on_ladder = getattr(lookup("sigma_sampling", self.noise.sigma_sampling), "on_ladder", False)
+        return Schedule(self.sigmas, on_ladder and self.cfg.model.conditional, self.cfg.train.cuda_graph)
 
-    def heun_sigmas(self) -> torch.Tensor:
-        """The levels the heun sampler steps on (denoising/samplers.py heun_sigmas)."""
-        return heun_sigmas(self.sampler_settings())
+    def require_used(self, keys):
+        """A sampler setting the sampler ignores for this model (its `unused(schedule)`: e.g. `steps`
+        of an ODE sampler for a net that steps on its own ladder) is refused, naming it."""
+        settings, prefix = self.noise.sampler, f"{self.name}.sampler."
+        unused = set(settings.unused(self.schedule()))
+        for key in keys:
+            if key.startswith(prefix) and key[len(prefix):] in unused:
+                raise ConfigError(f"{key}: not used by this network: it was trained on discrete levels "
+                                  f"({self.name}.sigma_sampling={self.noise.sigma_sampling}), so {settings.name} "
+                                  f"steps on its own {len(self.sigmas)}-level ladder; drop {key}")
 
     @torch.no_grad()
     def sample(self, n, generator=None, ema=True, latents=None, progress=False):
         """Samples from σ_max·z with the sampler the config names; `progress` shows a bar over the
         sampler's levels."""
-        sampler, settings = lookup("sampler", self.noise.sampler), self.sampler_settings()
+        settings = self.noise.sampler
+        sampler, schedule = lookup("sampler", settings.name), self.schedule()
         z = self.sample_latents(n, generator) if latents is None else latents.to(self.device)
         D = self.denoiser(ema)
         was_training = D.net.training
         D.net.eval()
         try:
-            out = [sampler(D, chunk * self.sigmas[0], settings, generator, progress) for chunk in z.split(1000)]
+            out = [sampler(D, chunk * self.sigmas[0], settings, schedule, generator, progress)
+                   for chunk in z.split(1000)]
             return torch.cat(out).float()
         finally:
             D.net.train(was_training)

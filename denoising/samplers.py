@@ -1,32 +1,45 @@
-"""Samplers: pure functions of a score (or denoiser) function, an initial x and a noise schedule.
+"""Samplers: pure functions of a denoiser D(x; σ) (and its score s = (D − x)/σ²), an initial x and
+noise levels, each registered by name with its own settings.
 
-    score_fn(x, sigma) -> s(x; σ)          denoise_fn(x, sigma) -> D(x; σ)
+A registered sampler is called as sampler(denoiser, x, settings, schedule, generator, progress) -> x:
+x starts at σ_1·z, `settings` is an instance of the dataclass it was registered with (its step count,
+churn, snr, ...: what `<method>.sampler: {name: ..., ...}` in a config holds, checked against it), and
+`schedule` is what the trained model tells every sampler (its ladder, σ range, and whether its net
+knows only the ladder's levels). So a new sampler is one function and one dataclass, here or anywhere.
 
-The config's `sampler` names one of the registered samplers at the end of this file, which call them
-with one signature: (denoiser, x, settings, generator, progress) -> x, where x starts at σ_1·z
-and `settings` (SamplerSettings) carries the method's noise section and its σ ladder.
+    langevin  annealed Langevin dynamics (Song & Ermon 2019, NCSNv2's step rule)
+    heun      Heun's method on the probability-flow ODE (Karras et al. 2022, algorithm 1)
+    edm       EDM's stochastic sampler: Heun with churn (Karras et al. 2022, algorithm 2)
+    euler_maruyama   the reverse-time VE SDE, Euler–Maruyama in τ = σ² (Song et al. 2021)
+    pc        predictor–corrector: reverse diffusion + Langevin at a target signal-to-noise ratio
+              (Song et al. 2021, algorithm 5)
 
-Langevin steps follow NCSNv2's convention (Song & Ermon 2020, and its code), x ← x + α s + √(2α) z,
-the one its step-size rule (technique 4, denoising/schedule.py) is derived for. NCSN's paper writes
-the same dynamics as x ← x + (α/2) s + √α z, i.e. with α twice as large: an ε taken from NCSN
-(e.g. 2e-5 for CIFAR-10) is ε/2 here.
+Langevin steps follow NCSN's and NCSNv2's code, x ← x + α s + √(2α) z, the step NCSNv2's step-size rule
+(technique 4, denoising/schedule.py) is derived for; NCSN's paper writes the same dynamics as
+x ← x + (α/2) s + √α z, so an ε read from its algorithm 1 is 2ε here, while one read from its code
+(step_lr 2e-5 for CIFAR-10) is the same.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Optional
 
 import torch
 
 from common.graphs import GraphedInPlace
-from common.registry import lookup, register
+from common.registry import register
+from common.schema import require, require_positive
 from common.signals import stoppable
-from .schedule import edm_sigmas
+from .schedule import edm_sigmas, langevin_step_size
 
 
 def _noise(x, generator):
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
+
+# ---------------------------------------------------------------------------------------------------
+# The algorithms, as functions of score_fn(x, σ) / denoise_fn(x, σ) and plain numbers.
 
 def langevin(score_fn, x, sigma: float, steps: int, step_size: float, generator=None):
     """Unadjusted Langevin dynamics at one noise level: x ← x + α s(x; σ) + √(2α) z."""
@@ -68,50 +81,236 @@ def heun(denoise_fn, x, sigmas, progress: bool = False):
     """Deterministic sampling of the probability-flow ODE dx/dσ = (x − D(x; σ))/σ with Heun's
     2nd-order method (Karras et al. 2022, algorithm 1). `sigmas` decreases to a final 0 and x
     starts at σ_0·N(0, I); n levels cost 2n − 1 network evaluations."""
+    return edm_stochastic(denoise_fn, x, sigmas, churn=0.0, progress=progress)
+
+
+def edm_stochastic(denoise_fn, x, sigmas, churn: float, tmin: float = 0.0, tmax: float = math.inf,
+                   s_noise: float = 1.0, round_sigma=float, generator=None, progress: bool = False):
+    """EDM's stochastic sampler (Karras et al. 2022, algorithm 2): at each level t_i in [tmin, tmax],
+    first raise the noise to t̂ = t_i(1 + γ), γ = min(churn/N, √2 − 1), by adding fresh noise of
+    variance t̂² − t_i² (times s_noise²), then take Heun's step from t̂ to t_{i+1} (Euler on the last
+    step, to 0). The churn's fresh noise lets later levels correct the errors earlier ones made;
+    churn = 0 is Heun's method exactly. N levels cost 2N − 1 evaluations. `round_sigma` maps t̂
+    to a level the network supports (EDM's net.round_sigma)."""
     sigmas = [float(s) for s in sigmas]
-    steps = stoppable(list(zip(sigmas[:-1], sigmas[1:])), "Heun steps", progress)
-    for s_cur, s_next in steps:
-        d = (x - denoise_fn(x, s_cur)) / s_cur
-        x_next = x + (s_next - s_cur) * d
-        if s_next > 0:  # second-order correction, skipped on the last step to σ = 0
-            d_next = (x_next - denoise_fn(x_next, s_next)) / s_next
-            x_next = x + (s_next - s_cur) * 0.5 * (d + d_next)
+    n = len(sigmas) - 1
+    gamma = min(churn / n, math.sqrt(2) - 1) if n else 0.0
+    steps = stoppable(list(zip(sigmas[:-1], sigmas[1:])), "EDM steps" if churn else "Heun steps", progress)
+    for t_cur, t_next in steps:
+        t_hat = round_sigma(t_cur * (1 + gamma)) if gamma and tmin <= t_cur <= tmax else t_cur
+        if t_hat > t_cur:
+            x = x + math.sqrt(t_hat ** 2 - t_cur ** 2) * s_noise * _noise(x, generator)
+        d = (x - denoise_fn(x, t_hat)) / t_hat
+        x_next = x + (t_next - t_hat) * d
+        if t_next > 0:  # second-order correction, skipped on the last step to σ = 0
+            d_next = (x_next - denoise_fn(x_next, t_next)) / t_next
+            x_next = x + (t_next - t_hat) * 0.5 * (d + d_next)
         x = x_next
     return x
 
 
+def reverse_sde(denoise_fn, x, sigmas, generator=None, progress: bool = False):
+    """Euler–Maruyama on the reverse-time VE SDE (Song et al. 2021), dx = −d[σ²] ∇log p_σ(x) + dw̄ in
+    time τ = σ²: x ← x + (σ_i² − σ_{i+1}²) s(x; σ_i) + √(σ_i² − σ_{i+1}²) z. In τ this is exactly
+    EM; it is also the paper's reverse-diffusion predictor. The last step, to σ = 0, adds no noise
+    and lands on D(x; σ_N) (Tweedie). One evaluation per level."""
+    sigmas = [float(s) for s in sigmas]
+    for s_cur, s_next in stoppable(list(zip(sigmas[:-1], sigmas[1:])), "SDE steps", progress):
+        x = reverse_sde_step(denoise_fn, x, s_cur, s_next, generator)
+    return x
+
+
+def reverse_sde_step(denoise_fn, x, s_cur: float, s_next: float, generator=None):
+    dtau = s_cur ** 2 - s_next ** 2
+    score = (denoise_fn(x, s_cur) - x) / s_cur ** 2
+    x = x + dtau * score
+    return x + math.sqrt(dtau) * _noise(x, generator) if s_next > 0 else x
+
+
+def langevin_corrector(denoise_fn, x, sigma: float, snr: float, steps: int, generator=None):
+    """Song et al. (2021)'s corrector: Langevin steps x ← x + ε s + √(2ε) z at one level, with ε set so
+    that the signal-to-noise ratio ‖ε s‖/‖√(2ε) z‖ is `snr`: ε = 2(r‖z‖/‖s‖)², the norms averaged over
+    the batch as in score_sde's code (per sample, ε blows up where ‖s‖ → 0, at a mode; in d = 3 the
+    covariance then came out 100% off)."""
+    for _ in range(steps):
+        score = (denoise_fn(x, sigma) - x) / sigma ** 2
+        z = _noise(x, generator)
+        eps = 2 * (snr * z.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean().clamp_min(1e-30)) ** 2
+        x = x + eps * score + (2 * eps).sqrt() * z
+    return x
+
+
+def predictor_corrector(denoise_fn, x, sigmas, snr: float, corrector_steps: int = 1, generator=None,
+                        progress: bool = False):
+    """Predictor–corrector sampling (Song et al. 2021, algorithm 5 for the VE SDE): at each level, first
+    `corrector_steps` Langevin corrector steps at signal-to-noise ratio `snr`, then one reverse-diffusion
+    predictor step to the next level (the last to σ = 0, noise-free). (1 + corrector_steps) evaluations
+    per level."""
+    sigmas = [float(s) for s in sigmas]
+    for s_cur, s_next in stoppable(list(zip(sigmas[:-1], sigmas[1:])), "PC steps", progress):
+        x = langevin_corrector(denoise_fn, x, s_cur, snr, corrector_steps, generator)
+        x = reverse_sde_step(denoise_fn, x, s_cur, s_next, generator)
+    return x
+
+
 # ---------------------------------------------------------------------------------------------------
-# The samplers a config can name.
+# What a trained model tells every sampler, and the samplers a config can name with their settings.
 
 @dataclass(frozen=True)
-class SamplerSettings:
-    noise: Any                 # the method's section (dae:, ncsn:, ebm:): steps, ε, ρ, ...
+class Schedule:
     sigmas: torch.Tensor       # the trained ladder σ_1 > … > σ_L, on the device
-    conditional: bool          # the network takes σ (model.sigma_conditional)
+    on_ladder: bool            # a σ-conditional net trained on the ladder's levels only
     cuda_graph: bool = False   # capture repeated steps as one CUDA graph (train.cuda_graph)
 
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[0])
 
-@register("sampler", "langevin")
-def langevin_sampler(denoiser, x, settings: SamplerSettings, generator=None, progress: bool = False):
-    """Annealed Langevin dynamics on the trained ladder, langevin_steps per level, ε = step_lr."""
-    n = settings.noise
-    return annealed_langevin(denoiser.score, x, settings.sigmas, n.langevin_steps, n.step_lr, n.final_denoise,
-                             generator, settings.cuda_graph, progress)
+    @property
+    def sigma_min(self) -> float:
+        return float(self.sigmas[-1])
+
+    def levels(self, steps: int, rho: float) -> torch.Tensor:
+        """The levels a sampler steps on, from σ_max down to a final 0. A σ-conditional network
+        trained on the discrete ladder has seen those levels only, and between them its output is
+        arbitrary (on the 8-Gaussians toy: cosine 0.1 with the exact score at σ = 0.07, between
+        levels 0.05 and 0.09), so it steps on its own ladder (L levels). A network trained on
+        continuous σ, or NCSNv2's unconditional one (s = F(x)/σ), takes EDM's `steps` ρ-spaced levels."""
+        if self.on_ladder:
+            return torch.cat([self.sigmas.double().cpu(), torch.zeros(1, dtype=torch.float64)])
+        return edm_sigmas(steps, self.sigma_min, self.sigma_max, rho)
+
+    def round_sigma(self, sigma: float) -> float:
+        """The level nearest to σ (in log) that the network knows: σ itself, or a ladder level."""
+        if not self.on_ladder:
+            return sigma
+        ladder = self.sigmas.double().cpu()
+        return float(ladder[(ladder.log() - math.log(sigma)).abs().argmin()])
 
 
-def heun_sigmas(settings: SamplerSettings) -> torch.Tensor:
-    """Heun's time steps, from σ_max down to a final 0. A σ-conditional network trained on the
-    discrete ladder has seen those levels only, and between them its output is arbitrary (on the
-    8-Gaussians toy: cosine 0.1 with the exact score at σ = 0.07, between levels 0.05 and 0.09),
-    so it steps on its own ladder (2L − 1 evaluations). A network trained on continuous σ, or
-    NCSNv2's unconditional one (s = F(x)/σ), takes EDM's `heun_steps` ρ-spaced levels."""
-    n, sigmas = settings.noise, settings.sigmas
-    if getattr(lookup("sigma_sampling", n.sigma_sampling), "on_ladder", False) and settings.conditional:
-        return torch.cat([sigmas.cpu(), sigmas.new_zeros(1, device="cpu")])
-    return edm_sigmas(n.heun_steps, n.sigma_min, n.sigma_max, n.rho)
+@dataclass
+class SamplerSettings:
+    """A sampler's settings: `name` and the fields of a subclass (registered with `settings=`)."""
+    name: str = ""
+
+    def check(self, path: str):
+        """Each setting's domain (raise ConfigError naming path.key)."""
+
+    def unused(self, schedule: Schedule) -> tuple[str, ...]:
+        """Settings that change nothing for this model (e.g. the step count of a net that steps on
+        its own ladder): scripts refuse them when given on the command line."""
+        return ()
+
+    def nfe(self, schedule: Schedule) -> int | None:
+        """Network evaluations per sample (an energy model's: a forward and a backward pass each)."""
+        return None
 
 
-@register("sampler", "heun", needs_range=True)
-def heun_sampler(denoiser, x, settings: SamplerSettings, generator=None, progress: bool = False):
-    """Heun's method on the probability-flow ODE, on heun_sigmas (deterministic: no generator)."""
-    return heun(denoiser, x, heun_sigmas(settings), progress)
+@dataclass
+class LangevinSettings(SamplerSettings):
+    steps: int = 5                          # T per level of the trained ladder
+    step_lr: Optional[float] = None         # ε; null: NCSNv2 technique 4 for this ladder and T
+    final_denoise: bool = True              # end with x ← D(x; σ_L)
+
+    def check(self, path):
+        require(self.steps >= 1, f"{path}.steps: must be >= 1, got {self.steps}")
+        require_positive(self, path, "step_lr", optional=True)
+
+    def nfe(self, schedule):
+        return len(schedule.sigmas) * self.steps + int(self.final_denoise)
+
+
+@register("sampler", "langevin", settings=LangevinSettings)
+def langevin_sampler(denoiser, x, settings: LangevinSettings, schedule: Schedule, generator=None,
+                     progress: bool = False):
+    """Annealed Langevin dynamics on the trained ladder, `steps` per level, ε = step_lr."""
+    eps = settings.step_lr or langevin_step_size(schedule.sigmas.cpu(), settings.steps, x[0].numel())
+    return annealed_langevin(denoiser.score, x, schedule.sigmas, settings.steps, eps, settings.final_denoise,
+                             generator, schedule.cuda_graph, progress)
+
+
+@dataclass
+class LevelSettings(SamplerSettings):
+    """Settings of a sampler that steps down `steps` of EDM's ρ-spaced levels (or the ladder)."""
+    steps: int = 18                         # levels from σ_max to σ_min (then 0)
+    rho: float = 7.0                        # EDM's level spacing: evenly spaced in σ^(1/ρ)
+
+    def check(self, path):
+        require(self.steps >= 2, f"{path}.steps: must be >= 2 (σ_max and σ_min), got {self.steps}")
+        require_positive(self, path, "rho")
+
+    def unused(self, schedule):
+        return ("steps", "rho") if schedule.on_ladder else ()
+
+    def levels(self, schedule: Schedule) -> torch.Tensor:
+        return schedule.levels(self.steps, self.rho)
+
+
+@dataclass
+class HeunSettings(LevelSettings):
+    def nfe(self, schedule):
+        return 2 * (len(self.levels(schedule)) - 1) - 1
+
+
+@register("sampler", "heun", settings=HeunSettings, needs_range=True)
+def heun_sampler(denoiser, x, settings: HeunSettings, schedule: Schedule, generator=None, progress: bool = False):
+    """Heun's method on the probability-flow ODE (deterministic: no generator)."""
+    return heun(denoiser, x, settings.levels(schedule), progress)
+
+
+@dataclass
+class EDMSettings(HeunSettings):
+    churn: float = 10.0                     # S_churn: γ = min(churn/N, √2 − 1) per level
+    tmin: float = 0.05                      # S_tmin, S_tmax: the levels that get churn
+    tmax: float = 50.0
+    noise: float = 1.003                    # S_noise: the fresh noise's inflation
+
+    def check(self, path):
+        super().check(path)
+        require(self.churn >= 0, f"{path}.churn: must be >= 0 (0 is Heun's method), got {self.churn}")
+        require(0 <= self.tmin <= self.tmax, f"{path}.tmin: must be in [0, tmax = {self.tmax}], got {self.tmin}")
+        require_positive(self, path, "noise")
+
+
+@register("sampler", "edm", settings=EDMSettings, needs_range=True)
+def edm_sampler(denoiser, x, settings: EDMSettings, schedule: Schedule, generator=None, progress: bool = False):
+    """EDM's stochastic sampler on the same levels as Heun."""
+    return edm_stochastic(denoiser, x, settings.levels(schedule), settings.churn, settings.tmin, settings.tmax,
+                          settings.noise, schedule.round_sigma, generator, progress)
+
+
+@dataclass
+class SDESettings(LevelSettings):
+    steps: int = 50
+
+    def nfe(self, schedule):
+        return len(self.levels(schedule)) - 1
+
+
+@register("sampler", "euler_maruyama", settings=SDESettings, needs_range=True)
+def euler_maruyama_sampler(denoiser, x, settings: SDESettings, schedule: Schedule, generator=None,
+                           progress: bool = False):
+    """Euler–Maruyama on the reverse-time VE SDE."""
+    return reverse_sde(denoiser, x, settings.levels(schedule), generator, progress)
+
+
+@dataclass
+class PCSettings(LevelSettings):
+    steps: int = 25
+    snr: float = 0.16                       # the corrector's signal-to-noise ratio r
+    corrector_steps: int = 1                # Langevin corrector steps per level
+
+    def check(self, path):
+        super().check(path)
+        require_positive(self, path, "snr")
+        require(self.corrector_steps >= 0, f"{path}.corrector_steps: must be >= 0, got {self.corrector_steps}")
+
+    def nfe(self, schedule):
+        return (len(self.levels(schedule)) - 1) * (1 + self.corrector_steps)
+
+
+@register("sampler", "pc", settings=PCSettings, needs_range=True)
+def pc_sampler(denoiser, x, settings: PCSettings, schedule: Schedule, generator=None, progress: bool = False):
+    """Predictor–corrector: reverse diffusion + Langevin corrector."""
+    return predictor_corrector(denoiser, x, settings.levels(schedule), settings.snr, settings.corrector_steps,
+                               generator, progress)

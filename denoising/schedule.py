@@ -78,6 +78,13 @@ def ncsnv2_step_size(sigma_min: float, gamma: float, steps: int) -> float:
     return 0.5 * (lo + hi) * sigma_min ** 2
 
 
+def langevin_step_size(sigmas: torch.Tensor, steps: int, dim: int) -> float:
+    """Technique 4's ε for annealed Langevin with T = `steps` on the ladder `sigmas` (γ its ratio, or
+    technique 2's for data of dimension `dim` when it has one level), to 4 significant digits."""
+    gamma = float(sigmas[0] / sigmas[1]) if len(sigmas) > 1 else ncsnv2_ratio(dim)
+    return float(f"{ncsnv2_step_size(float(sigmas[-1]), gamma, steps):.4g}")
+
+
 def edm_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """EDM's time steps (Karras et al. 2022, eq. 5): n levels from σ_max to σ_min spaced evenly in
     σ^{1/ρ}, then a final 0 (float64, n + 1 values)."""

@@ -3,6 +3,7 @@ data pipeline, each as the median of many repeats after warm-up (module docstrin
 """
 from __future__ import annotations
 
+import functools
 import statistics
 import sys
 import time
@@ -12,8 +13,10 @@ import torch
 
 from common.config import DataConfig, load_config
 from common.graphs import Graphed, GraphedStep
+from common.registry import lookup
+from common.schema import Chosen
 from data import DataInfo, TensorData, build_stream
-from denoising.samplers import annealed_langevin, heun
+from denoising.samplers import SamplerSettings
 from .build import build
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: configs/ is read from there
@@ -31,12 +34,18 @@ GAN_MODELS = {
 # ladder is fixed so that no data set is needed.
 SCORE_MODELS = {
     "gpu": ("ncsnv2_32", "cifar10_ncsn.yaml", (3, 32, 32), 128, 1000,
-            ["ncsn.sigma_max=100", "ncsn.num_scales=232", "ncsn.step_lr=1.25e-5"]),
+            ["ncsn.sigma_max=100", "ncsn.num_scales=232"]),
     "cpu": ("unet28", "fashion_mnist_ncsn_cpu.yaml", (1, 28, 28), 64, 64,
-            ["ncsn.sigma_max=40", "ncsn.num_scales=97", "ncsn.step_lr=1e-5"]),
+            ["ncsn.sigma_max=40", "ncsn.num_scales=97"]),
     "tiny": ("ncsnv2_32", "cifar10_ncsn.yaml", (3, 32, 32), 4, 16,
-             ["ncsn.sigma_max=100", "ncsn.num_scales=4", "ncsn.langevin_steps=2", "ncsn.step_lr=1.25e-5",
-              "ncsn.heun_steps=4", "model.width=8"]),
+             ["ncsn.sigma_max=100", "ncsn.num_scales=4", "model.width=8"]),
+}
+# The samplers timed per score model: (name, settings); Langevin with T = 5 steps per level (2 on tiny)
+# and ε = 1.25e-5, Heun on 18 EDM levels (4 on tiny).
+SAMPLERS = {
+    "gpu": {"langevin": {"steps": 5, "step_lr": 1.25e-5}, "heun": {"steps": 18}},
+    "cpu": {"langevin": {"steps": 5, "step_lr": 1e-5}, "heun": {"steps": 18}},
+    "tiny": {"langevin": {"steps": 2, "step_lr": 1.25e-5}, "heun": {"steps": 4}},
 }
 # The data stream rows: (data shape, set size, batch, DataLoader workers).
 DATA_SIZES = {"gpu": ((3, 32, 32), 50_000, 128, 8), "cpu": ((1, 28, 28), 60_000, 64, 2),
@@ -196,13 +205,14 @@ def sampling_rows(device, args):
         ms = median_ms(evaluate, device, args.warmup, args.repeats)
         rows.append({"row": f"sampling/{name}/nfe_b{n}", "variant": variant, "ms": ms,
                      "nfe_per_s": 1e3 / ms, "images_nfe_per_s": n * 1e3 / ms, "peak_mib": peak_mib(device)})
-        s, gen, heun_sigmas = cfg.ncsn, torch.Generator(device=device), method.heun_sigmas()
-        x0 = s.sigma_max * torch.randn(n, *shape, device=device)
-        samplers = {  # the pure sampler functions on the (EMA) denoiser, as method.sample runs them
-            "langevin": (s.num_scales * s.langevin_steps + 1, lambda: annealed_langevin(
-                D.score, x0, method.sigmas, s.langevin_steps, s.step_lr, True, gen.manual_seed(0),
-                cfg.train.cuda_graph)),
-            "heun": (2 * len(heun_sigmas) - 3, lambda: heun(D, x0, heun_sigmas))}
+        gen = torch.Generator(device=device)
+        x0 = cfg.ncsn.sigma_max * torch.randn(n, *shape, device=device)
+        samplers = {}  # each sampler as method.sample runs it, on the (EMA) denoiser
+        for sampler_name, values in SAMPLERS[args.sizes].items():
+            settings = Chosen("sampler", SamplerSettings).parse({"name": sampler_name, **values}, "sampler")
+            sampler, schedule = lookup("sampler", sampler_name), method.schedule()
+            samplers[sampler_name] = (settings.nfe(schedule), functools.partial(
+                sampler, D, x0, settings, schedule, gen.manual_seed(0)))
         for sampler, (nfe, run) in samplers.items():
             progress(f"sampling/{name} {n} samples with {sampler}, {nfe} evaluations ({variant})")
             reset_peak(device)

@@ -52,4 +52,5 @@ def load_method(path, device="auto", overrides=()):
     method = build(cfg, resolve_device(cfg.device), info=DataInfo.from_dict(ckpt["data_info"]))
     method.load_state_dict(ckpt["state"], weights_only=True)
     method.train(False)
+    method.require_used([o.split("=", 1)[0].strip() for o in overrides])
     return method, ckpt

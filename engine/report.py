@@ -59,6 +59,25 @@ def table(results: list[dict], header: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def nfe_table(results: list[dict]) -> str:
+    """KID ×10³ against network evaluations per sample: one row per denoising method and sampler,
+    one column per budget the table's rows sampled at (each sampler's cost-quality curve)."""
+    rows = [r for r in results if r["method"] in ("dae", "ncsn", "ebm")]
+    if not rows:
+        return ""
+    budgets = sorted({r["nfe"] for r in rows})
+    cells = {}
+    for r in rows:
+        family = r["sampler"].split(",")[0]
+        cells.setdefault((r["method"], family), {})[r["nfe"]] = f"{1e3 * r['kid']:.0f} ± {1e3 * r['kid_std']:.0f}"
+    lines = ["KID ×10³ against network evaluations per sample (NFE), each sampler at the budgets of the rows "
+             "above:", "", "| method | sampler | " + " | ".join(f"{b} NFE" for b in budgets) + " |",
+             "|---|---|" + "---|" * len(budgets)]
+    for (method, family), by_nfe in cells.items():
+        lines.append(f"| {method} | {family} | " + " | ".join(by_nfe.get(b, "") for b in budgets) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def bpd_text(result: dict | None) -> str:
     if not result:
         return "–"

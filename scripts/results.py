@@ -38,7 +38,7 @@ from engine.evaluation.evaluate import score
 from engine.evaluation.features import build_extractor
 from engine.evaluation.reference import reference_stats
 from engine.images import save_grid
-from engine.report import grids_markdown, machine, table, write_readme
+from engine.report import grids_markdown, machine, nfe_table, table, write_readme
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSIFIER = {"width": 16, "epochs": 4, "batch_size": 256, "lr": 0.2, "weight_decay": 5e-4, "seed": 0}
@@ -76,12 +76,28 @@ RUNS = {
 }
 
 
+# Each fast sampler at two budgets, ≤ 50 and ≤ 20 network evaluations: (row suffix, label, settings).
+SAMPLER_ROWS = [
+    ("heun35", "Heun, 18 levels", {"name": "heun", "steps": 18}),
+    ("heun19", "Heun, 10 levels", {"name": "heun", "steps": 10}),
+    ("edm35", "EDM stochastic, 18 levels", {"name": "edm", "steps": 18}),
+    ("edm19", "EDM stochastic, 10 levels", {"name": "edm", "steps": 10}),
+    ("em50", "Euler–Maruyama, 50 levels", {"name": "euler_maruyama", "steps": 50}),
+    ("em20", "Euler–Maruyama, 20 levels", {"name": "euler_maruyama", "steps": 20}),
+    ("pc50", "predictor–corrector, 25 levels", {"name": "pc", "steps": 25}),
+    ("pc20", "predictor–corrector, 10 levels", {"name": "pc", "steps": 10}),
+]
+
+
+def sampler_overrides(method: str, settings: dict) -> list[str]:
+    return [f"{method}.sampler={settings['name']}"] + [f"{method}.sampler.{k}={v}" for k, v in settings.items()
+                                                       if k != "name"]
+
+
 def denoising_rows(method: str) -> list[Row]:
     return [Row(f"{method}_langevin", method, method, "annealed Langevin", [f"{method}.sampler=langevin"], True),
-            Row(f"{method}_heun35", method, method, "Heun, 18 levels", [f"{method}.sampler=heun",
-                                                                       f"{method}.heun_steps=18"]),
-            Row(f"{method}_heun19", method, method, "Heun, 10 levels", [f"{method}.sampler=heun",
-                                                                       f"{method}.heun_steps=10"])]
+            *(Row(f"{method}_{suffix}", method, method, label, sampler_overrides(method, settings))
+              for suffix, label, settings in SAMPLER_ROWS)]
 
 
 ROWS = [Row("real_train", "real", None, "the training split"),
@@ -171,19 +187,16 @@ def ensure_classifier(args, device) -> dict:
 
 
 def nfe_per_sample(method, cfg) -> int:
-    """Network evaluations per sample of the sampler the config selects (an energy model's
-    evaluation is a forward and a backward pass)."""
-    if cfg.method in ("gan", "dde"):
-        return 1
-    s = getattr(cfg, cfg.method)
-    if s.sampler == "langevin":
-        return s.num_scales * s.langevin_steps + int(s.final_denoise)
-    return 2 * (len(method.heun_sigmas()) - 1) - 1
+    """Network evaluations per sample of the sampler the config selects, as the sampler counts them
+    (an energy model's evaluation is a forward and a backward pass); a generator's is 1."""
+    settings = getattr(getattr(cfg, cfg.method), "sampler", None)
+    return 1 if settings is None else settings.nfe(method.schedule())
 
 
 def sample_row(row: Row, args, device, n: int):
     """(uint8 samples, sampling seconds, nfe) of a row, drawn in batches with a fixed seed."""
-    smoke = [f"{row.method}.num_scales=3", f"{row.method}.langevin_steps=1"] if args.smoke and row.overrides else []
+    smoke = [f"{row.method}.num_scales=3"] if args.smoke and row.overrides else []
+    smoke += [f"{row.method}.sampler.steps=1"] if smoke and row.langevin else []
     method, ckpt = load_method(Path(args.runs) / row.run / "checkpoints" / "last.pt", args.device,
                                [*row.overrides, *smoke])
     cfg = method.cfg
@@ -302,7 +315,7 @@ def main(argv=None):
               "n_ref": reference.n, "baselines": baselines, "classifier": {"width": classifier["arch"]["width"],
                                                    "epochs": classifier.get("epochs"),
                                                    "accuracy": classifier["test_accuracy"]}}
-    body = table(results, header)
+    body = table(results, header) + "\n" + nfe_table(results)
     write_text_atomic(out / "results.md", "# Results\n\n" + body + "\n" + grids_markdown(results, "results"))
     write_text_atomic(out / "results.json", json.dumps({"header": header, "rows": results}, indent=1) + "\n")
     if out.resolve() == (ROOT / "docs").resolve():

@@ -65,10 +65,12 @@ def world(tmp_path_factory, fashion_root, cifar_root):
     """Runs, checkpoints, classifiers and broken files that the cases point at."""
     w = tmp_path_factory.mktemp("world")
     train(quick_config("gan_fashion.yaml", f"data.root={fashion_root}"), w / "gan_run")
-    train(quick_config("ncsn_toy.yaml", "train.steps=2", "train.n_samples=4", "ncsn.langevin_steps=1",
+    train(quick_config("ncsn_toy.yaml", "train.steps=2", "train.n_samples=4", "ncsn.sampler.steps=1",
                        "data.toy_size=512"), w / "ncsn_run")
     train(quick_config("ncsn_fashion.yaml", f"data.root={fashion_root}", "train.steps=2", "train.n_samples=4",
-                       "ncsn.num_scales=3", "ncsn.langevin_steps=1"), w / "ncsn_fashion_run")
+                       "ncsn.num_scales=3", "ncsn.sampler.steps=1"), w / "ncsn_fashion_run")
+    train(quick_config("dae_toy.yaml", "dae.num_scales=1", "dae.sampler.steps=1", "train.steps=2",
+                       "train.n_samples=4", "data.toy_size=512"), w / "single_sigma_run")
     shutil.copytree(w / "gan_run", w / "edited_run")  # its config.yaml's seed edited after the run
     edited = w / "edited_run" / "config.yaml"
     edited.write_text(edited.read_text().replace("seed: 0", "seed: 1"))
@@ -109,7 +111,8 @@ def world(tmp_path_factory, fashion_root, cifar_root):
     return {"w": w, "fashion": fashion_root, "cifar": cifar_root, "gan": w / "gan_run",
             "ckpt": w / "gan_run" / "checkpoints" / "last.pt",
             "ncsn_ckpt": w / "ncsn_run" / "checkpoints" / "last.pt",
-            "ncsn_fashion_ckpt": w / "ncsn_fashion_run" / "checkpoints" / "last.pt"}
+            "ncsn_fashion_ckpt": w / "ncsn_fashion_run" / "checkpoints" / "last.pt",
+            "single_sigma_ckpt": w / "single_sigma_run" / "checkpoints" / "last.pt"}
 
 
 # -- argv builders and injected faults for the cases of test_bad_input.py ---------------------------
@@ -133,9 +136,9 @@ def _sample(w, *args, out="grid.png", ckpt="ckpt"):
     return ["--checkpoint", str(w[ckpt]), "--out", str(w["w"] / out), "--device", "cpu", *args]
 
 
-def _evaluate(w, *args, features=None):
+def _evaluate(w, *args, features=None, ckpt="ckpt"):
     extra = ["--features", f"classifier:{w['w'] / features}"] if features else []
-    return ["--checkpoint", str(w["ckpt"]), "--device", "cpu", "--n", "8", "--batch-size", "8",
+    return ["--checkpoint", str(w[ckpt]), "--device", "cpu", "--n", "8", "--batch-size", "8",
             "--stats-dir", str(w["w"] / "stats"), *extra, *args]
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.registry import names
 from conftest import quick_config
 from denoising.denoiser import Denoiser
 from denoising.losses import dsm_loss
@@ -114,7 +115,7 @@ def test_log_normal_sigma_sampling_draws_edms_distribution():
     """sigma_sampling: log_normal draws ln σ ~ N(p_mean, p_std²), unclipped (EDM's training σ)."""
     from data import DataInfo
     cfg = quick_config("dae_toy.yaml", "dae.sigma_sampling=log_normal", "dae.p_mean=-0.5", "dae.p_std=0.8",
-                       "dae.step_lr=1e-4")
+                       "dae.sampler.step_lr=1e-4")
     torch.manual_seed(0)
     m = build(cfg, "cpu", info=DataInfo("toy", (2,), 1, "points"))
     log_sigma = m.draw_sigmas(200_000).log()
@@ -237,8 +238,10 @@ def test_every_method_trains_checkpoints_resumes_exactly_and_samples(name, extra
     ckpt = tmp_path / "straight" / "checkpoints" / "last.pt"
     method, saved = load_method(ckpt, "cpu")
     if saved["method"] != "dde":  # the data-dependent schedule was resolved into the saved config
-        assert all(saved["config"][saved["method"]][k] is not None for k in ("sigma_max", "num_scales", "step_lr"))
-    for sampler in ([] if saved["method"] == "dde" else ["langevin", "heun"]) or [None]:
+        section = saved["config"][saved["method"]]
+        assert section["sigma_max"] is not None and section["num_scales"] is not None
+        assert section["sampler"]["name"] != "langevin" or section["sampler"]["step_lr"] is not None
+    for sampler in ([] if saved["method"] == "dde" else names("sampler")) or [None]:
         over = [f"{saved['method']}.sampler={sampler}"] if sampler else []
         m, _ = load_method(ckpt, "cpu", over)
         x = m.sample(4, torch.Generator().manual_seed(0))

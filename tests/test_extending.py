@@ -2,6 +2,7 @@
 are chosen by name through the normal config path (with the registry's checks and did-you-mean),
 trained with and sampled from; nothing else in the project knows their names."""
 import copy
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from common.errors import ConfigError
 from common.registry import register, unregister
 from common.spectral import power_iteration
 from conftest import quick_config
+from denoising.samplers import SamplerSettings
 from engine import DataInfo, TensorData, build, load_method, train
 
 
@@ -46,12 +48,30 @@ def two_points():
 @pytest.fixture
 def tweedie():
     @register("sampler", "tweedie")
-    def sample(denoiser, x, settings, generator=None, progress=False):
+    def sample(denoiser, x, settings, schedule, generator=None, progress=False):
         """One step from x at σ_1 to the posterior mean E[x₀ | x] = D(x; σ_1) (Tweedie's formula)."""
-        return denoiser(x, settings.sigmas[0])
+        return denoiser(x, schedule.sigmas[0])
 
     yield sample
     unregister("sampler", "tweedie")
+
+
+@pytest.fixture
+def euler():
+    @dataclass
+    class EulerSettings(SamplerSettings):
+        steps: int = 10                     # levels; one evaluation each
+
+    @register("sampler", "euler", settings=EulerSettings, needs_range=True)
+    def sample(denoiser, x, settings, schedule, generator=None, progress=False):
+        """Euler's method on the probability-flow ODE dx/dσ = (x − D(x; σ))/σ, on EDM's levels."""
+        levels = schedule.levels(settings.steps, 7.0).tolist()
+        for s, t in zip(levels[:-1], levels[1:]):
+            x = x + (t - s) * (x - denoiser(x, s)) / s
+        return x
+
+    yield sample
+    unregister("sampler", "euler")
 
 
 def test_a_registered_loss_gives_each_player_its_own_gradient_through_the_config(least_squares):
@@ -91,7 +111,7 @@ def test_a_registered_loss_and_data_set_train_and_sample_by_name(least_squares, 
 
 def test_a_registered_sampler_samples_through_the_config(tweedie, tmp_path):
     """The sampler gets x = σ_1·z and the method's ladder: here it returns D(σ_1 z; σ_1)."""
-    with pytest.raises(ConfigError, match="ncsn.sampler: must be one of 'langevin', 'heun', 'tweedie'.*"
+    with pytest.raises(ConfigError, match="ncsn.sampler: must be one of 'langevin', 'heun', .*'tweedie'.*"
                                           "did you mean 'tweedie'"):
         quick_config("ncsn_toy.yaml", "ncsn.sampler=tweedy")
     cfg = quick_config("ncsn_toy.yaml", "ncsn.sampler=tweedie", "train.steps=2", "train.log_every=1",
@@ -99,10 +119,26 @@ def test_a_registered_sampler_samples_through_the_config(tweedie, tmp_path):
     train(cfg, tmp_path)  # its sample grids are drawn by the new sampler
     assert (tmp_path / "samples" / "step_0000002.png").is_file()
     method, ckpt = load_method(tmp_path / "checkpoints" / "last.pt", "cpu")
-    assert method.noise.sampler == "tweedie"
+    assert method.noise.sampler.name == "tweedie"
     z = torch.randn(16, 2)
     sigma = method.sigmas[0]
     with torch.no_grad():
         assert torch.equal(method.sample(16, latents=z), method.denoiser(ema=True)(sigma * z, sigma))
     other = load_config(raw=ckpt["config"], overrides=["ncsn.sampler=langevin"])  # and back, by name
-    assert other.ncsn.sampler == "langevin"
+    assert other.ncsn.sampler.name == "langevin"
+
+
+def test_a_registered_sampler_brings_its_own_settings(euler, tmp_path):
+    """A sampler's settings are declared where it is registered: the config's sampler section is
+    checked against them, and sampling-time overrides set them, with nothing else edited."""
+    with pytest.raises(ConfigError, match=r"unknown key 'ncsn.sampler.stepz' for euler; did you mean 'ncsn.sampler.steps'"):
+        quick_config("ncsn_toy.yaml", "ncsn.sampler=euler", "ncsn.sampler.stepz=3")
+    cfg = quick_config("ncsn_toy.yaml", "ncsn.sigma_sampling=log_uniform", "ncsn.sampler=euler", "ncsn.sampler.steps=3",
+                       "train.steps=2", "train.log_every=1", "train.sample_every=2", "train.ckpt_every=2",
+                       "train.n_samples=8", "data.toy_size=512")
+    train(cfg, tmp_path)
+    method, _ = load_method(tmp_path / "checkpoints" / "last.pt", "cpu", ["ncsn.sampler.steps=5"])
+    calls = []
+    method.ema["net"].module.register_forward_hook(lambda *args: calls.append(1))
+    x = method.sample(8, torch.Generator().manual_seed(0))
+    assert method.noise.sampler.steps == 5 and len(calls) == 5 and torch.isfinite(x).all()

@@ -138,7 +138,7 @@ def test_compiled_denoising_step_keeps_the_baseline_numerics(monkeypatch):
 
     def params(*overrides):
         torch.manual_seed(0)
-        m = build(quick_config("ncsn_toy.yaml", "ncsn.step_lr=1e-4", "train.ema=null", *overrides), "cpu", info=TOY)
+        m = build(quick_config("ncsn_toy.yaml", "ncsn.sampler.step_lr=1e-4", "train.ema=null", *overrides), "cpu", info=TOY)
         for _ in range(2):
             m.training_step(x)
         return [p.detach().clone() for p in m.nets.parameters()]
@@ -195,9 +195,9 @@ class HostSyncs(TorchDispatchMode):
     ("gan_fashion.yaml", INFO, ["gan.step=one_loss_fused", "gan.loss=logistic", "model.d_batchnorm=false",
                                 "gan.reg=r1"]),
     ("gan_fashion.yaml", INFO, ["gan.step=alternating", "gan.n_critic=2", "gan.reg=gp", "model.d_batchnorm=false"]),
-    ("ncsn_toy.yaml", TOY, ["ncsn.step_lr=1e-4", "precision=bf16"]),
-    ("dae_toy.yaml", TOY, ["dae.step_lr=1e-4", "dae.sigma_sampling=log_uniform"]),
-    ("ebm_toy.yaml", TOY, ["ebm.step_lr=1e-4"]),
+    ("ncsn_toy.yaml", TOY, ["ncsn.sampler.step_lr=1e-4", "precision=bf16"]),
+    ("dae_toy.yaml", TOY, ["dae.sampler.step_lr=1e-4", "dae.sigma_sampling=log_uniform"]),
+    ("ebm_toy.yaml", TOY, ["ebm.sampler.step_lr=1e-4"]),
     ("dde_toy.yaml", TOY, ["dde.q_steps=2", "optim.grad_clip=1.0"]),
 ], ids=["one_loss_bn", "one_loss_sn_ncritic2", "fused_r1", "alternating_gp", "ncsn_bf16", "dae", "ebm", "dde"])
 def test_training_steps_never_wait_for_the_device(config, info, overrides):

@@ -1,5 +1,5 @@
 """Network facts: each architecture gives the shapes its callers rely on at every size it takes,
-NCSNv2 has the paper's parameter count, and spectral norm is torch's (same checkpoint keys, same
+NCSNv2 has the paper's parameter count and computes what the official network does, and spectral norm is torch's (same checkpoint keys, same
 numbers) with an explicit power iteration that finds the top singular value."""
 import copy
 
@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from common.spectral import power_iteration
+from conftest import ROOT
 from networks import DCGANDiscriminator, DCGANGenerator, NCSNv2, ResNetDiscriminator, ResNetGenerator
 
 
@@ -64,3 +65,18 @@ def test_ncsnv2_network_shapes_and_size():
     # ngf = 128 at 32 px is the paper's CIFAR-10 model: 29.7M parameters.
     n = sum(p.numel() for p in NCSNv2(3, 128, 32).parameters())
     assert 29.5e6 < n < 29.9e6
+
+
+@pytest.mark.parametrize("size, channels", [(28, 1), (32, 3)])
+def test_ncsnv2_network_computes_what_the_official_one_does(size, channels):
+    """tests/fixtures/ncsnv2_official.pt holds weights of this network (ngf 4, InstanceNorm++'s α, γ,
+    β drawn away from their initial values), an input, and what the official NCSNv2 network
+    (ermongroup/ncsnv2 models/ncsnv2.py, the same weights under its key names, fp64) output for it,
+    times σ_y to undo its 1/σ_y. Every layer counts: chained residual pooling's max pools,
+    InstanceNorm++'s re-normalised means, the dilations, the RefineBlocks' fusion."""
+    case = torch.load(ROOT / "tests" / "fixtures" / "ncsnv2_official.pt", weights_only=True)["cases"][size]
+    net = NCSNv2(channels=channels, ngf=4, image_size=size).double()
+    net.load_state_dict({k: v.double() for k, v in case["state"].items()})
+    with torch.no_grad():
+        out = net(case["x"].double())
+    assert torch.allclose(out, case["output"], rtol=0, atol=1e-12), (out - case["output"]).abs().max()

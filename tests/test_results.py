@@ -51,8 +51,12 @@ def smoke(fashion_root, tmp_path_factory):
 
 
 def table_rows(path: Path) -> list[list[str]]:
-    lines = [line for line in path.read_text().splitlines() if line.startswith("| ")]
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    """The cells of the first table in a Markdown file."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[start:end]
+            if line.startswith("| ")]
 
 
 def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
@@ -72,12 +76,17 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
     by_name = {r[0]: r for r in body}
     assert by_name["gan_one_loss"][4] == "3" and by_name["real_train"][4] == "–"
     assert by_name["ncsn_heun19"][7] == "19" and by_name["ncsn_heun35"][7] == "35"
+    nfe = {suffix: by_name[f"ebm_{suffix}"][7] for suffix in ("edm35", "edm19", "em50", "em20", "pc50", "pc20")}
+    assert nfe == {"edm35": "35", "edm19": "19", "em50": "50", "em20": "20", "pc50": "50", "pc20": "20"}
     assert by_name["dae_langevin"][7] == "4"  # 3 levels × 1 step + the final denoising step (smoke ladder)
     for r in body:  # the model's bits/dim in its three sampler rows, none for generators
         assert (re.match(r"^\d+\.\d+ ± \d+\.\d+$", r[14]) is not None) == (r[1] in ("ncsn", "dae", "ebm")), r
     assert by_name["dae_heun35"][14] == by_name["dae_langevin"][14]
     text = (out / "docs" / "results.md").read_text()
     assert "test accuracy" in text and "best diagonal Gaussian" in text
+    curves = [line for line in text.splitlines() if line.startswith("| ncsn | ")]  # KID against NFE
+    assert {line.split(" | ")[1] for line in curves} == {"annealed Langevin", "Heun", "EDM stochastic",
+                                                         "Euler–Maruyama", "predictor–corrector"}
 
 
 def test_results_never_retrains_a_finished_run_unasked(smoke):

@@ -60,11 +60,14 @@ def summary(bpd: torch.Tensor, seconds: float, **extra) -> dict:
 
 # -- the model ---------------------------------------------------------------------------------------
 def heun_levels(method, steps: int | None = None) -> torch.Tensor:
-    """Heun's increasing levels σ_min … σ_max: the sampler's own (its ladder for a net trained on
-    discrete levels), or `steps` EDM levels."""
+    """Heun's increasing levels σ_min … σ_max: the configured sampler's own (its ladder for a net
+    trained on discrete levels; 18 EDM levels for a sampler without levels), or `steps` EDM levels."""
     from denoising.schedule import edm_sigmas
-    n = method.noise
-    levels = method.heun_sigmas() if steps is None else edm_sigmas(steps, n.sigma_min, n.sigma_max, n.rho)
+    n, sampler = method.noise, method.noise.sampler
+    if steps is None:
+        levels = method.schedule().levels(getattr(sampler, "steps", 18), getattr(sampler, "rho", 7.0))
+    else:
+        levels = edm_sigmas(steps, n.sigma_min, n.sigma_max, getattr(sampler, "rho", 7.0))
     return levels[:-1].flip(0)  # drop the final 0; from σ_min up
 
 
