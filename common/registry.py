@@ -73,7 +73,7 @@ def lookup(kind: str, name, key: str | None = None):
         raise ConfigError(f"{key or kind}: expected the name of a {KINDS[kind]}, got {name!r} (registered: "
                           f"{', '.join(table)})")
     if name not in table:
-        hint = did_you_mean(name, table) if isinstance(name, str) else ""
+        hint = did_you_mean(name, table)
         known = ", ".join(table) if table else "none: import engine first, which registers every part"
         raise ConfigError(f"{key or kind}: unknown {KINDS[kind]} {name!r}{hint} (registered: {known})")
     return table[name]

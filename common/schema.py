@@ -49,8 +49,6 @@ class Chosen:
     base: type
 
     def parse(self, value, path: str):
-        if dataclasses.is_dataclass(value):
-            value = to_dict(value)
         if isinstance(value, str):
             value = {"name": value}
         if not isinstance(value, dict) or "name" not in value:

@@ -11,6 +11,7 @@ knows only the ladder's levels). So a new sampler is one function and one datacl
     heun      Heun's method on the probability-flow ODE (Karras et al. 2022, algorithm 1)
     edm       EDM's stochastic sampler: Heun with churn (Karras et al. 2022, algorithm 2)
     euler_maruyama   the reverse-time VE SDE, Euler–Maruyama in τ = σ² (Song et al. 2021)
+    ancestral the VE process's ancestral (posterior) steps (DDPM's sampler; Song et al. 2021)
     pc        predictor–corrector: reverse diffusion + Langevin at a target signal-to-noise ratio
               (Song et al. 2021, algorithm 5)
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
@@ -127,6 +128,17 @@ def reverse_sde_step(denoise_fn, x, s_cur: float, s_next: float, generator=None)
     return x + math.sqrt(dtau) * _noise(x, generator) if s_next > 0 else x
 
 
+def ancestral_step(denoise_fn, x, s_cur: float, s_next: float, generator=None):
+    """A draw from the Gaussian posterior of x at σ_next given x at σ_cur, with the clean image's
+    posterior mean D(x; σ_cur) in place of the image (DDPM's ancestral step for the VE process, Song
+    et al. 2021's ancestral-sampling predictor): mean x + (1 − σ_next²/σ_cur²)(D − x), variance
+    σ_next²(σ_cur² − σ_next²)/σ_cur². It lands on noise level σ_next whatever the step's size, where
+    Euler–Maruyama's √(σ_cur² − σ_next²) z leaves about σ_cur of noise after a large step."""
+    ratio = s_next ** 2 / s_cur ** 2
+    x = x + (1 - ratio) * (denoise_fn(x, s_cur) - x)
+    return x + s_next * math.sqrt(1 - ratio) * _noise(x, generator) if s_next > 0 else x
+
+
 def langevin_corrector(denoise_fn, x, sigma: float, snr: float, steps: int, generator=None):
     """Song et al. (2021)'s corrector: Langevin steps x ← x + ε s + √(2ε) z at one level, with ε set so
     that the signal-to-noise ratio ‖ε s‖/‖√(2ε) z‖ is `snr`: ε = 2(r‖z‖/‖s‖)², the norms averaged over
@@ -140,16 +152,27 @@ def langevin_corrector(denoise_fn, x, sigma: float, snr: float, steps: int, gene
     return x
 
 
-def predictor_corrector(denoise_fn, x, sigmas, snr: float, corrector_steps: int = 1, generator=None,
-                        progress: bool = False):
-    """Predictor–corrector sampling (Song et al. 2021, algorithm 5 for the VE SDE): at each level, first
-    `corrector_steps` Langevin corrector steps at signal-to-noise ratio `snr`, then one reverse-diffusion
-    predictor step to the next level (the last to σ = 0, noise-free). (1 + corrector_steps) evaluations
-    per level."""
+def ancestral(denoise_fn, x, sigmas, generator=None, progress: bool = False):
+    """Ancestral sampling down the levels (ancestral_step), one evaluation per level."""
     sigmas = [float(s) for s in sigmas]
+    for s_cur, s_next in stoppable(list(zip(sigmas[:-1], sigmas[1:])), "ancestral steps", progress):
+        x = ancestral_step(denoise_fn, x, s_cur, s_next, generator)
+    return x
+
+
+PREDICTORS = {"reverse_diffusion": reverse_sde_step, "ancestral": ancestral_step}
+
+
+def predictor_corrector(denoise_fn, x, sigmas, snr: float, corrector_steps: int = 1, generator=None,
+                        progress: bool = False, predictor: str = "reverse_diffusion"):
+    """Predictor–corrector sampling (Song et al. 2021, algorithm 5 for the VE SDE): at each level, first
+    `corrector_steps` Langevin corrector steps at signal-to-noise ratio `snr`, then one predictor step
+    to the next level (reverse diffusion, or ancestral sampling; the last to σ = 0, noise-free).
+    (1 + corrector_steps) evaluations per level."""
+    sigmas, step = [float(s) for s in sigmas], PREDICTORS[predictor]
     for s_cur, s_next in stoppable(list(zip(sigmas[:-1], sigmas[1:])), "PC steps", progress):
         x = langevin_corrector(denoise_fn, x, s_cur, snr, corrector_steps, generator)
-        x = reverse_sde_step(denoise_fn, x, s_cur, s_next, generator)
+        x = step(denoise_fn, x, s_cur, s_next, generator)
     return x
 
 
@@ -260,7 +283,7 @@ def heun_sampler(denoiser, x, settings: HeunSettings, schedule: Schedule, genera
 
 @dataclass
 class EDMSettings(HeunSettings):
-    churn: float = 10.0                     # S_churn: γ = min(churn/N, √2 − 1) per level
+    churn: float = 5.0                      # S_churn: γ = min(churn/N, √2 − 1) per level (0.28 at N = 18)
     tmin: float = 0.05                      # S_tmin, S_tmax: the levels that get churn
     tmax: float = 50.0
     noise: float = 1.003                    # S_noise: the fresh noise's inflation
@@ -294,11 +317,18 @@ def euler_maruyama_sampler(denoiser, x, settings: SDESettings, schedule: Schedul
     return reverse_sde(denoiser, x, settings.levels(schedule), generator, progress)
 
 
+@register("sampler", "ancestral", settings=SDESettings, needs_range=True)
+def ancestral_sampler(denoiser, x, settings: SDESettings, schedule: Schedule, generator=None, progress: bool = False):
+    """Ancestral sampling of the VE process (DDPM's posterior steps)."""
+    return ancestral(denoiser, x, settings.levels(schedule), generator, progress)
+
+
 @dataclass
 class PCSettings(LevelSettings):
     steps: int = 25
     snr: float = 0.16                       # the corrector's signal-to-noise ratio r
     corrector_steps: int = 1                # Langevin corrector steps per level
+    predictor: Literal["reverse_diffusion", "ancestral"] = "reverse_diffusion"
 
     def check(self, path):
         super().check(path)
@@ -313,4 +343,4 @@ class PCSettings(LevelSettings):
 def pc_sampler(denoiser, x, settings: PCSettings, schedule: Schedule, generator=None, progress: bool = False):
     """Predictor–corrector: reverse diffusion + Langevin corrector."""
     return predictor_corrector(denoiser, x, settings.levels(schedule), settings.snr, settings.corrector_steps,
-                               generator, progress)
+                               generator, progress, settings.predictor)

@@ -2,6 +2,7 @@
 
     python scripts/results.py                   # train what is missing (finished runs are reused), score, write docs/
     python scripts/results.py --reuse           # score the finished runs in --runs, train nothing
+    python scripts/results.py --train-only      # train what is missing, score nothing
     python scripts/results.py --methods gan,dae --retrain   # train those again (their old runs are deleted)
     python scripts/results.py --smoke --data-root FIXTURE --out /tmp/r   # a test: its runs go to /tmp/r/runs
 
@@ -63,16 +64,17 @@ class Row:
 
 
 TINY_UNET = ["model.width=8", "model.mults=[1,2]", "model.blocks=1"]
+# Every method gets the same wall-clock budget, not the same steps: what 12 minutes of training buy on
+# the machine at hand (a step of the DAE took 158 ms on one 2-core machine and 310 ms on another).
+BUDGET = ["train.steps=1000000", "train.max_minutes=12"]
 RUNS = {
-    # The GAN's CPU config trains 3,000 steps (make train's default); here it gets the same ~12
-    # minutes as the denoising configs: 20,000 steps (~29 ms each on 2 cores), both trainers.
-    "gan_one_loss": Run("fashion_mnist_dcgan_cpu.yaml", ["train.steps=20000"], ["model.g_width=8", "model.d_width=8"]),
-    "gan_alternating": Run("fashion_mnist_dcgan_cpu.yaml", ["train.steps=20000", "gan.step=alternating"],
+    "gan_one_loss": Run("fashion_mnist_dcgan_cpu.yaml", [*BUDGET], ["model.g_width=8", "model.d_width=8"]),
+    "gan_alternating": Run("fashion_mnist_dcgan_cpu.yaml", [*BUDGET, "gan.step=alternating"],
                            ["model.g_width=8", "model.d_width=8"]),
-    "ncsn": Run("fashion_mnist_ncsn_cpu.yaml", [], TINY_UNET),
-    "dae": Run("fashion_mnist_dae_cpu.yaml", [], TINY_UNET),
-    "ebm": Run("fashion_mnist_ebm_cpu.yaml", [], TINY_UNET),
-    "dde": Run("fashion_mnist_dde_cpu.yaml", [], ["model.g_width=8", *TINY_UNET]),
+    "ncsn": Run("fashion_mnist_ncsn_cpu.yaml", [*BUDGET], TINY_UNET),
+    "dae": Run("fashion_mnist_dae_cpu.yaml", [*BUDGET], TINY_UNET),
+    "ebm": Run("fashion_mnist_ebm_cpu.yaml", [*BUDGET], TINY_UNET),
+    "dde": Run("fashion_mnist_dde_cpu.yaml", [*BUDGET], ["model.g_width=8", *TINY_UNET]),
 }
 
 
@@ -86,6 +88,8 @@ SAMPLER_ROWS = [
     ("em20", "Euler–Maruyama, 20 levels", {"name": "euler_maruyama", "steps": 20}),
     ("pc50", "predictor–corrector, 25 levels", {"name": "pc", "steps": 25}),
     ("pc20", "predictor–corrector, 10 levels", {"name": "pc", "steps": 10}),
+    ("anc50", "ancestral, 50 levels", {"name": "ancestral", "steps": 50}),
+    ("anc20", "ancestral, 20 levels", {"name": "ancestral", "steps": 20}),
 ]
 
 
@@ -126,9 +130,9 @@ def run_config(name: str, args):
     return load_config(ROOT / "configs" / run.config, overrides)
 
 
-def finished(run_dir: Path, smoke: bool) -> dict | None:
+def finished(run_dir: Path, name: str, smoke: bool) -> dict | None:
     """The training summary results.py wrote when the run ended, if it did; a --smoke run is never
-    taken for a real one, nor the reverse."""
+    taken for a real one, nor the reverse, nor a run trained with other settings than RUNS[name]'s."""
     path = run_dir / "results_training.json"
     if not (path.is_file() and (run_dir / "checkpoints/last.pt").is_file()):
         return None
@@ -137,13 +141,16 @@ def finished(run_dir: Path, smoke: bool) -> dict | None:
         kind = "--smoke" if done.get("smoke", False) else "full"
         raise ConfigError(f"{run_dir} holds a {kind} run: pass --runs DIR of {'full' if not smoke else '--smoke'} runs, "
                           f"or --retrain to replace it")
+    if done.get("overrides") != RUNS[name].overrides:
+        raise ConfigError(f"{run_dir} was trained with {' '.join(done.get('overrides') or []) or 'no overrides'}, this "
+                          f"table's {name} with {' '.join(RUNS[name].overrides)}: pass --retrain to train it again")
     return done
 
 
 def train_run(name: str, cfg, args) -> dict:
     """A finished run of RUNS[name] in --runs: reused, or trained (from `cfg`, checked up front)."""
     run_dir = Path(args.runs) / name
-    done = None if args.retrain else finished(run_dir, args.smoke)
+    done = None if args.retrain else finished(run_dir, name, args.smoke)
     if args.reuse:
         if done is None:
             raise ConfigError(f"--reuse: no finished run {name} in {run_dir} (no results_training.json "
@@ -232,14 +239,17 @@ def parse_args(argv=None):
     p.add_argument("--methods", default=",".join(METHODS), help=f"rows to produce: {','.join(METHODS)}")
     p.add_argument("--reuse", action="store_true", help="score finished runs only; train nothing")
     p.add_argument("--retrain", action="store_true", help="delete the selected runs and train them again")
+    p.add_argument("--train-only", action="store_true", help="train the runs that are missing, then stop")
     p.add_argument("--runs", help="where the runs live (default runs/results; with --smoke, OUT/runs)")
     p.add_argument("--out", help="writes OUT/results.md and OUT/results/*.png (default docs, and the README's "
                                  "table; --smoke needs it)")
     p.add_argument("--classifier", help="evaluation classifier (default RUNS/classifier.pt; trained if absent)")
     p.add_argument("--data-root", default="datasets", help="data.root of Fashion-MNIST")
-    p.add_argument("--n", type=int, default=2000, help="samples scored per row")
-    p.add_argument("--n-langevin", type=int, default=500, help="samples scored per annealed-Langevin row")
-    p.add_argument("--n-bpd", type=int, default=500, help="test images for bits/dim (0: skip)")
+    # 1,000 samples per row (300 for 496-evaluation Langevin) keep `make results`, 37 rows of which 30
+    # come from multi-step samplers, near 2 hours on 2 cores; KID's ± says how far rows can be told apart.
+    p.add_argument("--n", type=int, default=1000, help="samples scored per row")
+    p.add_argument("--n-langevin", type=int, default=300, help="samples scored per annealed-Langevin row")
+    p.add_argument("--n-bpd", type=int, default=200, help="test images for bits/dim (0: skip)")
     p.add_argument("--bpd-methods", default="ncsn,dae", help="runs given a bits/dim (ebm: slow on a CPU)")
     p.add_argument("--batch-size", type=int, default=500, help="samples drawn at once")
     p.add_argument("--seed", type=int, default=0)
@@ -250,8 +260,8 @@ def parse_args(argv=None):
     bad = [m for m in args.methods if m not in METHODS]
     if bad or not args.methods:
         raise ConfigError(f"--methods: unknown method {bad[0] if bad else '(none)'!r}; choose from {','.join(METHODS)}")
-    if args.reuse and args.retrain:
-        raise ConfigError("--reuse and --retrain exclude each other: pick one")
+    if args.reuse and (args.retrain or args.train_only):
+        raise ConfigError(f"--reuse and {'--retrain' if args.retrain else '--train-only'} exclude each other: pick one")
     if args.smoke:
         if args.out is None:
             raise ConfigError("--smoke: pass --out DIR for its numbers and grids (they never go to docs/ unless "
@@ -283,6 +293,9 @@ def main(argv=None):
     test = build_dataset(test_cfg)
     train_images = build_dataset(fashion_mnist(args)).data
     trained = {name: train_run(name, cfg, args) for name, cfg in configs.items()}
+    if args.train_only:
+        progress(f"trained: {', '.join(trained) or 'nothing'} in {args.runs}")
+        return
     classifier = ensure_classifier(args, device)
     extractor = build_extractor(f"classifier:{args.classifier}", device, False)
     reference = reference_stats(test, test_cfg, extractor, device, cache=Path(args.runs) / "stats")

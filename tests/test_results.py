@@ -76,8 +76,8 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
     by_name = {r[0]: r for r in body}
     assert by_name["gan_one_loss"][4] == "3" and by_name["real_train"][4] == "–"
     assert by_name["ncsn_heun19"][7] == "19" and by_name["ncsn_heun35"][7] == "35"
-    nfe = {suffix: by_name[f"ebm_{suffix}"][7] for suffix in ("edm35", "edm19", "em50", "em20", "pc50", "pc20")}
-    assert nfe == {"edm35": "35", "edm19": "19", "em50": "50", "em20": "20", "pc50": "50", "pc20": "20"}
+    nfe = {suffix: by_name[f"ebm_{suffix}"][7] for suffix in ("edm35", "edm19", "em50", "em20", "pc50", "pc20", "anc20")}
+    assert nfe == {"edm35": "35", "edm19": "19", "em50": "50", "em20": "20", "pc50": "50", "pc20": "20", "anc20": "20"}
     assert by_name["dae_langevin"][7] == "4"  # 3 levels × 1 step + the final denoising step (smoke ladder)
     for r in body:  # the model's bits/dim in its three sampler rows, none for generators
         assert (re.match(r"^\d+\.\d+ ± \d+\.\d+$", r[14]) is not None) == (r[1] in ("ncsn", "dae", "ebm")), r
@@ -86,7 +86,7 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
     assert "test accuracy" in text and "best diagonal Gaussian" in text
     curves = [line for line in text.splitlines() if line.startswith("| ncsn | ")]  # KID against NFE
     assert {line.split(" | ")[1] for line in curves} == {"annealed Langevin", "Heun", "EDM stochastic",
-                                                         "Euler–Maruyama", "predictor–corrector"}
+                                                         "Euler–Maruyama", "predictor–corrector", "ancestral"}
 
 
 def test_results_never_retrains_a_finished_run_unasked(smoke):
@@ -101,6 +101,10 @@ def test_results_never_retrains_a_finished_run_unasked(smoke):
     summary.unlink()  # as if training had been killed: an unfinished run is neither reused nor deleted
     with pytest.raises(SystemExit) as e:
         results([*argv, "--methods", "gan"])
+    assert e.value.code == 2 and last.stat().st_mtime_ns == before
+    summary.write_text(kept.replace("train.max_minutes=12", "train.max_minutes=5"))  # another budget's run
+    with pytest.raises(SystemExit) as e:
+        results([*argv, "--methods", "gan", "--reuse"])
     summary.write_text(kept)
     assert e.value.code == 2 and last.stat().st_mtime_ns == before
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import quick_config
-from denoising.samplers import annealed_langevin, edm_stochastic, heun, predictor_corrector, reverse_sde
+from denoising.samplers import (ancestral, ancestral_step, annealed_langevin, edm_stochastic, heun,
+                                predictor_corrector, reverse_sde, reverse_sde_step)
 from denoising.schedule import edm_sigmas, geometric_sigmas, ncsnv2_ratio, ncsnv2_step_size
 from engine import build, train
 from oracles import GaussianMixture
@@ -179,18 +180,36 @@ def test_edm_sampler_with_churn_samples_a_gaussian_with_its_moments():
     assert mean_err < 0.005 and cov_err < 0.02
 
 
-@pytest.mark.parametrize("sampler", ["euler_maruyama", "pc"])
+def test_an_ancestral_step_lands_on_the_next_noise_level_whatever_its_size():
+    """Data at one point μ (exact denoiser D = μ), x ~ N(μ, σ_i²): an ancestral step to σ_next gives
+    N(μ, σ_next²) exactly, for a step from 10 to 1 as for one from 10 to 9.9; Euler–Maruyama's
+    √(σ_i² − σ_next²) z leaves about σ_i of noise after the large step."""
+    mu = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    for s_next in (1.0, 9.9):
+        x = mu + 10.0 * torch.randn(200_000, 2, generator=g, dtype=torch.float64)
+        out = ancestral_step(lambda y, s: mu.expand_as(y), x, 10.0, s_next, g)
+        assert torch.allclose(out.std(0), torch.full((2,), s_next, dtype=torch.float64), rtol=0.01)
+        assert (out.mean(0) - mu).abs().max() < 0.05
+    euler = reverse_sde_step(lambda y, s: mu.expand_as(y), mu + 10.0 * torch.randn(200_000, 2, generator=g,
+                                                                                dtype=torch.float64), 10.0, 1.0, g)
+    assert torch.allclose(euler.std(0), torch.full((2,), math.sqrt(0.01 ** 2 * 100 + 99), dtype=torch.float64),
+                          rtol=0.01)  # ≈ 9.95, not 1
+
+
+@pytest.mark.parametrize("sampler", ["euler_maruyama", "ancestral", "pc"])
 def test_sde_samplers_converge_to_the_data_distribution_as_steps_grow(sampler):
     """On N(μ, Σ)'s exact denoiser, Euler–Maruyama (first order: the covariance error halves when
-    the steps double, measured 0.19, 0.09, 0.04) and predictor–corrector (snr 0.16) approach the
-    data's moments as the levels go from 40 to 160."""
+    the steps double, measured 0.19, 0.09, 0.04), ancestral sampling and predictor–corrector (snr
+    0.16) approach the data's moments as the levels go from 40 to 160."""
     mu, cov, denoise = gaussian()
     errors = []
     for steps in (40, 80, 160):
         x, g = start()
         levels = edm_sigmas(steps, 0.002, 10.0)
-        out = (reverse_sde(denoise, x, levels, g) if sampler == "euler_maruyama"
-               else predictor_corrector(denoise, x, levels, 0.16, 1, g))
+        out = {"euler_maruyama": lambda: reverse_sde(denoise, x, levels, g),
+               "ancestral": lambda: ancestral(denoise, x, levels, g),
+               "pc": lambda: predictor_corrector(denoise, x, levels, 0.16, 1, g)}[sampler]()
         errors.append(moment_errors(out, mu, cov))
     cov_errors = [c for _, c in errors]
     assert cov_errors[0] > cov_errors[1] > cov_errors[2], cov_errors
