@@ -66,15 +66,19 @@ def test_cross_section_checks():
         load_config(ROOT / "configs/cifar10_sngan.yaml", ["model.d_batchnorm=true"])
 
 
-def test_cli_config_error_is_one_line_and_nonzero(tmp_path):
+def test_cli_config_error_is_one_line_and_nonzero(tmp_path, capsys):
+    """One real process (the exit status as a shell sees it), the other cases through main(argv)."""
+    import train as train_cli
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: gan\ntrain: {steps: [1, 2}\n")  # broken YAML
-    for args in (["--config", str(ROOT / "configs/quick/gan_fashion.yaml"), "optim.lr_gg=1"],
-                 ["--config", str(bad)],
-                 ["--config", str(tmp_path / "missing.yaml")]):
-        r = subprocess.run([sys.executable, str(ROOT / "scripts/train.py"), *args, "--run-dir", str(tmp_path / "r")],
-                           capture_output=True, text=True, cwd=tmp_path)
-        assert r.returncode == 2, r.stderr
-        lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    run = ["--run-dir", str(tmp_path / "r")]
+    r = subprocess.run([sys.executable, str(ROOT / "scripts/train.py"), "--config",
+                        str(ROOT / "configs/quick/gan_fashion.yaml"), "optim.lr_gg=1", *run],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: "), r.stderr
+    for args in (["--config", str(bad)], ["--config", str(tmp_path / "missing.yaml")]):
+        with pytest.raises(SystemExit) as e:
+            train_cli.main([*args, *run])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
     assert not (tmp_path / "r" / "checkpoints").exists()

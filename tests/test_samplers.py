@@ -109,21 +109,19 @@ def test_ncsnv2_schedule_rules():
         assert torch.allclose(spacing, spacing[0].expand(17), rtol=1e-9)
 
 
-def test_sample_cli_picks_the_sampler_by_override(fashion_root, tmp_path):
-    import subprocess
-    import sys
-    from conftest import ROOT
+def test_sample_cli_picks_the_sampler_by_override(fashion_root, tmp_path, capsys):
+    """sample.py's overrides choose the sampler and its settings (in process: tests/test_scripts.py
+    runs sample.py as a process)."""
+    from sample import main
     train(quick_config("ncsn_fashion.yaml", f"data.root={fashion_root}"), tmp_path)
-    for sampler in ("langevin", "heun"):
-        r = subprocess.run([sys.executable, str(ROOT / "scripts/sample.py"), "--checkpoint",
-                            str(tmp_path / "checkpoints/last.pt"), "--out", str(tmp_path / f"{sampler}.png"),
-                            "--n", "4", f"ncsn.sampler={sampler}"], capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
+    ckpt = str(tmp_path / "checkpoints/last.pt")
+    for sampler in ("langevin", "heun", "edm"):
+        main(["--checkpoint", ckpt, "--out", str(tmp_path / f"{sampler}.png"), "--n", "4", f"ncsn.sampler={sampler}"])
         assert (tmp_path / f"{sampler}.png").is_file()
-    r = subprocess.run([sys.executable, str(ROOT / "scripts/sample.py"), "--checkpoint",
-                        str(tmp_path / "checkpoints/last.pt"), "--out", str(tmp_path / "x.png"), "ncsn.sampler=ode"],
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "ncsn.sampler: must be one of 'langevin', 'heun', 'edm'" in r.stderr
+    assert "from step" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["--checkpoint", ckpt, "--out", str(tmp_path / "x.png"), "ncsn.sampler=ode"])
+    assert e.value.code == 2 and "ncsn.sampler: must be one of 'langevin', 'heun', 'edm'" in capsys.readouterr().err
 
 
 def gaussian(d: int = 3, seed: int = 0):
