@@ -17,6 +17,8 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from . import init as init_schemes  # noqa: F401  (registers the initialisation schemes)
+from . import lr_schedule  # also registers the learning-rate schedules
 from .errors import ConfigError, did_you_mean
 from .paths import write_text_atomic
 from .registry import lookup, names
@@ -58,8 +60,7 @@ class DataConfig:
 @dataclass
 class InitConfig:
     """Weight initialisation of one network (common/init.py)."""
-    scheme: Literal["default", "normal", "xavier_uniform", "xavier_normal", "kaiming_uniform",
-                    "kaiming_normal", "orthogonal", "fan_in_normal"] = "default"
+    scheme: one_of("init_scheme") = "default"  # common/init.py
     std: float = 0.02                  # normal
     gain: float = 1.0                  # xavier_*, orthogonal, fan_in_normal (scales std)
     nonlinearity: Literal["relu", "leaky_relu", "linear"] = "relu"   # kaiming_*
@@ -73,7 +74,8 @@ class InitConfig:
 @dataclass
 class TrainConfig:
     steps: int = 20_000
-    batch_size: int = 64
+    batch_size: int = 64               # examples per optimizer step over all processes (torchrun: each reads 1/N)
+    micro_batch: Optional[int] = None  # at most this many per process at once: gradient accumulation (null: all)
     log_every: int = 50                # scalars to TensorBoard, metrics.jsonl and the progress bar
     sample_every: int = 500            # PNG grid in samples/ and in TensorBoard
     n_samples: int = 64                # images in each grid
@@ -81,7 +83,12 @@ class TrainConfig:
     keep_every: int = 0                # also keep checkpoints/step_XXXXXXX.pt every N steps (0: never)
     max_minutes: Optional[float] = None  # wall-time budget: checkpoint and stop when spent
     ema: Optional[float] = 0.999       # decay of the weights' exponential moving average (null: off)
-    ema_warmup: bool = True            # decay min(ema, (1 + t)/(10 + t)) at update t (common/method.py)
+    ema_warmup: bool = True            # decay min(ema, (1 + t)/(10 + t)) at update t (common/ema.py)
+    # Or EDM's form, which a change of batch size leaves meaning the same: the average's half-life in
+    # thousands of training images (turns EMA on; replaces ema and ema_warmup), capped while young
+    # at ema_rampup × the images seen so far (EDM: 500 kimg and 0.05 for CIFAR-10).
+    ema_halflife_kimg: Optional[float] = None
+    ema_rampup: Optional[float] = None
     # Fast paths (off: the fp32 eager baseline, numerically the same within float tolerance):
     compile: bool = False              # torch.compile every network (forward and backward graphs)
     cuda_graph: bool = False           # capture the whole step (fwd, bwd, optimizer, EMA) as one CUDA graph
@@ -90,9 +97,15 @@ class TrainConfig:
     def check(self, path):
         require_positive(self, path, "steps", "batch_size", "log_every", "sample_every", "n_samples",
                          "ckpt_every")
-        require_positive(self, path, "max_minutes", optional=True)
+        require_positive(self, path, "max_minutes", "micro_batch", optional=True)
+        require(self.micro_batch is None or self.batch_size % self.micro_batch == 0,
+                f"{path}.micro_batch: must divide {path}.batch_size ({self.batch_size}) so that every part "
+                f"weighs the same, got {self.micro_batch}")
         require(self.keep_every >= 0, f"{path}.keep_every: must be >= 0")
         require(self.ema is None or 0.0 <= self.ema < 1.0, f"{path}.ema: must be in [0, 1) or null")
+        require_positive(self, path, "ema_halflife_kimg", "ema_rampup", optional=True)
+        require(self.ema_rampup is None or self.ema_halflife_kimg is not None,
+                f"{path}.ema_rampup: caps a half-life; set {path}.ema_halflife_kimg too, or drop it")
 
 
 @dataclass
@@ -103,6 +116,10 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: Optional[float] = None  # clip the global gradient norm of each network (null: off)
     fused: bool = False                # fused (single-kernel) Adam instead of torch's default foreach one
+    # Learning-rate schedule (common/lr_schedule.py), the same factor for every network's rate:
+    schedule: one_of("lr_schedule") = "constant"  # after the warm-up: constant | cosine | linear to decay_to
+    warmup: int = 0                    # steps of linear warm-up (EDM's lr ramp-up, NCSNv2's warmup)
+    decay_to: float = 0.0              # cosine/linear: the last step's rate as a fraction of the peak
 
     def check(self, path):
         """Adam's own domain (torch refuses the rest mid-run, or trains on garbage): every learning
@@ -113,6 +130,9 @@ class OptimConfig:
         require_positive(self, path, "eps")
         require(self.weight_decay >= 0, f"{path}.weight_decay: must be >= 0, got {self.weight_decay}")
         require_positive(self, path, "grad_clip", optional=True)
+        require(self.warmup >= 0, f"{path}.warmup: must be >= 0 steps (0: no warm-up), got {self.warmup}")
+        require(0.0 <= self.decay_to <= 1.0, f"{path}.decay_to: must be in [0, 1] (a fraction of the peak "
+                                             f"learning rate), got {self.decay_to}")
 
 
 @dataclass
@@ -134,6 +154,7 @@ class EvalConfig:
                 f"{path}.features: must be 'inception' or 'classifier:PATH', got {self.features!r}")
 
 
+PRECISIONS = Literal["fp32", "bf16", "fp16"]
 TOP_KEYS = ("method", "seed", "device", "precision", "data", "model", "init", "optim", "train", "eval")
 
 
@@ -150,7 +171,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     device: str = "auto"               # auto | cpu | cuda | cuda:N
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: PRECISIONS = "fp32"     # fp16: autocast with a gradient scaler
 
     def to_dict(self) -> dict:
         out = {"method": self.method, "seed": self.seed, "device": self.device,
@@ -194,7 +215,7 @@ def build_config(raw: dict) -> Config:
         method=name,
         seed=seed,
         device=device,
-        precision=coerce(Literal["fp32", "bf16"], raw.get("precision", "fp32"), "precision"),
+        precision=coerce(PRECISIONS, raw.get("precision", "fp32"), "precision"),
         data=parse(DataConfig, raw.get("data"), "data"),
         model=parse(spec.ModelConfig, raw.get("model"), "model"),
         init=init,
@@ -207,7 +228,22 @@ def build_config(raw: dict) -> Config:
     require(not (cfg.train.compile and spec.needs_double_backward(cfg)),
             f"train.compile: {name} differentiates through gradients here (energy scores, R1 or GP), "
             f"which torch.compile does not support; set train.compile=false")
+    check_fast_paths(cfg)
     return cfg
+
+
+def check_fast_paths(cfg: Config):
+    """What a captured CUDA graph cannot replay: a learning rate that changes (the graph keeps the
+    one it captured) and fp16's gradient scaler (it reads the device to decide whether to step)."""
+    if not cfg.train.cuda_graph:
+        return
+    require(not lr_schedule.scheduled(cfg.optim),
+            "train.cuda_graph: a captured step replays the learning rate it was captured with, so "
+            "optim.warmup and optim.schedule cannot change it; set train.cuda_graph=false or "
+            "optim.warmup=0 optim.schedule=constant")
+    require(cfg.precision != "fp16",
+            "train.cuda_graph: fp16's gradient scaler decides on the host whether to step, which a "
+            "CUDA graph cannot replay; use precision=bf16 or set train.cuda_graph=false")
 
 
 class StrictLoader(yaml.SafeLoader):

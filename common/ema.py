@@ -20,6 +20,19 @@ def ema_decay(decay: float, updates: torch.Tensor, warmup: bool = True) -> torch
     return torch.clamp(ramp, max=decay)
 
 
+def halflife_decay(updates: torch.Tensor, batch_images: int, halflife_images: float,
+                   rampup: float | None = None) -> torch.Tensor:
+    """EDM's decay of update number `updates` (0, 1, ...) when each update follows `batch_images`
+    training images: β = 0.5^(batch / h), so that the average forgets half of any weight after h
+    images whatever the batch size, with h = min(halflife, rampup × images seen before the update)
+    under a ramp-up (h = 0 at the first update: β = 0, the average starts as the weights)."""
+    seen = updates.to(torch.float64) * batch_images
+    h = torch.full_like(seen, float(halflife_images))
+    if rampup is not None:
+        h = torch.minimum(h, seen * rampup)
+    return torch.pow(0.5, batch_images / h.clamp(min=1e-8))  # float64: 1 − β is ~1e-5 and must keep its digits
+
+
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 STANDING_SAMPLES = 4000  # latents whose activations give an averaged generator's BatchNorm statistics
 
@@ -36,14 +49,18 @@ class EMA(AveragedModel):
     a DCGAN generator at N(0, 0.02) init) for thousands of steps.
     """
 
-    def __init__(self, module: nn.Module, decay: float, warmup: bool = True):
+    def __init__(self, module: nn.Module, decay: float, warmup: bool = True, halflife: tuple | None = None):
+        """`halflife`: (batch_images, halflife_images, rampup) for EDM's decay (halflife_decay),
+        which then replaces `decay` and `warmup`."""
         super().__init__(module, use_buffers=True)
-        self.decay, self.warmup = decay, warmup
+        self.decay, self.warmup, self.halflife = decay, warmup, halflife
         # AveragedModel makes its update counter on the CPU: keep it beside the weights, so that a
         # captured CUDA graph counts its replays too.
         self.n_averaged = self.n_averaged.to(next(module.parameters()).device)
 
     def current_decay(self) -> torch.Tensor:
+        if self.halflife is not None:
+            return halflife_decay(self.n_averaged, *self.halflife)
         return ema_decay(self.decay, self.n_averaged, self.warmup)
 
     @torch.no_grad()
@@ -66,7 +83,7 @@ class EMA(AveragedModel):
     def update_parameters(self, model: nn.Module):
         params = list(self.module.parameters())
         if params:
-            weight = 1 - self.current_decay().to(params[0].dtype)
+            weight = (1 - self.current_decay().double()).to(params[0].dtype)  # 1 − β in float64, then cast
             torch._foreach_lerp_(params, [p.detach() for p in model.parameters()], [weight] * len(params))
         for avg, cur in zip(self.module.buffers(), model.buffers(), strict=True):
             avg.copy_(cur)

@@ -18,6 +18,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
 
 from . import spectral
+from .registry import lookup, register
 from .spectral import TRANSPOSED_CONVS
 
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
@@ -45,28 +46,52 @@ def _weight(m: nn.Module) -> torch.Tensor:
 
 
 def init_weight_(w: torch.Tensor, fan_in: int, fan_out: int, cfg) -> None:
-    """Fill one weight tensor in place according to `cfg` (an InitConfig)."""
-    s = cfg.scheme
-    if s == "normal":
-        nn.init.normal_(w, 0.0, cfg.std)
-    elif s == "fan_in_normal":
-        nn.init.normal_(w, 0.0, cfg.gain / math.sqrt(fan_in))
-    elif s == "xavier_uniform":
-        bound = cfg.gain * math.sqrt(6.0 / (fan_in + fan_out))
-        nn.init.uniform_(w, -bound, bound)
-    elif s == "xavier_normal":
-        nn.init.normal_(w, 0.0, cfg.gain * math.sqrt(2.0 / (fan_in + fan_out)))
-    elif s in ("kaiming_normal", "kaiming_uniform"):
-        gain = nn.init.calculate_gain(cfg.nonlinearity, cfg.negative_slope)
-        if s == "kaiming_normal":
-            nn.init.normal_(w, 0.0, gain / math.sqrt(fan_in))
-        else:
-            bound = gain * math.sqrt(3.0 / fan_in)
-            nn.init.uniform_(w, -bound, bound)
-    elif s == "orthogonal":
-        nn.init.orthogonal_(w, gain=cfg.gain)
-    else:
-        raise ValueError(f"unknown init scheme {s!r}")
+    """Fill one weight tensor in place with the scheme `cfg` (an InitConfig) names."""
+    lookup("init_scheme", cfg.scheme, "init.scheme")(w, fan_in, fan_out, cfg)
+
+
+# The schemes, by init.<net>.scheme: fill a weight in place from its fans and the InitConfig
+# (`@register("init_scheme", NAME)`). `default` keeps torch's own initialisation.
+@register("init_scheme", "default")
+def default(w, fan_in, fan_out, cfg):
+    pass
+
+
+@register("init_scheme", "normal")
+def normal(w, fan_in, fan_out, cfg):
+    nn.init.normal_(w, 0.0, cfg.std)
+
+
+@register("init_scheme", "xavier_uniform")
+def xavier_uniform(w, fan_in, fan_out, cfg):
+    bound = cfg.gain * math.sqrt(6.0 / (fan_in + fan_out))
+    nn.init.uniform_(w, -bound, bound)
+
+
+@register("init_scheme", "xavier_normal")
+def xavier_normal(w, fan_in, fan_out, cfg):
+    nn.init.normal_(w, 0.0, cfg.gain * math.sqrt(2.0 / (fan_in + fan_out)))
+
+
+@register("init_scheme", "kaiming_uniform")
+def kaiming_uniform(w, fan_in, fan_out, cfg):
+    bound = nn.init.calculate_gain(cfg.nonlinearity, cfg.negative_slope) * math.sqrt(3.0 / fan_in)
+    nn.init.uniform_(w, -bound, bound)
+
+
+@register("init_scheme", "kaiming_normal")
+def kaiming_normal(w, fan_in, fan_out, cfg):
+    nn.init.normal_(w, 0.0, nn.init.calculate_gain(cfg.nonlinearity, cfg.negative_slope) / math.sqrt(fan_in))
+
+
+@register("init_scheme", "orthogonal")
+def orthogonal(w, fan_in, fan_out, cfg):
+    nn.init.orthogonal_(w, gain=cfg.gain)
+
+
+@register("init_scheme", "fan_in_normal")
+def fan_in_normal(w, fan_in, fan_out, cfg):
+    nn.init.normal_(w, 0.0, cfg.gain / math.sqrt(fan_in))
 
 
 @torch.no_grad()
@@ -85,8 +110,8 @@ def initialize(module: nn.Module, cfg) -> nn.Module:
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
             if sn is not None:
-                register, settings = sn
-                register(m, **settings)
+                reregister, settings = sn
+                reregister(m, **settings)
         elif isinstance(m, NORMS) and getattr(m, "weight", None) is not None:
             if cfg.scheme == "normal":
                 nn.init.normal_(m.weight, 1.0, cfg.std)

@@ -26,6 +26,7 @@ from .init import initialize
 from .registry import lookup, names
 
 OPTIMIZER_SETTINGS = ("lr", "betas", "eps", "weight_decay")  # from the config, even on resume
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _fmt(value) -> str:
@@ -88,6 +89,8 @@ class Method:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.ema: dict[str, EMA] = {}
         self.wrapped: dict[str, nn.Module] = {}  # DDP wrappers used for training forwards
+        # fp16's loss scaling (bf16 has fp32's range and needs none)
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
 
     # -- building blocks for subclasses -------------------------------------------------------------
     def add_network(self, name: str, module: nn.Module) -> nn.Module:
@@ -106,7 +109,8 @@ class Method:
         """One Adam over the named networks, one parameter group each with its own learning rate
         (TTUR is per-group learning rates in one optimizer)."""
         o = self.cfg.optim
-        param_groups = [{"params": list(self.nets[n].parameters()), "lr": lr, "name": n}
+        # base_lr: the configured rate, which the schedule (set_lr_factor) scales into lr.
+        param_groups = [{"params": list(self.nets[n].parameters()), "lr": lr, "base_lr": lr, "name": n}
                         for n, lr in groups.items()]
         cls = torch.optim.AdamW if o.weight_decay else torch.optim.Adam
         # A captured CUDA graph needs the optimizer's step counters on the device (capturable).
@@ -131,11 +135,62 @@ class Method:
             for n in names:
                 nn.utils.clip_grad_norm_(self.nets[n].parameters(), self.cfg.optim.grad_clip)
 
+    def micro_batches(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`batch` in parts of train.micro_batch examples (gradient accumulation), or whole."""
+        m = self.cfg.train.micro_batch
+        return batch.split(m) if m is not None and m < batch.shape[0] else (batch,)
+
+    def optimizer_step(self, opt: torch.optim.Optimizer, objective, parts, *names: str) -> dict:
+        """One update of `opt`: zero the gradients; for each part (a micro-batch, micro_batches),
+        `objective(part)` → (loss, stats) and the backward of loss / len(parts), so that equal
+        parts accumulate the whole batch's mean gradient (DDP averages across processes on the
+        last part only); clip the named networks' gradients (optim.grad_clip); step. Under
+        precision: fp16 each loss is scaled first and the gradients unscaled before clipping
+        (torch.amp.GradScaler): a step whose gradients overflowed is skipped and the scale halved;
+        it grows again after 2,000 clean steps. Returns the stats averaged over the parts."""
+        parts = list(parts)
+        opt.zero_grad(set_to_none=True)
+        total = {}
+        for i, part in enumerate(parts):
+            with self.no_sync(i < len(parts) - 1):
+                loss, stats = objective(part)
+                if len(parts) > 1:
+                    loss = loss / len(parts)
+                (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+            total = {k: total[k] + v for k, v in stats.items()} if total else dict(stats)
+        if self.scaler is None:
+            self.clip_gradients(*names)
+            opt.step()
+        else:
+            if self.cfg.optim.grad_clip is not None:
+                self.scaler.unscale_(opt)
+            self.clip_gradients(*names)
+            self.scaler.step(opt)
+            self.scaler.update()  # after every step: a training step may use one optimizer several times
+        return {k: v / len(parts) for k, v in total.items()} if len(parts) > 1 else total
+
+    def no_sync(self, skip: bool):
+        """DDP's no_sync on every wrapped network when `skip` (a micro-batch before the last: its
+        gradients are kept locally and all-reduced with the last one's)."""
+        if not skip or not self.wrapped:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        for module in self.wrapped.values():
+            stack.enter_context(module.no_sync())
+        return stack
+
+    def set_lr_factor(self, factor: float):
+        """Every parameter group's learning rate becomes its configured one times `factor`
+        (common/lr_schedule.py)."""
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * factor
+
     def autocast(self):
-        """bf16 autocast for forward passes when precision: bf16 (backward stays outside)."""
-        if self.cfg.precision == "bf16":
+        """bf16 or fp16 autocast for forward passes when precision says so (backward stays outside)."""
+        if self.cfg.precision in AUTOCAST:
             # Autocast's cache of cast weights must be off when the step is captured as a CUDA graph.
-            return torch.autocast(self.device.type, dtype=torch.bfloat16,
+            return torch.autocast(self.device.type, dtype=AUTOCAST[self.cfg.precision],
                                   cache_enabled=not self.cfg.train.cuda_graph)
         return contextlib.nullcontext()
 
@@ -163,8 +218,16 @@ class Method:
                         if any(p.requires_grad for p in m.parameters())}
 
     # -- used by the loop ---------------------------------------------------------------------------
-    def enable_ema(self, decay: float):
-        self.ema = {n: EMA(self.nets[n], decay, self.cfg.train.ema_warmup) for n in self.ema_networks}
+    def enable_ema(self, decay: float | None = None):
+        """Average the sampled networks: with train.ema_halflife_kimg, EDM's half-life in images
+        (a step being train.batch_size images, over all processes), else the per-step `decay`
+        (train.ema by default)."""
+        t = self.cfg.train
+        halflife = None
+        if t.ema_halflife_kimg is not None:
+            halflife = (t.batch_size, 1000 * t.ema_halflife_kimg, t.ema_rampup)
+        decay = decay if decay is not None else (t.ema or 0.999)
+        self.ema = {n: EMA(self.nets[n], decay, t.ema_warmup, halflife) for n in self.ema_networks}
 
     def update_ema(self):
         for n, avg in self.ema.items():
@@ -181,7 +244,8 @@ class Method:
     def state_dict(self) -> dict:
         return {"nets": self.nets.state_dict(),
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "ema": {k: e.state_dict() for k, e in self.ema.items()}}
+                "ema": {k: e.state_dict() for k, e in self.ema.items()},
+                **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})}
 
     def load_state_dict(self, state: dict, weights_only: bool = False) -> list[str]:
         """Load a checkpoint's method state; `weights_only` skips optimizers (for sampling). The
@@ -196,9 +260,11 @@ class Method:
             raise CheckpointError(f"the checkpoint's networks do not fit this config's ({detail[:200]}): use "
                                   f"the checkpoint's own model settings") from None
         changes = [] if weights_only else self._load_optimizers(state.get("optimizers", {}))
+        if self.scaler is not None and not weights_only and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])  # else (fp32/bf16 until now) a fresh scale
         ema = state.get("ema", {})
         if ema and not self.ema:
-            self.enable_ema(self.cfg.train.ema or 0.999)
+            self.enable_ema()
         for k, avg in self.ema.items():
             avg._statistics_of = None  # new weights: recompute standing statistics before sampling
             if k in ema:
@@ -221,8 +287,10 @@ class Method:
                                       f"({str(e).splitlines()[0][:160]}): resume with the run's own settings") from None
             for group, settings in zip(opt.param_groups, wanted):
                 for h in OPTIMIZER_SETTINGS:
-                    if h in group and group[h] != settings.get(h):
-                        changes.append(f"{group.get('name', k)} {h} {_fmt(group[h])} → {_fmt(settings.get(h))}")
+                    key = "base_lr" if h == "lr" else h  # the configured rate, not the scheduled one
+                    saved_value = group.get(key, group.get(h))  # checkpoints before schedules: lr
+                    if saved_value is not None and saved_value != settings.get(key):
+                        changes.append(f"{group.get('name', k)} {h} {_fmt(saved_value)} → {_fmt(settings.get(key))}")
                 group.update(settings)
         return changes
 

@@ -25,6 +25,12 @@ KINDS = {
     "sampler": "sampler",
     "sigma_sampling": "training σ distribution",
     "dataset": "data set",
+    "lr_schedule": "learning-rate schedule",
+    "gan_step": "GAN training step",
+    "gan_reg": "critic regulariser",
+    "dsm_weighting": "DSM weighting",
+    "init_scheme": "initialisation scheme",
+    "generator_arch": "generator architecture",
 }
 _TABLES: dict[str, dict[str, object]] = {kind: {} for kind in KINDS}
 

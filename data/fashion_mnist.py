@@ -75,4 +75,6 @@ def load(cfg, seed: int = 0) -> TensorData:
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{images_path} and {labels_path} disagree on the number of examples")
     images = fit_size(images, cfg.image_size)
-    return TensorData(images, labels, DataInfo("fashion_mnist", tuple(images.shape[1:]), 10))
+    dataset = TensorData(images, labels, DataInfo("fashion_mnist", tuple(images.shape[1:]), 10))
+    dataset.found_in = images_path.parent.absolute()  # where the search found it: a run records it
+    return dataset

@@ -135,7 +135,7 @@ def report_corrupt(corrupt: list[tuple[str, str]], total: int, path: Path):
           file=sys.stderr)
 
 
-@register("dataset", "image_folder", check_config=check_config)
+@register("dataset", "image_folder", check_config=check_config, splits=("train",))  # its split is its path
 def load(cfg, seed: int = 0) -> TensorData:
     path = Path(cfg.path)
     if not path.exists():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Optional
 
 from common.config import OptimConfig
 from common.errors import ConfigError
@@ -55,7 +55,7 @@ class NoiseConfig:
     p_mean: float = -1.2                      # log_normal: ln σ ~ N(p_mean, p_std²) (EDM's CIFAR-10 values)
     p_std: float = 1.2
     sigma_data: float = 0.5                   # data std for EDM's input scaling
-    weighting: Literal["score", "reconstruction", "edm"] = "score"
+    weighting: one_of("dsm_weighting") = "score"   # denoising/losses.py: score | reconstruction | edm
     # The sampler and its own settings (denoising/samplers.py), e.g. {name: edm, steps: 18, churn: 10};
     # the name alone takes its defaults.
     sampler: choice_of("sampler", SamplerSettings) = field(
@@ -83,7 +83,7 @@ class DAEConfig(NoiseConfig):
 
 @dataclass
 class DDEModelConfig:
-    g_arch: Literal["dcgan", "mlp"] = "dcgan"
+    g_arch: one_of("generator_arch") = "dcgan"  # denoising/dde.py: dcgan | mlp (toy points)
     z_dim: int = 100
     g_width: int = 64
     g_depth: int = 3

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from common.method import GeneratorMethod, points_data, require_arch_fits_data
+from common.method import GeneratorMethod, require_arch_fits_data
 from common.registry import lookup, register
-from common.schema import require, require_square
+from common.schema import require_square
 from common.stopgrad import frozen
 from networks import DCGANGenerator, MLPGenerator
 from networks.dcgan import require_dcgan_size
@@ -30,13 +30,24 @@ from .denoiser import Denoiser
 from .losses import dsm_loss
 
 
-def build_generator(m: DDEModelConfig, info) -> torch.nn.Module:
-    """The generator model.g_arch names: an MLP for points, a DCGAN generator for images."""
-    if m.g_arch == "mlp":
-        return MLPGenerator(m.z_dim, info.shape[0], m.g_width, m.g_depth)
+@register("generator_arch", "dcgan")
+def dcgan_generator(m: DDEModelConfig, info) -> torch.nn.Module:
+    """DCGAN's generator for square images of its sizes."""
     require_square(info)
     require_dcgan_size(info.shape[-1], "generators")
     return DCGANGenerator(m.z_dim, info.shape[-1], info.shape[0], m.g_width)
+
+
+@register("generator_arch", "mlp", points=True)
+def mlp_generator(m: DDEModelConfig, info) -> torch.nn.Module:
+    """An MLP for toy 2-D points."""
+    return MLPGenerator(m.z_dim, info.shape[0], m.g_width, m.g_depth)
+
+
+def build_generator(m: DDEModelConfig, info) -> torch.nn.Module:
+    """The generator model.g_arch names (`@register("generator_arch", NAME)`, `points=True` for
+    toy 2-D data)."""
+    return lookup("generator_arch", m.g_arch, "model.g_arch")(m, info)
 
 
 @register("method", "dde")
@@ -51,8 +62,7 @@ class DDE(GeneratorMethod):
 
     @classmethod
     def check_config(cls, cfg):
-        require((cfg.model.g_arch == "mlp") == points_data(cfg),
-                "model.g_arch: use mlp for toy 2-D data and dcgan for images")
+        require_arch_fits_data(cfg, "generator_arch", "g_arch")
         require_arch_fits_data(cfg, "denoiser_arch")
 
     def __init__(self, cfg, info, device):
@@ -76,21 +86,19 @@ class DDE(GeneratorMethod):
     def training_step(self, batch):
         sigma, opt = self.cfg.dde.sigma, self.optimizers["all"]
         P, Q = self.density("p"), self.density("q")
-        for _ in range(self.cfg.dde.q_steps - 1):  # let q̃ catch up with the moving generator
+
+        def catch_up(x):
             with torch.no_grad(), self.autocast():
-                fakes = self.training_net("G")(self.sample_latents(batch.shape[0]))
+                fakes = self.training_net("G")(self.sample_latents(x.shape[0]))
             with self.autocast():
-                loss_q = dsm_loss(Q, fakes, sigma).mean()
-            opt.zero_grad(set_to_none=True)
-            loss_q.backward()
-            opt.step()
-        with self.autocast():
-            total, stats = self.objective(batch, P, Q, sigma)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        self.clip_gradients("G", "p", "q")
-        opt.step()
-        return stats
+                return dsm_loss(Q, fakes, sigma).mean(), {}
+
+        def objective(x):
+            with self.autocast():
+                return self.objective(x, P, Q, sigma)
+        for _ in range(self.cfg.dde.q_steps - 1):  # let q̃ catch up with the moving generator
+            self.optimizer_step(opt, catch_up, self.micro_batches(batch))
+        return self.optimizer_step(opt, objective, self.micro_batches(batch), "G", "p", "q")
 
     def objective(self, x, P, Q, sigma):
         """L = DSM_p(x) + DSM_q(sg(G(z))) + KL_sg(x̃) and its terms (module docstring)."""

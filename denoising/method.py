@@ -22,9 +22,12 @@ from data.base import to_unit_range
 from . import architectures  # noqa: F401  (registers the architectures)
 from .config import DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig, upgrade_noise_section
 from .denoiser import Denoiser
-from .losses import dsm_objective
+from .losses import dsm_loss, dsm_objective
 from .samplers import Schedule
 from .schedule import geometric_sigmas, langevin_step_size, max_pairwise_distance, ncsnv2_num_scales
+
+
+PROBE_BANDS = 5  # noise bands of the held-out DSM curves (DenoisingMethod.probe)
 
 
 def data_dim(dataset) -> int:
@@ -101,15 +104,37 @@ class DenoisingMethod(Method):
         return lookup("sigma_sampling", kind)(n, self.sigmas, self.noise, self.device)
 
     def training_step(self, batch):
-        opt = self.optimizers["net"]
-        with self.autocast():
-            loss = self.compiled(dsm_objective)(self.denoiser(train=True), batch, self.draw_sigmas(batch.shape[0]),
-                                                self.noise.weighting)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.clip_gradients("net")
-        opt.step()
-        return {"dsm": loss.detach()}
+        def objective(x):
+            with self.autocast():
+                loss = self.compiled(dsm_objective)(self.denoiser(train=True), x, self.draw_sigmas(x.shape[0]),
+                                                    self.noise.weighting)
+            return loss, {"dsm": loss.detach()}
+        return self.optimizer_step(self.optimizers["net"], objective, self.micro_batches(batch), "net")
+
+    @torch.no_grad()
+    def probe(self, batches: dict[str, torch.Tensor], bands: int = PROBE_BANDS) -> dict[str, float]:
+        """The DSM loss (the config's weighting) of the trained network, not its average, by noise
+        level: `bands` log-spaced bands of [σ_min, σ_max], each at its geometric centre, on fixed
+        images (`batches`: e.g. {"train": ..., "test": ...}) with fixed noise, the same at every
+        call, so the curves show which levels are learnt and where the test loss parts from the
+        training loss. Draws from its own generator: the run is unchanged by it."""
+        n, D = self.noise, self.denoiser(ema=False)
+        edges = torch.logspace(math.log10(n.sigma_min), math.log10(n.sigma_max), bands + 1).tolist()
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 3)
+        was_training = D.net.training
+        D.net.eval()
+        out = {}
+        try:
+            for split, x in batches.items():
+                x = x.to(self.device)
+                eps = torch.randn(x.shape, generator=gen, device=self.device, dtype=x.dtype)
+                for lo, hi in zip(edges[:-1], edges[1:]):
+                    sigma = torch.full((x.shape[0],), math.sqrt(lo * hi), device=self.device, dtype=x.dtype)
+                    loss = dsm_loss(D, x, sigma, n.weighting, eps=eps, create_graph=False).mean()
+                    out[f"dsm_{split}/sigma_{lo:.3g}-{hi:.3g}"] = loss.item()
+        finally:
+            D.net.train(was_training)
+        return out
 
     def example_inputs(self, name, n):
         x = torch.randn(n, *self.info.shape, device=self.device)

@@ -38,8 +38,8 @@ def build(cfg: Config, device, info=None, dataset=None):
     builders check the data's shape (`info`, or the data set's) before torch sees it."""
     info = info if info is not None else dataset.info
     method = lookup("method", cfg.method)(cfg, info, device)
-    if cfg.train.ema:
-        method.enable_ema(cfg.train.ema)
+    if cfg.train.ema or cfg.train.ema_halflife_kimg:
+        method.enable_ema()
     return method
 
 

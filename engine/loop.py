@@ -7,9 +7,11 @@ the step and wall-time budgets. A method only supplies training_step / sample / 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,7 +20,9 @@ from tqdm import tqdm
 from common.checkpoint import rng_state, save_checkpoint, set_rng_state
 from common.config import Config, save_config
 from common.errors import ConfigError, DataError, Stopped, UserError
+from common import lr_schedule
 from common.graphs import GraphedStep
+from common.lr_schedule import lr_factor
 from common.registry import lookup
 from common.signals import StopRequested, StopRequests
 from data import build_dataset, build_stream
@@ -46,10 +50,12 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
     seed_everything(cfg.seed)  # identical initial weights on every rank
     dataset = build_dataset(cfg.data, cfg.seed)
     cfg = lookup("method", cfg.method).resolve_config(cfg, dataset)  # deterministic, so resumes agree
+    cfg = record_used(cfg, dataset, device, ctx)
     method = build(cfg, device, dataset=dataset)
     t = cfg.train
-    require_batches(dataset, t.batch_size, method, ctx.world)
-    stream = build_stream(dataset, cfg.data, t.batch_size * method.batches_per_step, device, cfg.seed,
+    per_process = process_batch(t, ctx.world)
+    require_batches(dataset, per_process, method, ctx.world)
+    stream = build_stream(dataset, cfg.data, per_process * method.batches_per_step, device, cfg.seed,
                           ctx.rank, ctx.world)
     if ctx.enabled:
         seed_everything(cfg.seed + ctx.rank)  # but each rank its own noise
@@ -63,6 +69,8 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
     if t.cuda_graph:
         step_fn = GraphedStep(step_fn)
     logger = RunLogger(run.root, start_step=step, enabled=ctx.main)
+    logger.config(step, cfg.to_dict())
+    probe = probe_batches(cfg, dataset, method) if ctx.main else None
     evaluate = None
     if cfg.eval.every and ctx.main:
         from .evaluation.evaluate import TrainingEvaluator  # torchmetrics is imported only when used
@@ -70,10 +78,11 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
     meter, last, scale = Meter(), {}, {}
     start_time = tick = time.monotonic()
     tick_step, saved_step, checked_step = step, step, step
-    images_per_step = t.batch_size * method.batches_per_step * ctx.world
+    images_per_step = t.batch_size * method.batches_per_step
     bar = tqdm(total=t.steps, initial=step, dynamic_ncols=True, mininterval=1.0, desc=cfg.method,
                disable=not ctx.main)
     stop = StopRequests()  # SIGTERM/SIGINT: checkpoint at the next step boundary, then exit
+    scheduled = lr_schedule.scheduled(cfg.optim)
     guard = functools.partial(checked_means, meter, ctx, run=run, precision=cfg.precision, scale=scale)
 
     method.train()
@@ -81,6 +90,8 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
         try:
             while step < t.steps:
                 x, _ = next(stream)
+                if scheduled:
+                    method.set_lr_factor(lr_factor(cfg.optim, step, t.steps))
                 if t.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 meter.add(step_fn(x))
@@ -91,7 +102,7 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
                     began = time.monotonic()
                     try:
                         periodic_phases(step, step == t.steps or reason == "time", run, cfg, method, logger,
-                                        evaluate, device, ctx)
+                                        evaluate, probe, device, ctx)
                     except StopRequested as e:
                         if not ctx.enabled:  # distributed: rank 0 stops all at the next decision
                             reason = signal.Signals(e.signum).name
@@ -124,15 +135,42 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
                 raise Stopped(stop_message(stop.name, step, run), 128 + stop.signum)
         finally:
             bar.close()
+            logger.hparams(step, cfg.to_dict())  # with this session's last values, however it ends
             logger.close()
     distributed.barrier(ctx)
     return {"step": step, "run_dir": str(run.root), "metrics": last, "main": ctx.main,
             "seconds": time.monotonic() - start_time}
 
 
+def record_used(cfg: Config, dataset, device, ctx) -> Config:
+    """The config as run, for config.yaml and the checkpoints: the device used rather than `auto`
+    (its type under torchrun, where each process has its own), and where the data was read from
+    as an absolute path (the folder a search found, e.g. the system's Fashion-MNIST, rather than
+    the default data.root)."""
+    data = cfg.data
+    if not getattr(lookup("dataset", data.name), "points", False):
+        root = getattr(dataset, "found_in", None) or Path(data.root).absolute()
+        path = str(Path(data.path).absolute()) if data.path else None
+        data = dataclasses.replace(data, root=str(root), path=path)
+    return dataclasses.replace(cfg, device=device.type if ctx.enabled else str(device), data=data)
+
+
+def process_batch(t, world: int) -> int:
+    """Each process's share of train.batch_size (the global batch), which train.micro_batch must
+    divide; one line naming the setting otherwise."""
+    if t.batch_size % world:
+        raise ConfigError(f"train.batch_size: {t.batch_size} examples per step cannot be shared equally by "
+                          f"{world} processes; use a multiple of {world}")
+    per_process = t.batch_size // world
+    if t.micro_batch is not None and per_process % t.micro_batch:
+        raise ConfigError(f"train.micro_batch: must divide each process's {per_process} examples (train.batch_size "
+                          f"{t.batch_size} over {world} processes), got {t.micro_batch}")
+    return per_process
+
+
 def require_batches(dataset, batch_size: int, method, world: int):
-    """A step reads batch_size × batches_per_step examples (n_critic batches for a GAN): one line
-    naming the setting when the data set (per process) holds fewer."""
+    """A step reads batch_size × batches_per_step examples per process (n_critic batches for a
+    GAN): one line naming the setting when the data set (per process) holds fewer."""
     need, have = batch_size * method.batches_per_step, len(dataset) // world
     if method.batches_per_step > 1 and need > have:
         key = method.batches_per_step_key
@@ -141,13 +179,36 @@ def require_batches(dataset, batch_size: int, method, world: int):
 
 
 def periodic_phases(at: int, finishing: bool, run: RunDir, cfg: Config, method, logger: RunLogger, evaluate,
-                    device, ctx):
-    """The sample grid (every train.sample_every steps and at the end) and the evaluation (every
-    eval.every steps); both raise StopRequested between their steps once a stop is requested."""
+                    probe, device, ctx):
+    """The sample grid and a denoiser's DSM probe (every train.sample_every steps and at the end)
+    and the evaluation (every eval.every steps); they raise StopRequested between their steps once
+    a stop is requested."""
     if (at % cfg.train.sample_every == 0 or finishing) and ctx.main:
         write_samples(at, run, cfg, method, logger, device)
+        if probe:
+            logger.scalars(at, method.probe(probe))
     if evaluate is not None and at % cfg.eval.every == 0:
         logger.scalars(at, evaluate(method))  # own RNG: the run is unchanged by it
+
+
+PROBE_IMAGES = 64  # fixed training and test images of a denoiser's DSM-by-σ curves
+
+
+def probe_batches(cfg: Config, dataset, method) -> dict | None:
+    """Fixed images for a method's `probe` (a denoiser's DSM loss by noise band): PROBE_IMAGES of
+    the training set and as many of its test split when the data set has one that can be read
+    (else the training curves alone, with a note). Chosen by their own generator."""
+    if getattr(method, "probe", None) is None:
+        return None
+    from denoising.method import data_sample  # the one helper that draws fixed examples of any data set
+    batches = {"train": data_sample(dataset, PROBE_IMAGES, cfg.seed)}
+    if "test" in getattr(lookup("dataset", cfg.data.name), "splits", ("train", "test")) and cfg.data.split != "test":
+        try:
+            test = build_dataset(dataclasses.replace(cfg.data, split="test"), cfg.seed)
+            batches["test"] = data_sample(test, PROBE_IMAGES, cfg.seed)
+        except DataError as e:
+            print(f"note: no held-out DSM curves ({str(e).splitlines()[0][:160]})")
+    return batches
 
 
 def devices(cfg: Config) -> tuple[torch.device, distributed.Context]:

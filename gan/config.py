@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Optional
 
 from common.config import OptimConfig
 from common.registry import lookup, names
@@ -49,11 +49,11 @@ class GANOptimConfig(OptimConfig):
 class GANConfig:
     # one_loss: D's weights stopped on the generator's term; one_loss_bracket: the seed's add-and-subtract
     # form (same gradients, less precise); one_loss_fused: one critic pass on the fakes (gan/steps.py)
-    step: Literal["one_loss", "one_loss_bracket", "one_loss_fused", "alternating"] = "one_loss"
+    step: one_of("gan_step") = "one_loss"  # gan/steps.py
     loss: one_of("gan_loss") = "logistic"  # gan/losses.py
     temperature: float = 1.0               # K of smooth_hinge (K → ∞: hinge) and of the smoothed accuracies
     n_critic: int = 1                      # critic updates per generator update
-    reg: Literal["none", "r1", "gp"] = "none"
+    reg: one_of("gan_reg") = "none"        # gan/losses.py: none | r1 | gp
     reg_weight: float = 10.0               # γ of R1 (adds γ/2·E‖∇D(x)‖²) or λ of the gradient penalty
 
     def check(self, path):

@@ -3,7 +3,9 @@
 Each loss is minimised by its player: D minimises d_loss(D(x), D(G(z))), G minimises g_loss(D(G(z))).
 A loss is a class registered under the name `gan.loss` gives it; its constructor's arguments are
 filled from the gan: section by name (smooth_hinge's `temperature`). `fusable = True` with a
-`g_grad` admits it to gan.step=one_loss_fused (gan/steps.py).
+`g_grad` admits it to gan.step=one_loss_fused (gan/steps.py). `threshold` is the logit at which the
+critic's decision flips between fake and real (0 for the losses symmetric about 0; the least-squares
+loss's targets 0 and 1 put it at ½), which loss/acc_* and loss/sacc_* measure against.
 """
 from __future__ import annotations
 
@@ -61,6 +63,20 @@ class Wasserstein:
         return torch.full_like(fake, -1.0 / fake.numel())
 
 
+@register("gan_loss", "least_squares")
+class LeastSquares:
+    """Mao et al. 2017 (LSGAN, targets a = 0 for fakes, b = c = 1): d = ½E[(D(x) − 1)²] + ½E[D(G(z))²],
+    g = ½E[(D(G(z)) − 1)²]. The optimal critic is p/(p + q), so it decides at ½."""
+
+    threshold = 0.5
+
+    def d_loss(self, real, fake):
+        return 0.5 * (real - 1).pow(2).mean() + 0.5 * fake.pow(2).mean()
+
+    def g_loss(self, fake):
+        return 0.5 * (fake - 1).pow(2).mean()
+
+
 @register("gan_loss", "smooth_hinge")
 class SmoothHinge:
     """The hinge loss with its ReLU smoothed at temperature K (common/smooth.py):
@@ -80,6 +96,32 @@ class SmoothHinge:
 
     def g_loss(self, fake):
         return -fake.mean()
+
+
+# Critic regularisers, by gan.reg: `penalty(D, real_logits, x_real, x_fake)` (None: none), added to
+# d_loss as factor × gan.reg_weight × penalty and logged under the regulariser's name; `needs_real_grad`
+# makes the real batch require its gradient before D's forward, so that the penalty reuses it.
+@register("gan_reg", "none", penalty=None, factor=0.0)
+class NoPenalty:
+    """d_loss alone."""
+
+
+@register("gan_reg", "r1", factor=0.5, needs_real_grad=True)
+class R1:
+    """R1 (Mescheder et al. 2018): γ/2·E‖∇ₓD(x)‖² on real data."""
+
+    @staticmethod
+    def penalty(D, real_logits, x_real, x_fake):
+        return r1_penalty(real_logits, x_real)
+
+
+@register("gan_reg", "gp", factor=1.0)
+class GradientPenalty:
+    """WGAN-GP (Gulrajani et al. 2017): λ·E(‖∇D(x̂)‖ − 1)² on real–fake segments."""
+
+    @staticmethod
+    def penalty(D, real_logits, x_real, x_fake):
+        return gradient_penalty(D, x_real, x_fake)
 
 
 def r1_penalty(real_logits: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:

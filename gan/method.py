@@ -11,11 +11,7 @@ from common.schema import require
 from common.spectral import power_iteration
 from . import architectures, losses  # noqa: F401  (register the architectures and losses)
 from .config import GANConfig, GANModelConfig, GANOptimConfig
-from .steps import (bracket_one_loss_objective, critic_objective, fused_one_loss_objective, generator_objective,
-                    one_loss_objective)
-
-OBJECTIVES = {"one_loss": one_loss_objective, "one_loss_bracket": bracket_one_loss_objective,
-              "one_loss_fused": fused_one_loss_objective}
+from .steps import critic_objective, generator_objective
 
 
 def build_loss(g: GANConfig):
@@ -34,11 +30,11 @@ class GAN(GeneratorMethod):
     @classmethod
     def check_config(cls, cfg):
         require_arch_fits_data(cfg, "gan_arch")
-        if cfg.gan.reg != "none":
+        if lookup("gan_reg", cfg.gan.reg).penalty is not None:
             require(not cfg.model.critic_batchnorm,
                     f"gan.reg: {cfg.gan.reg} penalises ∇ₓD(x) per example, but a BatchNorm critic couples "
                     f"the batch (each logit depends on every input); set model.d_batchnorm=false or gan.reg=none")
-        if cfg.gan.step == "one_loss_fused":
+        if getattr(lookup("gan_step", cfg.gan.step), "fused", False):
             fusable = [n for n in names("gan_loss") if getattr(lookup("gan_loss", n), "fusable", False)]
             require(cfg.gan.loss in fusable,
                     f"gan.step: one_loss_fused is exact only for losses whose critic derivative never "
@@ -49,7 +45,7 @@ class GAN(GeneratorMethod):
 
     @classmethod
     def needs_double_backward(cls, cfg):
-        return cfg.gan.reg != "none"
+        return lookup("gan_reg", cfg.gan.reg).penalty is not None  # every penalty differentiates ∇ₓD
 
     def __init__(self, cfg, info, device):
         super().__init__(cfg, info, device)
@@ -59,7 +55,8 @@ class GAN(GeneratorMethod):
         self.loss = build_loss(cfg.gan)
         self.batches_per_step = cfg.gan.n_critic
         o = cfg.optim
-        if cfg.gan.step != "alternating":
+        self.gan_step = lookup("gan_step", cfg.gan.step)
+        if not getattr(self.gan_step, "alternating", False):
             # TTUR = per-group learning rates in one optimizer, stepped once for both players.
             self.optimizers = {"GD": self.adam({"G": o.lr_g, "D": o.lr_d})}
         else:
@@ -67,66 +64,64 @@ class GAN(GeneratorMethod):
 
     def training_step(self, batch):
         reals = batch.chunk(self.batches_per_step)
-        if self.cfg.gan.step == "alternating":
+        if getattr(self.gan_step, "alternating", False):
             return self._alternating_step(reals)
         return self._one_loss_step(reals)
 
     def _critic_only(self, opt, x_real):
         """A critic update with G frozen (the extra n_critic − 1 steps)."""
         g, G, D = self.cfg.gan, self.training_net("G"), self.training_net("D")
-        with torch.no_grad(), self.autocast():
-            x_fake = G(self.sample_latents(x_real.shape[0]))
         power_iteration(D)
-        with self.autocast():
-            d_total, _, stats = self.compiled(critic_objective)(D, self.loss, x_real, x_fake, g.reg, g.reg_weight)
-        opt.zero_grad(set_to_none=True)
-        d_total.backward()
-        self.clip_gradients("D")
-        opt.step()
-        return stats
+
+        def objective(x):
+            with torch.no_grad(), self.autocast():
+                x_fake = G(self.sample_latents(x.shape[0]))
+            with self.autocast():
+                d_total, _, stats = self.compiled(critic_objective)(D, self.loss, x, x_fake, g.reg, g.reg_weight)
+            return d_total, stats
+        return self.optimizer_step(opt, objective, self.micro_batches(x_real), "D")
 
     def _one_loss_step(self, reals):
         g, opt = self.cfg.gan, self.optimizers["GD"]
         for x_real in reals[:-1]:
             self._critic_only(opt, x_real)
         G, D = self.training_net("G"), self.training_net("D")
-        x_real = reals[-1]
-        objective = self.compiled(OBJECTIVES[g.step])
-        z = self.sample_latents(x_real.shape[0])
+        one_loss = self.compiled(self.gan_step)
         power_iteration(D)  # once: every critic call of the update sees the same σ estimates
-        with self.autocast():
-            total, stats = objective(G, D, self.loss, x_real, z, g.reg, g.reg_weight)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        self.clip_gradients("G", "D")
-        opt.step()
-        return stats
+
+        def objective(x_real):
+            z = self.sample_latents(x_real.shape[0])
+            with self.autocast():
+                return one_loss(G, D, self.loss, x_real, z, g.reg, g.reg_weight)
+        return self.optimizer_step(opt, objective, self.micro_batches(reals[-1]), "G", "D")
 
     def _alternating_step(self, reals):
         g, opt_g, opt_d = self.cfg.gan, self.optimizers["G"], self.optimizers["D"]
         for x_real in reals[:-1]:
             self._critic_only(opt_d, x_real)
         G, D = self.training_net("G"), self.training_net("D")
-        x_real = reals[-1]
-        z = self.sample_latents(x_real.shape[0])
+        parts = self.micro_batches(reals[-1])
+        # One part: the generator step reuses the critic step's fakes and G's graph. Several: it
+        # recomputes each part's fakes from the same latents, so that each part's forward and
+        # backward stay together (DDP defers the all-reduce of all but the last part's gradients).
+        reuse = len(parts) == 1
         power_iteration(D)
-        with self.autocast():
-            # G's forward stays outside the compiled critic objective: a compiled function is one
-            # autograd node, and the critic's backward would free what the generator's needs.
-            x_fake = G(z)
-            d_total, _, stats = self.compiled(critic_objective)(D, self.loss, x_real, x_fake.detach(),
-                                                                g.reg, g.reg_weight)
-        opt_d.zero_grad(set_to_none=True)
-        d_total.backward()
-        self.clip_gradients("D")
-        opt_d.step()
+        kept = []
+
+        def critic(x_real):
+            z = self.sample_latents(x_real.shape[0])
+            with self.autocast():
+                d_total, stats, x_fake = self.gan_step(G, D, self.loss, x_real, z, g.reg, g.reg_weight,
+                                                       critic=self.compiled(critic_objective), keep_graph=reuse)
+            kept.append(x_fake if reuse else z)
+            return d_total, stats
+        stats = self.optimizer_step(opt_d, critic, parts, "D")
         # Generator step on the same fakes, through D's stopped weights (no weight gradient of D).
         power_iteration(D)  # D has new weights (a training-mode forward of torch's SN would iterate here)
-        with self.autocast():
-            g_loss = self.compiled(generator_objective)(D, self.loss, x_fake)
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.clip_gradients("G")
-        opt_g.step()
-        stats["g_loss"] = g_loss.detach()
-        return stats
+
+        def generator(fakes_or_latents):
+            with self.autocast():
+                x_fake = fakes_or_latents if reuse else G(fakes_or_latents)
+                g_loss = self.compiled(generator_objective)(D, self.loss, x_fake)
+            return g_loss, {"g_loss": g_loss.detach()}
+        return {**stats, **self.optimizer_step(opt_g, generator, kept, "G")}

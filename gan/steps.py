@@ -23,60 +23,68 @@ logits +7/−5 where ∇d_loss alone has 0.007 (tests/test_gan.py). It also comp
 twice on the live pass only to cancel it.
 
 Alternating: n_critic critic steps, then one generator step on the last critic step's fakes.
+
+Each step is registered by its gan.step name (`@register("gan_step", NAME)`): a one-loss objective
+(G, D, loss, x_real, z, reg, reg_weight) → (L, stats), or, with `alternating=True`, the critic part of
+an alternating step; `fused=True` marks a step exact only for fusable losses and per-sample critics.
 """
 from __future__ import annotations
 
 import torch
 
+from common.registry import lookup, register
 from common.stopgrad import frozen, split_gradients
 from common.smooth import smooth_step
-from .losses import gradient_penalty, r1_penalty
 
 
-def critic_accuracy(real, fake, temperature: float = 1.0) -> dict:
-    """How often the critic tells real from fake (D(x) > 0, D(G(z)) < 0), exact and smoothed:
-    sigmoid(K·logit) = softmax(K·[logit, 0])₀ is the smooth accuracy of the two-way decision
-    (common/smooth.py), with K the loss's temperature (1 for the losses that have none)."""
-    real, fake = real.detach().float(), fake.detach().float()
+def critic_accuracy(real, fake, temperature: float = 1.0, threshold: float = 0.0) -> dict:
+    """How often the critic tells real from fake (D(x) > t, D(G(z)) < t at the loss's decision
+    threshold t), exact and smoothed: sigmoid(K·(logit − t)) = softmax(K·[logit − t, 0])₀ is the smooth
+    accuracy of the two-way decision (common/smooth.py), with K the loss's temperature (1 for the
+    losses that have none)."""
+    real, fake = real.detach().float() - threshold, fake.detach().float() - threshold
     return {"acc_real": (real > 0).float().mean(), "acc_fake": (fake < 0).float().mean(),
             "sacc_real": smooth_step(real, temperature).mean(),
             "sacc_fake": smooth_step(-fake, temperature).mean()}
 
 
+def watch_reals(x_real, reg: str):
+    """The real batch, made to require its gradient when the regulariser differentiates D there (R1)."""
+    if getattr(lookup("gan_reg", reg), "needs_real_grad", False):
+        return x_real.detach().requires_grad_(True)
+    return x_real
+
+
 def critic_objective(D, loss, x_real, x_fake_sg, reg: str = "none", reg_weight: float = 10.0):
     """d_loss (+ regulariser) and the critic's logits on the stopped fakes (reused by the bracket)."""
-    if reg == "r1":
-        x_real = x_real.detach().requires_grad_(True)
+    x_real = watch_reals(x_real, reg)
     real, fake_sg = D(x_real), D(x_fake_sg)
     total, stats = critic_loss(D, loss, real, fake_sg, x_real, x_fake_sg, reg, reg_weight)
     return total, fake_sg, stats
 
 
 def critic_loss(D, loss, real, fake, x_real, x_fake_sg, reg: str = "none", reg_weight: float = 10.0):
-    """d_loss on given logits, plus R1 (γ/2·E‖∇D(x)‖² on real, reusing its forward) or the gradient
-    penalty (λ·E(‖∇D(x̂)‖ − 1)²)."""
+    """d_loss on given logits, plus the regulariser gan.reg names (gan/losses.py: R1, γ/2·E‖∇D(x)‖²
+    on real, reusing its forward; or the gradient penalty, λ·E(‖∇D(x̂)‖ − 1)²), logged under its name."""
     d_loss = loss.d_loss(real, fake)
     stats = {"d_loss": d_loss.detach(), "d_real": real.detach().float().mean(),
              "d_fake": fake.detach().float().mean(),
-             **critic_accuracy(real, fake, getattr(loss, "temperature", 1.0))}
+             **critic_accuracy(real, fake, getattr(loss, "temperature", 1.0), getattr(loss, "threshold", 0.0))}
     total = d_loss
-    if reg == "r1":
-        penalty = r1_penalty(real, x_real)
-        total = total + 0.5 * reg_weight * penalty
-        stats["r1"] = penalty.detach()
-    elif reg == "gp":
-        penalty = gradient_penalty(D, x_real, x_fake_sg)
-        total = total + reg_weight * penalty
-        stats["gp"] = penalty.detach()
+    regulariser = lookup("gan_reg", reg)
+    if regulariser.penalty is not None:
+        penalty = regulariser.penalty(D, real, x_real, x_fake_sg)
+        total = total + regulariser.factor * reg_weight * penalty
+        stats[reg] = penalty.detach()
     return total, stats
 
 
+@register("gan_step", "one_loss")
 def one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0):
     """L = d_loss(D(x), D(sg(G(z)))) + g_loss(D_sg(G(z))) and its terms (module docstring). The
     critic's two views of the fakes share one forward pass (common/stopgrad.py)."""
     x_fake = G(z)
-    if reg == "r1":
-        x_real = x_real.detach().requires_grad_(True)
+    x_real = watch_reals(x_real, reg)
     real = D(x_real)
     fake_sg, fake = split_gradients(D, x_fake)
     d_total, stats = critic_loss(D, loss, real, fake_sg, x_real, x_fake.detach(), reg, reg_weight)
@@ -85,6 +93,7 @@ def one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: flo
     return d_total + g_loss, stats
 
 
+@register("gan_step", "one_loss_bracket")
 def bracket_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0):
     """The seed's form, L = d_loss(D(x), D(sg(G(z)))) + [g_loss(D(G(z))) − g_loss(D(sg(G(z))))]:
     the same gradients in exact arithmetic, D's assembled by cancellation (module docstring)."""
@@ -95,6 +104,20 @@ def bracket_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_wei
     bracket = g_loss - loss.g_loss(fake_sg)
     stats.update(g_loss=g_loss.detach(), bracket=bracket.detach())
     return d_total + bracket, stats
+
+
+@register("gan_step", "alternating", alternating=True)
+def critic_step_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0,
+                          critic=critic_objective, keep_graph: bool = True):
+    """The alternating step's critic part on fresh fakes G(z), and the fakes for its generator part
+    (generator_objective): (d_loss + regulariser, stats, G(z)), G(z) with its graph when
+    `keep_graph`. G's forward stays outside `critic` (critic_objective, which the method compiles
+    alone): a compiled function is one autograd node, and the critic's backward would free what
+    the generator's needs."""
+    with torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()):
+        x_fake = G(z)
+    total, _, stats = critic(D, loss, x_real, x_fake.detach(), reg, reg_weight)
+    return total, stats, x_fake
 
 
 def generator_objective(D, loss, x_fake):
@@ -108,15 +131,19 @@ def generator_objective(D, loss, x_fake):
 COTANGENT_FLOOR = 2.0 ** -64
 
 
-class _FakeLogits(torch.autograd.Function):
+class _SharedIdentity(torch.autograd.Function):
+    """Identity in the forward pass, with a dict its backward shares with another's."""
+
+    @staticmethod
+    def forward(ctx, x, shared: dict):
+        ctx.shared = shared
+        return x.view_as(x)
+
+
+class _FakeLogits(_SharedIdentity):
     """Identity on the fake logits f. Backward: the cotangent c = ∂d_loss/∂f that D's backward is
     about to carry, floored at COTANGENT_FLOOR/B (both fused losses have c > 0), and recorded so
     that the input side can turn it into ∂g_loss/∂f."""
-
-    @staticmethod
-    def forward(ctx, fake, shared: dict):
-        ctx.shared = shared
-        return fake.view_as(fake)
 
     @staticmethod
     def backward(ctx, cotangent):
@@ -125,14 +152,9 @@ class _FakeLogits(torch.autograd.Function):
         return cotangent, None
 
 
-class _RescaleGrad(torch.autograd.Function):
+class _RescaleGrad(_SharedIdentity):
     """Identity on the fakes G(z). Backward: sample i's gradient c_i·∂f_i/∂x_i, rescaled by
     g_i/c_i with g_i = ∂g_loss/∂f_i, becomes ∂g_loss/∂x_i (g and c arrive through `shared`)."""
-
-    @staticmethod
-    def forward(ctx, x, shared: dict):
-        ctx.shared = shared
-        return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
@@ -142,6 +164,7 @@ class _RescaleGrad(torch.autograd.Function):
         return grad * ratio.view(-1, *([1] * (grad.dim() - 1))).to(grad.dtype), None
 
 
+@register("gan_step", "one_loss_fused", fused=True)
 def fused_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0):
     """The one-loss step with a single critic pass on the fakes, f = D(G(z)) (2 critic forwards
     and backwards instead of 3).
@@ -157,8 +180,7 @@ def fused_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weigh
     With the floor G's gradient stays exact, and D's weights get at most 2⁻⁶⁴·|∂f_i/∂θ|/B more.
     """
     x_fake = G(z)
-    if reg == "r1":
-        x_real = x_real.detach().requires_grad_(True)
+    x_real = watch_reals(x_real, reg)
     shared = {}
     real = D(x_real)
     fake = _FakeLogits.apply(D(_RescaleGrad.apply(x_fake, shared)), shared)

@@ -14,9 +14,7 @@ settings, as for sample.py); scores under overrides are not added to TensorBoard
 the run's own sampler.
 """
 import argparse
-import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -25,9 +23,10 @@ from tqdm import tqdm
 
 from common.config import load_config
 from common.errors import ArgumentParser, ConfigError, UserError, cli
-from common.paths import require_writable, write_text_atomic
+from common.paths import require_writable
 from common.schema import check_seed
 from engine import build_dataset, load_method, resolve_device
+from engine.logging import add_to_run, report_json
 from engine.evaluation.evaluate import METRICS, generated_batches, real_batches, score
 from engine.evaluation.features import build_extractor, require_fits
 from engine.evaluation.reference import reference_stats
@@ -63,25 +62,6 @@ def parse_args(argv=None):
     if args.stats_dir:
         require_writable(args.stats_dir, "--stats-dir", folder=True)
     return args
-
-
-def write_tensorboard(checkpoint: Path, step: int, result: dict, extractor_id: str):
-    """eval/<extractor>/<metric> scalars in the run's tb/: scores in different features never
-    share a curve. A run directory that is not writable (someone else's run) gets none."""
-    run_dir = checkpoint.resolve().parent.parent
-    if not (run_dir / "config.yaml").is_file():
-        return None  # a checkpoint outside its run directory
-    try:
-        require_writable(run_dir / "tb", "tb", folder=True)
-    except UserError:
-        print(f"note: {run_dir / 'tb'} is not writable; the scores are not added to TensorBoard",
-              file=sys.stderr)
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-    with SummaryWriter(str(run_dir / "tb")) as writer:
-        for key in METRICS:
-            writer.add_scalar(f"eval/{extractor_id}/{key}", result[key], step)
-    return run_dir / "tb"
 
 
 def require_finite(result: dict):
@@ -125,12 +105,10 @@ def main(argv=None):
     if args.checkpoint:
         result.update(checkpoint=str(args.checkpoint), step=ckpt["step"], overrides=args.overrides)
     if args.checkpoint and not args.real and not args.overrides:
-        tb = write_tensorboard(Path(args.checkpoint), ckpt["step"], result, extractor.id)
+        # eval/<extractor>/<metric>: scores in different features never share a chart
+        tb = add_to_run(args.checkpoint, ckpt["step"], {f"eval/{extractor.id}/{k}": result[k] for k in METRICS})
         result["tensorboard"] = str(tb) if tb else None
-    text = json.dumps(result, indent=1, allow_nan=False)
-    print(text)
-    if args.json:
-        write_text_atomic(args.json, text + "\n")
+    report_json(result, args.json)
 
 
 if __name__ == "__main__":

@@ -18,17 +18,16 @@ own average log p(x) and the gap KL(p ‖ model) (engine/evaluation/toy_likeliho
 """
 import argparse
 import dataclasses
-import json
 import math
-from pathlib import Path
 
 import _bootstrap  # noqa: F401
 import torch
 
 from common.checkpoint import load_checkpoint
 from common.errors import ArgumentParser, ConfigError, UserError, cli
-from common.paths import require_writable, write_text_atomic
+from common.paths import require_writable
 from engine import TensorData, build_dataset, load_method, materialize
+from engine.logging import add_to_run, report_json
 from engine.evaluation.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
 from engine.evaluation.toy_likelihood import mixture_log_likelihood
 
@@ -91,19 +90,6 @@ def train_images(cfg) -> torch.Tensor:
     return materialize(dataset).data
 
 
-def write_tensorboard(checkpoint: Path, step: int, model: dict):
-    run_dir = checkpoint.resolve().parent.parent
-    if not (run_dir / "config.yaml").is_file():
-        return None  # a checkpoint outside its run directory
-    from torch.utils.tensorboard import SummaryWriter
-    key = "bpd" if "bpd" in model else "nats"
-    with SummaryWriter(str(run_dir / "tb")) as writer:
-        writer.add_scalar(f"eval/{key}", model[key], step)
-        if model["ci95"] is not None:
-            writer.add_scalar(f"eval/{key}_ci95", model["ci95"], step)
-    return run_dir / "tb"
-
-
 @cli
 def main(argv=None):
     args = parse_args(argv)
@@ -139,12 +125,12 @@ def toy_result(method, ckpt, args) -> dict:
 
 def finish(args, ckpt, result: dict):
     """Log to the run's TensorBoard (images: eval/bpd; toys: eval/nats), print and write the JSON."""
-    tb = write_tensorboard(Path(args.checkpoint), ckpt["step"], result["model"])
+    model = result["model"]
+    key = "bpd" if "bpd" in model else "nats"
+    scalars = {f"eval/{key}": model[key], **({f"eval/{key}_ci95": model["ci95"]} if model["ci95"] is not None else {})}
+    tb = add_to_run(args.checkpoint, ckpt["step"], scalars)
     result["tensorboard"] = str(tb) if tb else None
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        write_text_atomic(args.json, text + "\n")
+    report_json(result, args.json, allow_nan=True)
 
 
 if __name__ == "__main__":

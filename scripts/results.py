@@ -164,7 +164,9 @@ def train_run(name: str, cfg, args) -> dict:
             raise ConfigError(f"{run_dir} holds an unfinished run (no results_training.json): pass --retrain "
                               f"to delete it and train again, or delete it yourself")
         shutil.rmtree(run_dir)  # last: the configs and the data were checked before anything was deleted
-    progress(f"training {name} ({RUNS[name].config} {' '.join(RUNS[name].overrides)}) in {run_dir}")
+    how = (f"--smoke: {cfg.train.steps} steps of batch {cfg.train.batch_size}, tiny networks" if args.smoke
+           else ' '.join(RUNS[name].overrides))  # what it does, not what a full run would
+    progress(f"training {name} ({RUNS[name].config} {how}) in {run_dir}")
     summary = train(cfg, run_dir)
     images = summary["step"] * cfg.train.batch_size * (cfg.gan.n_critic if cfg.method == "gan" else 1)
     done = {"run": name, "config": RUNS[name].config, "overrides": RUNS[name].overrides,
@@ -178,9 +180,9 @@ def ensure_classifier(args, device) -> dict:
     """The classifier whose features every row is scored in; trained here when absent."""
     path = Path(args.classifier)
     if not path.is_file():
-        progress(f"training the evaluation classifier ({CLASSIFIER}) into {path}")
-        splits = [build_dataset(fashion_mnist(args, s)) for s in ("train", "test")]
         settings = dict(CLASSIFIER, epochs=1, width=4) if args.smoke else CLASSIFIER
+        progress(f"training the evaluation classifier ({settings}) into {path}")
+        splits = [build_dataset(fashion_mnist(args, s)) for s in ("train", "test")]
         model, acc = fit_classifier(*splits, device, flip=False, log=progress,
                                     **{k: v for k, v in settings.items()})
         arch = {"in_channels": 1, "num_classes": 10, "width": settings["width"]}

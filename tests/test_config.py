@@ -34,7 +34,7 @@ def test_overrides_are_parsed_as_typed_yaml():
     ("train.steps=abc", "train.steps: expected int, got 'abc'"),
     ("train.steps=2.5", "train.steps: expected int, got 2.5"),
     ("data.flip=3", "data.flip: expected bool, got 3"),
-    ("gan.loss=hinj", "gan.loss: must be one of 'hinge', 'logistic', 'wasserstein', 'smooth_hinge', got 'hinj'; did you mean 'hinge'?"),
+    ("gan.loss=hinj", "gan.loss: must be one of 'hinge', 'logistic', 'wasserstein', 'least_squares', 'smooth_hinge', got 'hinj'; did you mean 'hinge'?"),
     ("optim.betas=[0.5]", "optim.betas: expected 2 values, got 1"),
     ("init.Q.scheme=normal", "unknown key 'init.Q'"),
     ("init.G.scheme=kaiming", "init.G.scheme: must be one of"),

@@ -24,36 +24,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def gradients_after_step(step: str, x: torch.Tensor, z: torch.Tensor, rank: int = 0, world: int = 1):
-    """One training step of the quick GAN on this rank's slice of (x, z); returns all gradients."""
-    cfg = quick_config("gan_fashion.yaml", f"gan.step={step}", *OVERRIDES)
+def gradients_after_step(step: str, x: torch.Tensor, z: torch.Tensor, rank: int = 0, world: int = 1,
+                         micro_batch: int | None = None):
+    """One training step of the quick GAN on this rank's slice of (x, z), in parts of micro_batch
+    (gradient accumulation); returns all gradients."""
+    extra = [f"train.micro_batch={micro_batch}"] if micro_batch else []
+    cfg = quick_config("gan_fashion.yaml", f"gan.step={step}", *OVERRIDES, *extra)
     torch.manual_seed(0)
     method = build(cfg, "cpu", info=DataInfo("fashion_mnist", (1, 28, 28), 10))
     if world > 1:
         method.distribute(torch.device("cpu"))
     rows = slice(rank * len(x) // world, (rank + 1) * len(x) // world)
-    method.sample_latents = lambda n, generator=None: z[rows]
+    latents = iter(z[rows].split(micro_batch or len(x)))  # the rank's latents, part by part
+    method.sample_latents = lambda n, generator=None: next(latents)
     method.training_step(x[rows])
     return {n: [p.grad.clone() for p in net.parameters()] for n, net in method.nets.items()}
 
 
-def worker(rank, port, step, x, z, out):
+def worker(rank, port, step, x, z, out, micro_batch):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
-        grads = gradients_after_step(step, x, z, rank, WORLD)
+        grads = gradients_after_step(step, x, z, rank, WORLD, micro_batch)
         if rank == 0:
             torch.save(grads, out)
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("step", ["one_loss", "alternating"])
-def test_ddp_gradients_equal_the_single_process_gradients_on_the_whole_batch(step, tmp_path):
+@pytest.mark.parametrize("step, micro_batch", [("one_loss", None), ("alternating", None), ("one_loss", B // 2),
+                                               ("alternating", B // 2)])
+def test_ddp_gradients_equal_the_single_process_gradients_on_the_whole_batch(step, micro_batch, tmp_path):
+    """Also with gradient accumulation: two micro-batches per process, all-reduced on the last only
+    (DDP's no_sync), give the whole batch's gradients."""
     torch.manual_seed(1)
     x, z = torch.rand(WORLD * B, 1, 28, 28) * 2 - 1, torch.randn(WORLD * B, 8)
     out = tmp_path / "grads.pt"
-    mp.spawn(worker, args=(free_port(), step, x, z, str(out)), nprocs=WORLD, join=True)
+    mp.spawn(worker, args=(free_port(), step, x, z, str(out), micro_batch), nprocs=WORLD, join=True)
     ddp = torch.load(out, weights_only=True)
     single = gradients_after_step(step, x, z)
     for name in single:

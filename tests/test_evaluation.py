@@ -133,9 +133,10 @@ def test_periodic_evaluation_logs_scores_and_leaves_the_run_unchanged(fashion_ro
     for key in a:  # weights, optimizer, EMA, data order and every RNG state
         assert torch.equal(a[key], b[key]) if torch.is_tensor(a[key]) else a[key] == b[key], key
     lines = [json.loads(l) for l in (tmp_path / "evaluated" / "metrics.jsonl").read_text().splitlines()]
-    evals = [l for l in lines if "eval/fid" in l]
+    tag = f"eval/{build_extractor(f'classifier:{classifier}', 'cpu').id}"  # evaluate.py's tags
+    evals = [l for l in lines if f"{tag}/fid" in l]
     assert [l["step"] for l in evals] == [4, 8]
-    assert all(math.isfinite(l[f"eval/{k}"]) for l in evals for k in METRICS)
+    assert all(math.isfinite(l[f"{tag}/{k}"]) for l in evals for k in METRICS)
 
 
 def test_missing_inception_weights_is_one_line_naming_where_to_put_them(checkpoint, tmp_path, monkeypatch,

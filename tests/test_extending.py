@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from common.config import load_config
@@ -18,19 +19,20 @@ from engine import DataInfo, TensorData, build, load_method, train
 
 
 @pytest.fixture
-def least_squares():
-    @register("gan_loss", "least_squares")
-    class LeastSquares:
-        """LSGAN (Mao et al. 2017): d = ½E[(D(x) − 1)²] + ½E[D(G(z))²], g = ½E[(D(G(z)) − 1)²]."""
+def minimax():
+    @register("gan_loss", "minimax")
+    class Minimax:
+        """Goodfellow et al. 2014's saturating game: d = E[softplus(−D(x))] + E[softplus(D(G(z)))],
+        g = E[log(1 − σ(D(G(z))))] = −E[softplus(D(G(z)))]."""
 
         def d_loss(self, real, fake):
-            return 0.5 * (real - 1).pow(2).mean() + 0.5 * fake.pow(2).mean()
+            return F.softplus(-real).mean() + F.softplus(fake).mean()
 
         def g_loss(self, fake):
-            return 0.5 * (fake - 1).pow(2).mean()
+            return -F.softplus(fake).mean()
 
-    yield LeastSquares
-    unregister("gan_loss", "least_squares")
+    yield Minimax
+    unregister("gan_loss", "minimax")
 
 
 @pytest.fixture
@@ -74,9 +76,9 @@ def euler():
     unregister("sampler", "euler")
 
 
-def test_a_registered_loss_gives_each_player_its_own_gradient_through_the_config(least_squares):
+def test_a_registered_loss_gives_each_player_its_own_gradient_through_the_config(minimax):
     """The one-loss step with the new loss: D gets exactly ∇d_loss, G exactly ∇g_loss."""
-    cfg = quick_config("gan_toy.yaml", "gan.loss=least_squares", "model.d_spectral_norm=true")
+    cfg = quick_config("gan_toy.yaml", "gan.loss=minimax", "model.d_spectral_norm=true")
     torch.manual_seed(0)
     method = build(cfg, "cpu", info=DataInfo("toy", (2,), 8, "points"))
     G, D = copy.deepcopy(method.nets["G"]), copy.deepcopy(method.nets["D"])
@@ -86,25 +88,25 @@ def test_a_registered_loss_gives_each_player_its_own_gradient_through_the_config
     torch.set_rng_state(state)  # the same latents for the reference
     z = torch.randn(32, cfg.model.z_dim)
     power_iteration(D)
-    loss = least_squares()
+    loss = minimax()
     d_grads = torch.autograd.grad(loss.d_loss(D(x), D(G(z).detach())), list(D.parameters()))
     g_grads = torch.autograd.grad(loss.g_loss(D(G(z))), list(G.parameters()))
     for p, ref in zip([*method.nets["D"].parameters(), *method.nets["G"].parameters()], [*d_grads, *g_grads]):
         assert torch.allclose(p.grad, ref, atol=1e-6)
 
 
-def test_a_registered_loss_and_data_set_train_and_sample_by_name(least_squares, two_points, tmp_path):
-    with pytest.raises(ConfigError, match="gan.loss: must be one of .*'least_squares', got 'least_squarez'; "
-                                          "did you mean 'least_squares'"):
-        quick_config("gan_toy.yaml", "gan.loss=least_squarez")
+def test_a_registered_loss_and_data_set_train_and_sample_by_name(minimax, two_points, tmp_path):
+    with pytest.raises(ConfigError, match="gan.loss: must be one of .*'minimax', got 'minimaks'; "
+                                          "did you mean 'minimax'"):
+        quick_config("gan_toy.yaml", "gan.loss=minimaks")
     with pytest.raises(ConfigError, match="did you mean 'two_points'"):
         quick_config("gan_toy.yaml", "data.name=two_pionts")
-    cfg = quick_config("gan_toy.yaml", "gan.loss=least_squares", "data.name=two_points", "train.steps=4",
+    cfg = quick_config("gan_toy.yaml", "gan.loss=minimax", "data.name=two_points", "train.steps=4",
                        "train.log_every=2", "train.sample_every=4", "train.ckpt_every=4", "train.n_samples=16")
     summary = train(cfg, tmp_path)
     assert summary["step"] == 4 and all(torch.isfinite(torch.tensor(v)) for v in summary["metrics"].values())
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    assert saved["gan"]["loss"] == "least_squares" and saved["data"]["name"] == "two_points"
+    assert saved["gan"]["loss"] == "minimax" and saved["data"]["name"] == "two_points"
     method, _ = load_method(tmp_path / "checkpoints" / "last.pt", "cpu")
     assert method.sample(8, torch.Generator().manual_seed(0)).shape == (8, 2)
 
@@ -142,3 +144,38 @@ def test_a_registered_sampler_brings_its_own_settings(euler, tmp_path):
     method.ema["net"].module.register_forward_hook(lambda *args: calls.append(1))
     x = method.sample(8, torch.Generator().manual_seed(0))
     assert method.noise.sampler.steps == 5 and len(calls) == 5 and torch.isfinite(x).all()
+
+
+# Every setting that names a part, and the registry kind it names: each kind is in this list, so a
+# new kind gets its test here.
+NAMED_PARTS = [
+    ("dae_toy.yaml", "method", "method"),
+    ("gan_toy.yaml", "model.arch", "gan_arch"),
+    ("dae_toy.yaml", "model.arch", "denoiser_arch"),
+    ("gan_toy.yaml", "gan.loss", "gan_loss"),
+    ("dae_toy.yaml", "dae.sampler", "sampler"),
+    ("dae_toy.yaml", "dae.sigma_sampling", "sigma_sampling"),
+    ("dae_toy.yaml", "data.name", "dataset"),
+    ("dae_toy.yaml", "optim.schedule", "lr_schedule"),
+    ("gan_toy.yaml", "gan.step", "gan_step"),
+    ("gan_toy.yaml", "gan.reg", "gan_reg"),
+    ("dae_toy.yaml", "dae.weighting", "dsm_weighting"),
+    ("gan_toy.yaml", "init.G.scheme", "init_scheme"),
+    ("dde_toy.yaml", "model.g_arch", "generator_arch"),
+]
+
+
+def test_every_registry_kind_is_named_by_a_setting():
+    from common.registry import KINDS
+    assert sorted(kind for _, _, kind in NAMED_PARTS) == sorted(KINDS)
+
+
+@pytest.mark.parametrize("config, key, kind", NAMED_PARTS)
+def test_a_wrong_name_lists_every_registered_part_of_its_kind(config, key, kind):
+    from common.registry import names
+    with pytest.raises(ConfigError) as e:
+        quick_config(config, f"{key}=no_such_part")
+    message = str(e.value)
+    assert "\n" not in message and key in message, message
+    missing = [name for name in names(kind) if repr(name) not in message and name not in message]
+    assert not missing, f"{message} lacks {missing}"

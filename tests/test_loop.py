@@ -61,6 +61,8 @@ def flat_state(run_dir):
 
 @pytest.mark.parametrize("variant", [
     ["gan.step=one_loss"],
+    # a warm-up spanning the resume, fp16's loss scale and an EMA by half-life, all resumed exactly
+    ["optim.warmup=9", "precision=fp16", "train.ema_halflife_kimg=1", "train.ema_rampup=0.5"],
     ["gan.step=alternating", "gan.n_critic=2", "data.flip=true", "gan.reg=r1", "gan.loss=hinge",
      "model.d_batchnorm=false"],
 ])

@@ -12,7 +12,7 @@ from common import smooth
 from conftest import quick_config
 from common.registry import names
 from gan.losses import Hinge, Logistic, SmoothHinge
-from gan.steps import critic_accuracy
+from gan.steps import critic_accuracy, critic_loss
 
 KS = [1.0, 10.0, 100.0, 1000.0]
 
@@ -144,3 +144,16 @@ def test_critic_accuracy_exact_and_smoothed():
     assert torch.isclose(exact["sacc_real"], torch.sigmoid(real).mean())  # D's mean P(real) at K = 1
     sharp = critic_accuracy(real, fake, 1e4)
     assert torch.isclose(sharp["sacc_real"], sharp["acc_real"]) and torch.isclose(sharp["sacc_fake"], sharp["acc_fake"])
+
+
+def test_least_squares_decides_at_its_optimal_critics_midpoint():
+    """LSGAN's critic optimum is D* = p/(p + q) (its gradient vanishes there), ½ where the data and
+    the generator agree: its accuracies count against ½, not 0."""
+    from gan.losses import LeastSquares
+    loss = LeastSquares()
+    for p, q in ((0.7, 0.3), (0.5, 0.5), (0.1, 0.9)):
+        d = torch.tensor(p / (p + q), dtype=torch.float64, requires_grad=True)
+        (grad,) = torch.autograd.grad(p * loss.d_loss(d, torch.zeros(())) + q * 0.5 * d ** 2, d)
+        assert abs(grad.item()) < 1e-12
+    stats = critic_loss(None, loss, torch.tensor([0.6, 0.9]), torch.tensor([0.4, 0.2]), None, None)[1]
+    assert stats["acc_real"] == 1.0 and stats["acc_fake"] == 1.0  # at threshold 0 acc_fake would read 0

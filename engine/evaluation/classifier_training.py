@@ -94,6 +94,7 @@ def fit_classifier(train: TensorData, test: TensorData, device, *, width: int = 
         acc = evaluate_accuracy(model, test, device)
         log(f"epoch {epoch + 1}/{epochs}: {loss} {total.item() / steps_per_epoch:.4f}, "
             f"test accuracy {acc:.4f} ({time.monotonic() - start:.0f}s)")
+    log(f"final pass: BatchNorm statistics over the {len(train)} training images, then the test accuracy")
     standing_statistics(model, train, device)
     model.eval()
     return model, evaluate_accuracy(model, test, device)

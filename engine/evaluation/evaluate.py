@@ -1,11 +1,14 @@
 """Images → every metric against a reference; and the evaluation the training loop runs every
-eval.every steps (logged as eval/fid, eval/kid, ...)."""
+eval.every steps (logged as eval/<extractor>/fid, eval/<extractor>/kid, ..., as scripts/evaluate.py
+logs a checkpoint's)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import torch
+from tqdm import tqdm
 
 from common.errors import ConfigError
 from data import build_dataset, from_unit_range
@@ -94,8 +97,11 @@ class TrainingEvaluator:
             if self.reference is None:
                 self.reference = reference_stats(self.dataset, self.cfg.data, self.extractor,
                                                  self.device, e.batch_size)
-            batches = generated_batches(method, e.n, e.batch_size, seed=self.cfg.seed + 2)
+            batches = tqdm(generated_batches(method, e.n, e.batch_size, seed=self.cfg.seed + 2),
+                           total=math.ceil(e.n / e.batch_size), desc=f"evaluation: {e.n} samples and their features",
+                           unit="batch", leave=False, mininterval=1.0)
             scores = score(batches, self.extractor, self.reference, self.device, seed=self.cfg.seed)
-        out = {f"eval/{k}": scores[k] for k in METRICS}
-        out["eval/seconds"] = time.monotonic() - start
+        # One tag scheme with scripts/evaluate.py: scores in different features never share a chart.
+        out = {f"eval/{self.extractor.id}/{k}": scores[k] for k in METRICS}
+        out["perf/eval_seconds"] = time.monotonic() - start
         return out

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from common.checkpoint import load_tagged, save_tagged
 from common.errors import CheckpointError, UserError
@@ -108,7 +110,10 @@ def reference_stats(dataset, data_cfg, extractor, device, batch_size: int = 250,
     key = f"{data_cfg.name}-{data_cfg.split}-{shape}-{extractor.id}-{fingerprint(dataset, data_cfg)}"
     path = (cache or cache_dir()) / f"{key}.pt"
     reference = load_reference(path) if path.is_file() else None
-    if reference is None:
-        reference = compute_reference(name, image_batches(dataset, batch_size), extractor, device)
+    if reference is None:  # the first time for this data and these features: say so, with a bar
+        batches = tqdm(image_batches(dataset, batch_size), total=math.ceil(len(dataset) / batch_size),
+                       desc=f"reference statistics of {name} (once; cached in {path.parent})", unit="batch",
+                       leave=False, mininterval=1.0)
+        reference = compute_reference(name, batches, extractor, device)
         save_tagged(path, FORMAT, VERSION, vars(reference))
     return reference
