@@ -6,7 +6,8 @@ Sizes default to the device: on a GPU the paper-sized rows (the seed's DCGAN at 
 BatchNorm in D, the SN-ResNet at 32 px batch 128, NCSNv2 at 32 px batch 128, sampling at batch 1000);
 on a CPU the rows of the CPU configs (the 28 px DCGAN of configs/fashion_mnist_dcgan_cpu.yaml at
 batch 64, the U-Net of configs/fashion_mnist_ncsn_cpu.yaml); `--sizes gpu` forces the large rows
-anywhere, `--sizes tiny` is a seconds-long smoke test.
+anywhere, `--sizes tiny` is a smoke test, not a measurement (49 s on 2 CPU cores with `--repeats 2
+--warmup 1`, as tests/test_benchmark.py runs it; longer with the default repeats).
 
 Every row is timed after warm-up, with the device synchronised, as the median of many repeats (CUDA
 events on a GPU), in the fp32 eager baseline and with the fast paths on (bf16 autocast, fused Adam
