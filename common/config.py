@@ -45,7 +45,7 @@ class DataConfig:
         """Generic checks, then the data set's own: the splits it has (`splits`, default train and
         test) and what it needs of the other keys (`check_config`), both declared where it registers."""
         loader = lookup("dataset", self.name, f"{path}.name")
-        splits = getattr(loader, "splits", ("train", "test"))
+        splits = dataset_splits(self.name)
         require(self.split in splits, f"{path}.split: must be one of {', '.join(splits)} for "
                                       f"{self.name}, got {self.split!r}")
         require_positive(self, path, "image_size", optional=True)
@@ -55,6 +55,11 @@ class DataConfig:
         check = getattr(loader, "check_config", None)
         if check is not None:
             check(self, path)
+
+
+def dataset_splits(name: str) -> tuple[str, ...]:
+    """The splits a registered data set has: its `splits`, else train and test."""
+    return getattr(lookup("dataset", name), "splits", ("train", "test"))
 
 
 @dataclass

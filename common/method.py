@@ -218,16 +218,15 @@ class Method:
                         if any(p.requires_grad for p in m.parameters())}
 
     # -- used by the loop ---------------------------------------------------------------------------
-    def enable_ema(self, decay: float | None = None):
+    def enable_ema(self):
         """Average the sampled networks: with train.ema_halflife_kimg, EDM's half-life in images
-        (a step being train.batch_size images, over all processes), else the per-step `decay`
-        (train.ema by default)."""
+        (a step being train.batch_size images, over all processes), else the per-step decay
+        train.ema (0.999 when a checkpoint has an average and the config turns it off)."""
         t = self.cfg.train
         halflife = None
         if t.ema_halflife_kimg is not None:
             halflife = (t.batch_size, 1000 * t.ema_halflife_kimg, t.ema_rampup)
-        decay = decay if decay is not None else (t.ema or 0.999)
-        self.ema = {n: EMA(self.nets[n], decay, t.ema_warmup, halflife) for n in self.ema_networks}
+        self.ema = {n: EMA(self.nets[n], t.ema or 0.999, t.ema_warmup, halflife) for n in self.ema_networks}
 
     def update_ema(self):
         for n, avg in self.ema.items():

@@ -18,11 +18,10 @@ import torch
 from tqdm import tqdm
 
 from common.checkpoint import rng_state, save_checkpoint, set_rng_state
-from common.config import Config, save_config
+from common.config import Config, dataset_splits, save_config
 from common.errors import ConfigError, DataError, Stopped, UserError
 from common import lr_schedule
 from common.graphs import GraphedStep
-from common.lr_schedule import lr_factor
 from common.registry import lookup
 from common.signals import StopRequested, StopRequests
 from data import build_dataset, build_stream
@@ -91,7 +90,7 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
             while step < t.steps:
                 x, _ = next(stream)
                 if scheduled:
-                    method.set_lr_factor(lr_factor(cfg.optim, step, t.steps))
+                    method.set_lr_factor(lr_schedule.lr_factor(cfg.optim, step, t.steps))
                 if t.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 meter.add(step_fn(x))
@@ -202,7 +201,7 @@ def probe_batches(cfg: Config, dataset, method) -> dict | None:
         return None
     from denoising.method import data_sample  # the one helper that draws fixed examples of any data set
     batches = {"train": data_sample(dataset, PROBE_IMAGES, cfg.seed)}
-    if "test" in getattr(lookup("dataset", cfg.data.name), "splits", ("train", "test")) and cfg.data.split != "test":
+    if "test" in dataset_splits(cfg.data.name) and cfg.data.split != "test":
         try:
             test = build_dataset(dataclasses.replace(cfg.data, split="test"), cfg.seed)
             batches["test"] = data_sample(test, PROBE_IMAGES, cfg.seed)
