@@ -8,6 +8,7 @@ CUDA). RNG states are stored as tensors and plain lists so the safe unpickler ac
 """
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import random
 import zipfile
@@ -129,14 +130,27 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     for key in ("config", "step", "method", "data_info"):
         if key not in ckpt:
             raise CheckpointError(f"{path} is incomplete (no '{key}'): use another checkpoint")
+    from .config import upgrade_saved  # config imports the registry's users; keep this module light
+    ckpt["config"] = upgrade_saved(ckpt["config"])
     return ckpt
 
 
 def config_differences(ckpt: dict, cfg, section: str) -> list[tuple[str, object, object]]:
-    """(dotted key, the checkpoint's value, the config's) for each setting of one section that differs."""
+    """(dotted key, the checkpoint's value, the config's) for each setting of one section that differs.
+    A setting newer than the checkpoint (absent from it) had its default's meaning then."""
     saved, current = ckpt["config"].get(section) or {}, cfg.to_dict().get(section) or {}
+    defaults = section_defaults(getattr(cfg, section, None))
+    saved = {**{k: v for k, v in defaults.items() if k in current}, **saved}
     return [(f"{section}.{k}", saved.get(k), current.get(k)) for k in sorted(set(saved) | set(current))
             if saved.get(k) != current.get(k)]
+
+
+def section_defaults(section) -> dict:
+    """The plain defaults of a config section's dataclass fields (those with one)."""
+    if not dataclasses.is_dataclass(section):
+        return {}
+    return {f.name: f.default for f in dataclasses.fields(section)
+            if f.default is not dataclasses.MISSING and isinstance(f.default, (int, float, str, bool, type(None)))}
 
 
 def require_same_model(ckpt: dict, cfg, fix: str):

@@ -333,6 +333,19 @@ def apply_overrides(raw: dict, overrides) -> dict:
     return raw
 
 
+def upgrade_saved(raw):
+    """A config saved by a run (a checkpoint's, a run's config.yaml), with each key its method added
+    since (`Method.saved_defaults`) filled in as it was then, so that the run means what it meant."""
+    if not isinstance(raw, dict) or raw.get("method") not in names("method"):
+        return raw  # not a config: the parser names the problem
+    raw = copy.deepcopy(raw)
+    for section, keys in lookup("method", raw["method"]).saved_defaults.items():
+        if isinstance(raw.get(section), dict):
+            for key, value in keys.items():
+                raw[section].setdefault(key, value)
+    return raw
+
+
 def load_config(path=None, overrides=(), raw: Optional[dict] = None) -> Config:
     """The fully checked config from a YAML file (or a dict) and dotted overrides."""
     raw = read_yaml(path) if raw is None else copy.deepcopy(raw)  # a checkpoint's config stays as saved

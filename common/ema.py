@@ -75,7 +75,9 @@ class EMA(AveragedModel):
         version = int(self.n_averaged)
         if getattr(self, "_statistics_of", None) == version:
             return False
-        update_bn(batches(), self.module)
+        # a batch is the network's input, or a tuple of its inputs (latents and labels), which
+        # update_bn would cut to the first: each goes in a one-item list that it unpacks
+        update_bn(([inputs] for inputs in batches()), _Unpack(self.module))
         self._statistics_of = version
         return True
 
@@ -88,3 +90,14 @@ class EMA(AveragedModel):
         for avg, cur in zip(self.module.buffers(), model.buffers(), strict=True):
             avg.copy_(cur)
         self.n_averaged += 1
+
+
+class _Unpack(nn.Module):
+    """module(*inputs) for a tuple of inputs, module(inputs) for one."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, inputs):
+        return self.module(*inputs) if isinstance(inputs, tuple) else self.module(inputs)

@@ -22,26 +22,27 @@ def _warm_up(fn, *args, iters: int = 3):
 
 
 class GraphedStep:
-    """step(x) -> stats, replayed as one CUDA graph. The first `warmup` calls run eagerly (they are
-    real training steps), the next one is captured, then every call copies the batch into the static
-    input and replays. Returned stats are the graph's static outputs: read or copy them before the
-    next call."""
+    """step(x[, labels]) -> stats, replayed as one CUDA graph. The first `warmup` calls run eagerly
+    (they are real training steps), the next one is captured, then every call copies the batch (and
+    its labels) into the static inputs and replays. Returned stats are the graph's static outputs:
+    read or copy them before the next call."""
 
     def __init__(self, step, warmup: int = 3):
         self.step, self.warmup, self.calls = step, warmup, 0
-        self.graph = self.static_x = self.static_out = None
+        self.graph = self.static_in = self.static_out = None
 
-    def __call__(self, x: torch.Tensor):
+    def __call__(self, *inputs: torch.Tensor):
         if self.graph is None and self.calls < self.warmup:
             self.calls += 1
-            return _warm_up(self.step, x, iters=1)
+            return _warm_up(self.step, *inputs, iters=1)
         if self.graph is None:
-            self.static_x = x.clone()
+            self.static_in = [t.clone() for t in inputs]
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
-                self.static_out = self.step(self.static_x)
+                self.static_out = self.step(*self.static_in)
         else:
-            self.static_x.copy_(x)
+            for static, t in zip(self.static_in, inputs, strict=True):
+                static.copy_(t)
         self.graph.replay()
         return self.static_out
 

@@ -17,10 +17,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
 
-from . import spectral
 from .registry import lookup, register
-from .spectral import TRANSPOSED_CONVS
 
+TRANSPOSED_CONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
             nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm,
@@ -123,13 +122,13 @@ def initialize(module: nn.Module, cfg) -> nn.Module:
 
 def _spectral_norm_settings(m: nn.Module):
     """(function that registers it, its settings) for a spectrally normalised weight: ours
-    (common/spectral.py) or torch's, whose parametrisation has the same u, v, n_power_iterations,
-    eps and dim."""
+    (networks/spectral.py, whose parametrisation names its `register`) or torch's, whose
+    parametrisation has the same u, v, n_power_iterations, eps and dim."""
     if not parametrize.is_parametrized(m, "weight"):
         return None
     for p in m.parametrizations.weight:
         if hasattr(p, "_u") and hasattr(p, "n_power_iterations"):
-            register = spectral.spectral_norm if isinstance(p, spectral.SpectralNorm) else torch_spectral_norm
+            register = getattr(type(p), "register", torch_spectral_norm)
             return register, {"n_power_iterations": p.n_power_iterations, "eps": p.eps, "dim": p.dim}
     return None
 

@@ -1,9 +1,11 @@
 """The one interface every generative family implements, and what they all share (EMA, optimizers).
 
 A method owns its networks and optimizers and exposes
-    training_step(batch) -> dict of 0-dim tensors (every loss term; never synced here)
-    sample(n, generator, ema=True, latents=None, progress=False) -> samples (images in [-1, 1] or
-        points; `progress` shows a bar over a long sampler's steps)
+    training_step(batch, labels=None) -> dict of 0-dim tensors (every loss term; never synced here);
+        `labels` are the batch's class labels, which a method that is not conditional ignores
+    sample(n, generator, ema=True, latents=None, progress=False, labels=None) -> samples (images in
+        [-1, 1] or points; `progress` shows a bar over a long sampler's steps; `labels` the classes
+        of a class-conditional model's samples, drawn uniformly when not given)
     state_dict() / load_state_dict()
 The training loop (engine/loop.py) does everything else, once, for every method. A method class
 registers itself: `@register("method", "gan")` (common/registry.py).
@@ -11,6 +13,10 @@ registers itself: `@register("method", "gan")` (common/registry.py).
 Its networks live in `self.nets` (parameters, state, optimizers); a forward pass reaches them one of
 two ways: `training_net(name)` to train through (the DistributedDataParallel wrapper when distributed)
 and `sampling_net(name, ema)` to sample with (the EMA copy).
+
+How the networks run (device, channels_last, torch.compile, autocast, fp16's scaler, CUDA-graph-safe
+optimizers, DDP) is not the method's to decide: it asks its `runtime`, which the engine builds from the
+config (engine/runtime.py). A method built without one runs plainly: eager, fp32, one process.
 """
 from __future__ import annotations
 
@@ -26,7 +32,6 @@ from .init import initialize
 from .registry import lookup, names
 
 OPTIMIZER_SETTINGS = ("lr", "betas", "eps", "weight_decay")  # from the config, even on resume
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _fmt(value) -> str:
@@ -48,6 +53,32 @@ def require_arch_fits_data(cfg: Config, kind: str, key: str = "arch"):
                           f"{'/'.join(for_images)} for images")
 
 
+class PlainRuntime:
+    """The runtime of a method built outside the engine: its device, eager fp32 forwards, one process
+    (engine/runtime.py's Runtime applies a config's fast paths, precision and DDP)."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+
+    def place(self, module: nn.Module) -> nn.Module:
+        return module.to(self.device)
+
+    def optimizer_options(self) -> dict:
+        return {}
+
+    def compiled(self, fn):
+        return fn
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def grad_scaler(self):
+        return None
+
+    def distribute(self, nets: nn.ModuleDict) -> dict[str, nn.Module]:
+        raise RuntimeError("distributed training needs the engine's runtime (engine/runtime.py)")
+
+
 class Method:
     """Base class: subclasses set the class attributes and fill `self.nets` and `self.optimizers`."""
 
@@ -60,6 +91,11 @@ class Method:
     batches_per_step = 1        # real batches consumed by one training_step (n_critic for GANs)
     batches_per_step_key = None  # the setting that makes it more than 1 (for messages)
     resume_may_change: tuple = ()  # own settings a resumed run may change (fnmatch; "{method}" is the name)
+
+    # Settings added since configs were first saved whose default is not what a saved config without
+    # them meant: {section: {key: the value it had}}, filled into saved configs (checkpoints, a run's
+    # config.yaml) that lack the key, by common.config.upgrade_saved. A config file takes the default.
+    saved_defaults: dict = {}
 
     @classmethod
     def upgrade_config(cls, raw: dict) -> dict:
@@ -83,25 +119,25 @@ class Method:
         it runs again on resume (where the run's config already holds the values)."""
         return cfg
 
-    def __init__(self, cfg: Config, info, device):
+    def __init__(self, cfg: Config, info, device, runtime: PlainRuntime | None = None):
+        classes = getattr(cfg.model, "num_classes", 0)
+        if classes and classes != info.num_classes:
+            raise ConfigError(f"model.num_classes: {classes}, but the data set {info.name} has {info.num_classes} "
+                              f"classes; set model.num_classes={info.num_classes} (or 0: unconditional)")
         self.cfg, self.info, self.device = cfg, info, torch.device(device)
+        self.runtime = runtime if runtime is not None else PlainRuntime(device)
         self.nets = nn.ModuleDict()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.ema: dict[str, EMA] = {}
         self.wrapped: dict[str, nn.Module] = {}  # DDP wrappers used for training forwards
-        # fp16's loss scaling (bf16 has fp32's range and needs none)
-        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
+        self.scaler = self.runtime.grad_scaler()  # fp16's loss scaling, or None
 
     # -- building blocks for subclasses -------------------------------------------------------------
     def add_network(self, name: str, module: nn.Module) -> nn.Module:
         init = self.cfg.init.get(name)
         if init is not None:
             initialize(module, init)
-        module = module.to(self.device)
-        if self.cfg.train.channels_last:
-            module = module.to(memory_format=torch.channels_last)  # 4-D weights become NHWC
-        if self.cfg.train.compile:
-            module.compile()  # for sampling; a compiled training objective inlines it (Method.compiled)
+        module = self.runtime.place(module)  # device, and the runtime's memory format and compilation
         self.nets[name] = module
         return module
 
@@ -113,32 +149,49 @@ class Method:
         param_groups = [{"params": list(self.nets[n].parameters()), "lr": lr, "base_lr": lr, "name": n}
                         for n, lr in groups.items()]
         cls = torch.optim.AdamW if o.weight_decay else torch.optim.Adam
-        # A captured CUDA graph needs the optimizer's step counters on the device (capturable).
-        extra = {"fused": True} if o.fused else {}
-        if self.cfg.train.cuda_graph:
-            extra["capturable"] = True
-        return cls(param_groups, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay, **extra)
+        return cls(param_groups, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
+                   **self.runtime.optimizer_options())
 
     def compiled(self, fn):
-        """`fn` under torch.compile when train.compile is set, else `fn`. Methods pass their whole
-        training objective (every network's forward and the loss), which compiles to one graph:
-        AOTAutograd then makes its backward one graph too. Cached per function."""
-        if not self.cfg.train.compile:
-            return fn
-        cache = self.__dict__.setdefault("_compiled", {})
-        if fn not in cache:
-            cache[fn] = torch.compile(fn)
-        return cache[fn]
+        """`fn` as the runtime runs it: methods pass their whole training objective (every network's
+        forward and the loss), which train.compile compiles to one graph (engine/runtime.py)."""
+        return self.runtime.compiled(fn)
 
     def clip_gradients(self, *names):
         if self.cfg.optim.grad_clip is not None:
             for n in names:
                 nn.utils.clip_grad_norm_(self.nets[n].parameters(), self.cfg.optim.grad_clip)
 
-    def micro_batches(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """`batch` in parts of train.micro_batch examples (gradient accumulation), or whole."""
+    def micro_batches(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> list[tuple]:
+        """(images, labels) parts of train.micro_batch examples (gradient accumulation), or the
+        whole batch as one part; labels None stay None."""
         m = self.cfg.train.micro_batch
-        return batch.split(m) if m is not None and m < batch.shape[0] else (batch,)
+        if m is None or m >= batch.shape[0]:
+            return [(batch, labels)]
+        return list(zip(batch.split(m), labels.split(m) if labels is not None else [None] * batch.shape[0]))
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of a class-conditional model (model.num_classes); 0 when unconditional."""
+        return getattr(self.cfg.model, "num_classes", 0)
+
+    def sample_labels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """n classes drawn uniformly for a class-conditional model's samples; None when unconditional."""
+        if not self.num_classes:
+            return None
+        return torch.randint(self.num_classes, (n,), device=self.device, generator=generator)
+
+    def conditional_labels(self, labels, n: int) -> torch.Tensor | None:
+        """`labels` checked against the model (n of them, classes it knows), on the device."""
+        if labels is None:
+            return None
+        if not self.num_classes:
+            raise ConfigError("this model is not class-conditional (model.num_classes: 0): sample without classes")
+        labels = torch.as_tensor(labels, dtype=torch.long, device=self.device)
+        if labels.shape != (n,) or labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ConfigError(f"labels: expected {n} classes in 0..{self.num_classes - 1}, got "
+                              f"{labels.tolist() if labels.numel() <= 10 else tuple(labels.shape)}")
+        return labels
 
     def optimizer_step(self, opt: torch.optim.Optimizer, objective, parts, *names: str) -> dict:
         """One update of `opt`: zero the gradients; for each part (a micro-batch, micro_batches),
@@ -187,12 +240,8 @@ class Method:
                 group["lr"] = group["base_lr"] * factor
 
     def autocast(self):
-        """bf16 or fp16 autocast for forward passes when precision says so (backward stays outside)."""
-        if self.cfg.precision in AUTOCAST:
-            # Autocast's cache of cast weights must be off when the step is captured as a CUDA graph.
-            return torch.autocast(self.device.type, dtype=AUTOCAST[self.cfg.precision],
-                                  cache_enabled=not self.cfg.train.cuda_graph)
-        return contextlib.nullcontext()
+        """The runtime's autocast for forward passes (bf16/fp16 when precision says so)."""
+        return self.runtime.autocast()
 
     def training_net(self, name: str) -> nn.Module:
         """The network to train through: its DistributedDataParallel wrapper when distributed (so
@@ -205,17 +254,10 @@ class Method:
             return self.ema[name].module
         return self.nets[name]
 
-    def distribute(self, device):
-        """Wrap every trained network in DDP (torchrun); call after loading any checkpoint.
-
-        Buffers (BatchNorm running statistics) are not broadcast: a GAN step calls D several times
-        within one backward, and DDP's broadcast before each forward overwrites, in place, buffers
-        that the earlier calls' backward still holds (an autograd error on torch 2.11). Each rank
-        keeps its own statistics, which training-mode forwards never read; rank 0's are saved."""
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        ids = [device.index] if device.type == "cuda" else None
-        self.wrapped = {n: DDP(m, device_ids=ids, broadcast_buffers=False) for n, m in self.nets.items()
-                        if any(p.requires_grad for p in m.parameters())}
+    def distribute(self):
+        """Train through the runtime's DDP wrappers of the trained networks (torchrun); call after
+        loading any checkpoint."""
+        self.wrapped = self.runtime.distribute(self.nets)
 
     # -- used by the loop ---------------------------------------------------------------------------
     def enable_ema(self):
@@ -302,7 +344,7 @@ class Method:
         return (torch.randn(n, *self.info.shape, device=self.device),)
 
     # -- what each method defines -------------------------------------------------------------------
-    def training_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -310,7 +352,8 @@ class Method:
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, ema: bool = True,
-               latents: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
+               latents: torch.Tensor | None = None, progress: bool = False,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -325,18 +368,29 @@ class GeneratorMethod(Method):
         return (self.sample_latents(n),) if name == "G" else super().example_inputs(name, n)
 
     @torch.no_grad()
-    def sample(self, n, generator=None, ema=True, latents=None, progress=False, chunk: int = 500):
+    def sample(self, n, generator=None, ema=True, latents=None, progress=False, labels=None, chunk: int = 500):
         """n samples of G (one network pass: no progress to show) in eval mode, from `latents` or
-        fresh ones; the EMA copy's BatchNorm statistics are first recomputed for its weights."""
+        fresh ones, of the classes `labels` (class-conditional G; uniform when not given); the EMA
+        copy's BatchNorm statistics are first recomputed for its weights (on uniform classes)."""
         if ema and "G" in self.ema:
             stats_gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 2)
             self.ema["G"].standing_statistics(
-                lambda: (self.sample_latents(chunk, stats_gen) for _ in range(STANDING_SAMPLES // chunk)))
+                lambda: ((self.sample_latents(chunk, stats_gen), *self._label_args(chunk, stats_gen))
+                         for _ in range(STANDING_SAMPLES // chunk)))
         G = self.sampling_net("G", ema)
         z = self.sample_latents(n, generator) if latents is None else latents.to(self.device)
+        labels = self.conditional_labels(labels, len(z))
+        if labels is None:
+            labels = self.sample_labels(len(z), generator)
         was_training = G.training
         G.eval()  # BatchNorm uses its running statistics
         try:
-            return torch.cat([G(part).float() for part in z.split(chunk)])
+            if labels is None:
+                return torch.cat([G(part).float() for part in z.split(chunk)])
+            return torch.cat([G(part, y).float() for part, y in zip(z.split(chunk), labels.split(chunk))])
         finally:
             G.train(was_training)
+
+    def _label_args(self, n, generator):
+        labels = self.sample_labels(n, generator)
+        return () if labels is None else (labels,)

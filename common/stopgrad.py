@@ -39,10 +39,10 @@ class _SplitGradients(torch.autograd.Function):
     layer, the second every weight gradient)."""
 
     @staticmethod
-    def forward(ctx, net, x, *params):
+    def forward(ctx, net, x, labels, *params):
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
-            out = net(x_in)
+            out = net(x_in) if labels is None else net(x_in, labels)
         ctx.graph = (out, x_in, params)
         return out.detach(), out.detach().clone()
 
@@ -52,15 +52,18 @@ class _SplitGradients(torch.autograd.Function):
         del ctx.graph
         grads = torch.autograd.grad(out, params, cot_weights, retain_graph=True, allow_unused=True)
         (grad_x,) = torch.autograd.grad(out, x_in, cot_input)
-        return (None, grad_x, *grads)
+        return (None, grad_x, None, *grads)
 
 
-def split_gradients(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(net(sg(x)), net_sg(x)) from one forward pass (module docstring). Under torch.compile the
+def split_gradients(net: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(net(sg(x)), net_sg(x)) from one forward pass (module docstring); net(x, labels) for a
+    class-conditional net (labels carry no gradient). Under torch.compile the
     two passes are written out (net on x.detach(), frozen(net) on x), which keeps the traced step
     one graph (the inner autograd.grad calls of the shared pass cannot be traced); the compiled
     graph then runs the critic's forward on the fakes twice."""
+    args = () if labels is None else (labels,)
     if torch.compiler.is_compiling():
-        return net(x.detach()), frozen(net)(x)
+        return net(x.detach(), *args), frozen(net)(x, *args)
     net = unwrap(net)
-    return _SplitGradients.apply(net, x, *[p for p in net.parameters() if p.requires_grad])
+    return _SplitGradients.apply(net, x, labels, *[p for p in net.parameters() if p.requires_grad])

@@ -1,7 +1,8 @@
 """The raw networks F(x, σ) `model.arch` can name for the denoising methods (and DDE's density
 networks): builders (model config, data info) → network (networks/). Each registers what the config
 needs to know of it: `points` (it takes 2-D toy points, not images), `conditional` (it takes σ
-unless model.sigma_conditional=false; False: it never does) and `scale_input` (EDM's c_in by default).
+unless model.sigma_conditional=false; False: it never does), `scale_input` (EDM's c_in by default)
+and `classes` (it can be class-conditional: model.num_classes > 0).
 Each checks the data's shape first.
 """
 from __future__ import annotations
@@ -11,14 +12,15 @@ from common.schema import require, require_square
 from networks import MLP, NCSNv2, UNet
 
 
-@register("denoiser_arch", "unet", conditional=True, scale_input=True)
+@register("denoiser_arch", "unet", conditional=True, scale_input=True, classes=True)
 def unet(m, info):
     """A small σ-conditional U-Net (28–64 px), optionally folding patch×patch pixels into channels."""
     require_square(info)
     require(info.shape[-1] % m.patch == 0,
             f"model.patch: the data is {info.shape[-1]} px, not a multiple of patch {m.patch}; "
             f"set model.patch to a divisor of the image size (1 folds nothing)")
-    return UNet(info.shape[0], m.width, tuple(m.mults), m.blocks, m.conditional, m.patch)
+    return UNet(info.shape[0], m.width, tuple(m.mults), m.blocks, m.conditional, m.patch, m.num_classes,
+                m.adaptive_norm)
 
 
 @register("denoiser_arch", "ncsnv2", conditional=False, scale_input=False)

@@ -21,8 +21,22 @@ class DenoiserModelConfig:
     depth: int = 3                           # MLP hidden layers
     sigma_conditional: Optional[bool] = None  # null: the architecture's default (NCSNv2 no, others yes)
     scale_input: Optional[bool] = None       # EDM's c_in; null: the architecture's default (NCSNv2 no)
+    # class-conditional net trained on the data's labels (a class embedding added to the σ embedding;
+    # labels dropped to a null class at the method's label_dropout rate): the data set's number of
+    # classes (10 for Fashion-MNIST and CIFAR-10); 0 = unconditional
+    num_classes: int = 0
+    # U-Net: the σ (and class) embedding scales and shifts each block's normalised features (ADM, EDM);
+    # false: added before the GroupNorm, which erases it below 64 channels (checkpoints written before)
+    adaptive_norm: bool = True
 
     def check(self, path):
+        require(self.num_classes >= 0, f"{path}.num_classes: must be >= 0 (0 = unconditional), got {self.num_classes}")
+        with_classes = [n for n in names("denoiser_arch") if getattr(lookup("denoiser_arch", n), "classes", False)]
+        require(not self.num_classes or self.arch in with_classes,
+                f"{path}.num_classes: the {self.arch} network cannot be class-conditional; use arch: "
+                f"{'/'.join(with_classes)} or num_classes: 0")
+        require(not self.num_classes or self.conditional,
+                f"{path}.num_classes: the class embedding joins the σ embedding; drop sigma_conditional: false")
         for key in ("width", "blocks", "depth", "patch"):
             require(getattr(self, key) > 0, f"{path}.{key}: must be positive")
         require(len(self.mults) > 0 and all(m > 0 for m in self.mults), f"{path}.mults: positive integers")
@@ -56,6 +70,12 @@ class NoiseConfig:
     p_std: float = 1.2
     sigma_data: float = 0.5                   # data std for EDM's input scaling
     weighting: one_of("dsm_weighting") = "score"   # denoising/losses.py: score | reconstruction | edm
+    # class-conditional nets (model.num_classes > 0): the rate at which training drops a label to the
+    # null class, so one net is conditional and unconditional (Ho & Salimans 2022 use 0.1-0.2), and
+    # the classifier-free guidance weight w of samples, D_w = D(x; σ) + w·(D(x; σ, c) − D(x; σ)):
+    # 0 unconditional, 1 conditional, > 1 guided
+    label_dropout: float = 0.1
+    guidance: float = 1.0
     # The sampler and its own settings (denoising/samplers.py), e.g. {name: edm, steps: 18, churn: 10};
     # the name alone takes its defaults.
     sampler: choice_of("sampler", SamplerSettings) = field(
@@ -71,6 +91,9 @@ class NoiseConfig:
             raise ConfigError(f"{path}.sampler: {self.sampler.name} needs a range of noise levels; use num_scales "
                               f"> 1 or sampler: {single[0]}")
         require_positive(self, path, "p_std", "sigma_data")
+        require(0 <= self.label_dropout <= 1, f"{path}.label_dropout: a probability in [0, 1], got {self.label_dropout}")
+        require(self.guidance >= 0, f"{path}.guidance: must be >= 0 (0 unconditional, 1 conditional), "
+                                    f"got {self.guidance}")
 
 
 @dataclass
@@ -98,9 +121,11 @@ class DDEModelConfig:
         require(len(self.mults) > 0 and all(m > 0 for m in self.mults), f"{path}.mults: positive integers")
 
     # What the denoiser architectures' builders read beyond the fields: both densities are
-    # unconditional energies at the one smoothing σ, with no patch folding.
+    # unconditional energies at the one smoothing σ, with no patch folding and no classes.
     conditional = False
     patch = 1
+    num_classes = 0
+    adaptive_norm = True  # no σ embedding in either density: nothing to read it
 
 
 @dataclass

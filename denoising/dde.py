@@ -65,8 +65,8 @@ class DDE(GeneratorMethod):
         require_arch_fits_data(cfg, "generator_arch", "g_arch")
         require_arch_fits_data(cfg, "denoiser_arch")
 
-    def __init__(self, cfg, info, device):
-        super().__init__(cfg, info, device)
+    def __init__(self, cfg, info, device, runtime=None):
+        super().__init__(cfg, info, device, runtime)
         self.add_network("G", build_generator(cfg.model, info))
         density = lookup("denoiser_arch", cfg.model.arch)
         for name in ("p", "q"):
@@ -83,19 +83,20 @@ class DDE(GeneratorMethod):
             return super().example_inputs(name, n)
         return (torch.randn(n, *self.info.shape, device=self.device), torch.full((n,), self.cfg.dde.sigma, device=self.device))
 
-    def training_step(self, batch):
+    def training_step(self, batch, labels=None):  # unconditional: labels unused
         sigma, opt = self.cfg.dde.sigma, self.optimizers["all"]
         P, Q = self.density("p"), self.density("q")
 
-        def catch_up(x):
+        def catch_up(part):
+            x = part[0]
             with torch.no_grad(), self.autocast():
                 fakes = self.training_net("G")(self.sample_latents(x.shape[0]))
             with self.autocast():
                 return dsm_loss(Q, fakes, sigma).mean(), {}
 
-        def objective(x):
+        def objective(part):
             with self.autocast():
-                return self.objective(x, P, Q, sigma)
+                return self.objective(part[0], P, Q, sigma)
         for _ in range(self.cfg.dde.q_steps - 1):  # let q̃ catch up with the moving generator
             self.optimizer_step(opt, catch_up, self.micro_batches(batch))
         return self.optimizer_step(opt, objective, self.micro_batches(batch), "G", "p", "q")

@@ -11,6 +11,9 @@ copy x to within σ at small σ (F ≈ identity), which a plain net does poorly;
 unit scale at every σ. The energy is Salimans & Ho's (2021) "energy of a denoiser", ½‖x − D̂‖²/σ².
 F sees c_in·x with c_in = 1/√(σ² + σ_d²) (unit-scale inputs) unless scale_input is off, as for
 NCSNv2's own network. Every sampler only needs D or s, so every sampler works with every method.
+
+A class-conditional net takes the classes as `labels` (None: its null class, i.e. unconditional);
+samplers see D(x; σ) alone, so the labels are bound by a wrapper (denoising/guidance.py).
 """
 from __future__ import annotations
 
@@ -36,37 +39,39 @@ class Denoiser(nn.Module):
         self.net, self.parametrization = net, parametrization
         self.sigma_data, self.scale_input = sigma_data, scale_input
 
-    def _F(self, x, sigma):
+    def _F(self, x, sigma, labels=None):
         c_in = (sigma ** 2 + self.sigma_data ** 2).rsqrt() if self.scale_input else 1.0
-        return self.net(c_in * x, sigma.flatten())
+        if labels is None:
+            return self.net(c_in * x, sigma.flatten())
+        return self.net(c_in * x, sigma.flatten(), labels)
 
-    def energy(self, x, sigma) -> torch.Tensor:
+    def energy(self, x, sigma, labels=None) -> torch.Tensor:
         """E(x; σ) per example (energy parametrisation); log p_σ(x) = −E + const.
         Written as ½‖σx/v − (σ_d/√v)F‖² (v = σ² + σ_d²), the same value without cancellation."""
         s = per_example(sigma, x)
         v = s ** 2 + self.sigma_data ** 2
-        r = s * x / v - self.sigma_data * v.rsqrt() * self._F(x, s)
+        r = s * x / v - self.sigma_data * v.rsqrt() * self._F(x, s, labels)
         r = r.to(torch.promote_types(r.dtype, torch.float32))  # bf16 forward, fp32 (or fp64) energy
         return 0.5 * r.pow(2).flatten(1).sum(1)
 
-    def score(self, x, sigma, create_graph: bool = False) -> torch.Tensor:
+    def score(self, x, sigma, create_graph: bool = False, labels=None) -> torch.Tensor:
         """s(x; σ) ≈ ∇ₓ log p_σ(x). For an energy model, −∇ₓE by autograd (create_graph=True keeps
         the graph for double backpropagation when training)."""
         s = per_example(sigma, x)
         if self.parametrization == "score":
-            return self._F(x, s) / s
+            return self._F(x, s, labels) / s
         if self.parametrization == "direct":  # (D − x)/σ², expanded so nothing cancels
             v = s ** 2 + self.sigma_data ** 2
-            return -x / v + self.sigma_data * (s * v.sqrt()).reciprocal() * self._F(x, s)
+            return -x / v + self.sigma_data * (s * v.sqrt()).reciprocal() * self._F(x, s, labels)
         with torch.enable_grad():
             xg = x if x.requires_grad else x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.energy(xg, s).sum(), xg, create_graph=create_graph)
+            (grad,) = torch.autograd.grad(self.energy(xg, s, labels).sum(), xg, create_graph=create_graph)
         return -grad.to(x.dtype)
 
-    def forward(self, x, sigma) -> torch.Tensor:
+    def forward(self, x, sigma, labels=None) -> torch.Tensor:
         """D(x; σ), the denoised estimate of the clean data (Tweedie: E[x | x̃])."""
         s = per_example(sigma, x)
         if self.parametrization == "direct":
             v = s ** 2 + self.sigma_data ** 2
-            return self.sigma_data ** 2 / v * x + s * self.sigma_data * v.rsqrt() * self._F(x, s)
-        return x + s ** 2 * self.score(x, s)
+            return self.sigma_data ** 2 / v * x + s * self.sigma_data * v.rsqrt() * self._F(x, s, labels)
+        return x + s ** 2 * self.score(x, s, labels=labels)

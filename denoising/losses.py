@@ -8,8 +8,9 @@ from .denoiser import Denoiser, per_example
 
 
 def dsm_loss(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, weighting: str = "score",
-             eps: torch.Tensor | None = None, create_graph: bool = True) -> torch.Tensor:
-    """Per-example loss for x̃ = x + σε, ε ~ N(0, I) (or the given `eps`: fixed noise for a probe):
+             eps: torch.Tensor | None = None, create_graph: bool = True, labels=None) -> torch.Tensor:
+    """Per-example loss for x̃ = x + σε, ε ~ N(0, I) (or the given `eps`: fixed noise for a probe),
+    of the class-conditional denoiser at `labels` when given:
 
         score           ½‖σ s(x̃; σ) + ε‖²  = ½‖D(x̃; σ) − x‖²/σ²   NCSN's λ(σ) = σ² weighting
         reconstruction  ½‖D(x̃; σ) − x‖²                           a plain denoising autoencoder
@@ -23,7 +24,7 @@ def dsm_loss(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, weighting
     s = per_example(sigma, x)
     eps = torch.randn_like(x) if eps is None else eps
     x_noisy = x + s * eps
-    residual = s * denoiser.score(x_noisy, s, create_graph=create_graph) + eps  # = (D(x̃) − x)/σ
+    residual = s * denoiser.score(x_noisy, s, create_graph=create_graph, labels=labels) + eps  # = (D(x̃) − x)/σ
     dtype = torch.promote_types(residual.dtype, torch.float32)  # bf16 forward, fp32 (or fp64) loss
     per = 0.5 * residual.to(dtype).pow(2).flatten(1).sum(1)
     return lookup("dsm_weighting", weighting)(per, s.flatten().to(dtype), denoiser.sigma_data)
@@ -46,7 +47,8 @@ def edm_weighting(per, sigma, sigma_data):
     return per * (1 + (sigma / sigma_data) ** 2)
 
 
-def dsm_objective(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, weighting: str = "score") -> torch.Tensor:
+def dsm_objective(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, weighting: str = "score",
+                  labels=None) -> torch.Tensor:
     """The batch mean of dsm_loss: a method's whole training objective (compiled whole with
     train.compile)."""
-    return dsm_loss(denoiser, x, sigma, weighting).mean()
+    return dsm_loss(denoiser, x, sigma, weighting, labels=labels).mean()

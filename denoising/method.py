@@ -5,7 +5,8 @@
     ebm   s = −∇ₓE(x̃; σ), the same annealed DSM through double backprop (Li, Chen & Sommer 2019)
 
 Samples: any registered sampler, e.g. annealed Langevin dynamics (NCSN) or Heun's method on the
-probability-flow ODE (EDM) (denoising/samplers.py).
+probability-flow ODE (EDM) (denoising/samplers.py); a class-conditional net's with classifier-free
+guidance, and any model's inpainting of known pixels (denoising/guidance.py).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from data.base import to_unit_range
 from . import architectures  # noqa: F401  (registers the architectures)
 from .config import DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig, upgrade_noise_section
 from .denoiser import Denoiser
+from .guidance import Guided, Inpainting, evaluations
 from .losses import dsm_loss, dsm_objective
 from .samplers import Schedule
 from .schedule import geometric_sigmas, langevin_step_size, max_pairwise_distance, ncsnv2_num_scales
@@ -47,7 +49,8 @@ class DenoisingMethod(Method):
     ModelConfig, OptimConfig, Config = DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig
     networks = ("net",)
     ema_networks = ("net",)
-    resume_may_change = ("{method}.sampler*",)  # how samples are drawn: grids change, training does not
+    resume_may_change = ("{method}.sampler*", "{method}.guidance")  # how samples are drawn: grids change
+    saved_defaults = {"model": {"adaptive_norm": False}}  # what configs saved before a key meant by it
 
     @classmethod
     def upgrade_config(cls, raw):
@@ -74,12 +77,13 @@ class DenoisingMethod(Method):
         section = dataclasses.replace(n, sigma_max=sigma_max, num_scales=num_scales, sampler=sampler)
         return dataclasses.replace(cfg, **{cfg.method: section})
 
-    def __init__(self, cfg, info, device):
-        super().__init__(cfg, info, device)
+    def __init__(self, cfg, info, device, runtime=None):
+        super().__init__(cfg, info, device, runtime)
         n = self.noise
         require(n.sigma_max is not None and n.num_scales is not None,
                 f"{cfg.method}: sigma_max and num_scales must be resolved before building")
         self.add_network("net", lookup("denoiser_arch", cfg.model.arch)(cfg.model, info))
+        self.null_class = cfg.model.num_classes  # the label embedding's "no label" index
         self.sigmas = geometric_sigmas(n.sigma_max, n.sigma_min, n.num_scales).to(self.device, torch.float32)
         self.optimizers = {"net": self.adam({"net": cfg.optim.lr})}
 
@@ -103,13 +107,22 @@ class DenoisingMethod(Method):
         kind = "discrete" if len(self.sigmas) == 1 else self.noise.sigma_sampling
         return lookup("sigma_sampling", kind)(n, self.sigmas, self.noise, self.device)
 
-    def training_step(self, batch):
-        def objective(x):
+    def drop_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """A class-conditional net's training labels, each replaced by the null class with
+        probability label_dropout (classifier-free guidance's joint training); None if unconditional."""
+        if not self.num_classes or labels is None:
+            return None
+        drop = torch.rand(labels.shape, device=labels.device) < self.noise.label_dropout
+        return torch.where(drop, torch.full_like(labels, self.null_class), labels)
+
+    def training_step(self, batch, labels=None):
+        def objective(part):
+            x, y = part
             with self.autocast():
                 loss = self.compiled(dsm_objective)(self.denoiser(train=True), x, self.draw_sigmas(x.shape[0]),
-                                                    self.noise.weighting)
+                                                    self.noise.weighting, self.drop_labels(y))
             return loss, {"dsm": loss.detach()}
-        return self.optimizer_step(self.optimizers["net"], objective, self.micro_batches(batch), "net")
+        return self.optimizer_step(self.optimizers["net"], objective, self.micro_batches(batch, labels), "net")
 
     @torch.no_grad()
     def probe(self, batches: dict[str, torch.Tensor], bands: int = PROBE_BANDS) -> dict[str, float]:
@@ -160,19 +173,44 @@ class DenoisingMethod(Method):
                                   f"({self.name}.sigma_sampling={self.noise.sigma_sampling}), so {settings.name} "
                                   f"steps on its own {len(self.sigmas)}-level ladder; drop {key}")
 
+    def guided(self, D: Denoiser, labels: torch.Tensor | None) -> torch.nn.Module:
+        """D for a sampler: a class-conditional net's, at `labels` with the config's guidance weight."""
+        if not self.num_classes:
+            return D
+        return Guided(D, labels, self.noise.guidance, self.null_class)
+
+    def passes_per_evaluation(self) -> int:
+        """Network passes per denoiser evaluation: 2 for a guided class-conditional net (w ∉ {0, 1})."""
+        return evaluations(self.noise.guidance) if self.num_classes else 1
+
     @torch.no_grad()
-    def sample(self, n, generator=None, ema=True, latents=None, progress=False):
+    def sample(self, n, generator=None, ema=True, latents=None, progress=False, labels=None,
+               inpaint: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Samples from σ_max·z with the sampler the config names; `progress` shows a bar over the
-        sampler's levels."""
+        sampler's levels. A class-conditional net's are of classes `labels` (uniform when not
+        given), guided with weight <method>.guidance. `inpaint` = (images in [−1, 1], mask of their
+        known pixels) completes those images instead: n of them, the known pixels as given."""
         settings = self.noise.sampler
         sampler, schedule = lookup("sampler", settings.name), self.schedule()
+        if inpaint is not None:  # its noise is drawn anew when σ changes: not a fixed step to capture
+            schedule = dataclasses.replace(schedule, cuda_graph=False)
         z = self.sample_latents(n, generator) if latents is None else latents.to(self.device)
+        labels = self.conditional_labels(labels, len(z))
+        if labels is None:
+            labels = self.sample_labels(len(z), generator)
         D = self.denoiser(ema)
         was_training = D.net.training
         D.net.eval()
         try:
-            out = [sampler(D, chunk * self.sigmas[0], settings, schedule, generator, progress)
-                   for chunk in z.split(1000)]
+            out, start = [], 0
+            for chunk in z.split(1000):
+                rows = slice(start, start + len(chunk))
+                start += len(chunk)
+                fn = self.guided(D, labels[rows] if labels is not None else None)
+                if inpaint is not None:
+                    fn = Inpainting(fn, inpaint[0][rows].to(self.device), inpaint[1][rows].to(self.device), generator)
+                x = sampler(fn, chunk * self.sigmas[0], settings, schedule, generator, progress)
+                out.append(fn.complete(x) if inpaint is not None else x)
             return torch.cat(out).float()
         finally:
             D.net.train(was_training)

@@ -13,6 +13,7 @@ from common.config import Config, load_config
 from common.errors import ConfigError
 from common.registry import lookup
 from data import DataInfo
+from .runtime import Runtime
 
 
 def resolve_device(name: str) -> torch.device:
@@ -37,7 +38,7 @@ def build(cfg: Config, device, info=None, dataset=None):
     """The method of a config, on `device`, with EMA when the config asks for it. The networks'
     builders check the data's shape (`info`, or the data set's) before torch sees it."""
     info = info if info is not None else dataset.info
-    method = lookup("method", cfg.method)(cfg, info, device)
+    method = lookup("method", cfg.method)(cfg, info, device, Runtime(cfg, device))
     if cfg.train.ema or cfg.train.ema_halflife_kimg:
         method.enable_ema()
     return method

@@ -60,7 +60,7 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
         seed_everything(cfg.seed + ctx.rank)  # but each rank its own noise
     step = resume_from(run, cfg, dataset, method, stream, device, ctx) if resume else 0
     if ctx.enabled:
-        method.distribute(device)
+        method.distribute()
     if ctx.main:
         save_config(cfg, run.root / "config.yaml")
 
@@ -88,12 +88,12 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
     with stop:
         try:
             while step < t.steps:
-                x, _ = next(stream)
+                x, y = next(stream)
                 if scheduled:
                     method.set_lr_factor(lr_schedule.lr_factor(cfg.optim, step, t.steps))
                 if t.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
-                meter.add(step_fn(x))
+                meter.add(step_fn(x, y) if method.num_classes else step_fn(x))
                 step += 1
                 bar.update(1)
                 reason = stop_reason(step, stop, cfg, ctx, device, start_time)
@@ -239,9 +239,9 @@ def resume_from(run: RunDir, cfg: Config, dataset, method, stream, device, ctx) 
     return int(ckpt["step"])
 
 
-def train_step(method, x: torch.Tensor) -> dict:
+def train_step(method, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
     """One optimizer step and the EMA update: the unit a CUDA graph captures."""
-    stats = method.training_step(x)
+    stats = method.training_step(x) if labels is None else method.training_step(x, labels)
     method.update_ema()
     return stats
 
@@ -318,11 +318,23 @@ def stop_reason(at: int, stop: StopRequests, cfg: Config, ctx, device, start_tim
 
 
 def write_samples(at: int, run: RunDir, cfg: Config, method, logger: RunLogger, device):
-    """A grid of train.n_samples samples, from the same noise every time, to samples/ and TensorBoard."""
+    """A grid of train.n_samples samples, from the same noise every time, to samples/ and TensorBoard;
+    a class-conditional model's with one row per class."""
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    samples = method.sample(cfg.train.n_samples, generator=gen, progress=True)  # a bar if it takes > 2 s
-    save_grid(samples, run.sample_path(at))
-    logger.image("samples", at, to_grid(samples))
+    labels, nrow = class_rows(method.num_classes, cfg.train.n_samples, device)
+    samples = method.sample(len(labels) if labels is not None else cfg.train.n_samples, generator=gen,
+                            progress=True, labels=labels)  # a bar if it takes > 2 s
+    save_grid(samples, run.sample_path(at), nrow=nrow)
+    logger.image("samples", at, to_grid(samples, nrow))
+
+
+def class_rows(num_classes: int, n: int, device) -> tuple[torch.Tensor | None, int | None]:
+    """Labels for a grid with one row per class, about n samples in all (at least one column), and
+    its row length; (None, None) for an unconditional model."""
+    if not num_classes:
+        return None, None
+    cols = max(1, n // num_classes)
+    return torch.arange(num_classes, device=device).repeat_interleave(cols), cols
 
 
 def save_state(at: int, run: RunDir, cfg: Config, dataset, method, stream, ctx):

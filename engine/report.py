@@ -41,7 +41,7 @@ def table(results: list[dict], header: dict) -> str:
         f"in those 8·{header['classifier']['width']} = {8 * header['classifier']['width']} features "
         f"(not comparable with Inception FIDs); precision and recall are Kynkäänniemi et al.'s (k = 3). "
         f"FID depends on n: compare rows at equal n, or by KID (unbiased). Samples from the EMA weights, "
-        f"seed {header['seed']}. torch {header['torch']}, {header['date']}.",
+        f"seed {header['seed']}. torch {header['torch']}, {header['date']}.{dates_note(results, header)}",
         "",
         likelihood_sentence(header),
         "",
@@ -57,6 +57,19 @@ def table(results: list[dict], header: dict) -> str:
             f"| {1e3 * r['kid']:.2f} ± {1e3 * r['kid_std']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} "
             f"| {bpd_text(r.get('likelihood'))} |")
     return "\n".join(lines) + "\n"
+
+
+def dates_note(results: list[dict], header: dict) -> str:
+    """A sentence naming the rows scored on another day than the header's (results.py --methods
+    scores some rows and keeps the others), or nothing."""
+    older = {}
+    for r in results:
+        if r.get("scored", header["date"]) != header["date"]:
+            older.setdefault(r["scored"], []).append(r["row"])
+    if not older:
+        return ""
+    return " Rows kept from earlier scorings (same classifier, reference and seed): " + "; ".join(
+        f"{', '.join(rows)} on {day}" for day, rows in sorted(older.items())) + "."
 
 
 def nfe_table(results: list[dict]) -> str:
@@ -75,6 +88,45 @@ def nfe_table(results: list[dict]) -> str:
              "|---|---|" + "---|" * len(budgets)]
     for (method, family), by_nfe in cells.items():
         lines.append(f"| {method} | {family} | " + " | ".join(by_nfe.get(b, "") for b in budgets) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def conditional_table(results: list[dict]) -> str:
+    """The class-conditional rows' class scores: the classifier's agreement with the requested class,
+    FID and KID per class (each class's samples against its test images), beside recall."""
+    rows = [r for r in results if "class_accuracy" in r]
+    if not rows:
+        return ""
+    lines = ["Class-conditional rows (balanced classes; the classifier itself scores the real test images at "
+             "the accuracy above): conditional accuracy is how often it gives a sample the requested class; "
+             "FID and KID per class compare each class's n/10 samples with that class's 1,000 test images "
+             "(per-class FID is biased upward at small n, so compare rows at equal n).", "",
+             "| row | sampler | NFE/sample | conditional accuracy | per-class FID (mean) | per-class KID ×10³ (mean) "
+             "| FID | KID ×10³ | precision | recall |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['row']} | {r['sampler']} | {fmt(r['nfe'], ',')} | {r['class_accuracy']:.3f} "
+                     f"| {r['class_fid']:.2f} | {1e3 * r['class_kid']:.1f} | {r['fid']:.2f} "
+                     f"| {1e3 * r['kid']:.2f} ± {1e3 * r['kid_std']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def inpainting_table(rows: list[dict]) -> str:
+    """Inpainting rows: PSNR of the missing pixels for the model and the two baselines, and how often
+    the classifier gives each completion the original's class."""
+    if not rows:
+        return ""
+    lines = ["Inpainting of the first n test images (`scripts/evaluate.py --inpaint MASK`): the model fills the "
+             "missing pixels by replacing the known ones with the test image noised to each level sampled "
+             "(denoising/guidance.py). PSNR (dB) of the missing pixels against the truth, beside filling them "
+             "with the training mean or from the training image nearest on the visible pixels; and the share "
+             "of completions the classifier gives the original's class.", "",
+             "| row | mask | missing | sampler | n | PSNR model | PSNR mean fill | PSNR nearest | class kept: model "
+             "| mean fill | nearest | sampling s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['row']} | {r['mask']} | {r['missing_fraction']:.0%} | {r['sampler']} | {r['n']:,} "
+                     f"| {r['psnr_model']:.2f} | {r['psnr_mean_fill']:.2f} | {r['psnr_nearest']:.2f} "
+                     f"| {fmt(r.get('class_agreement_model'), '.3f')} | {fmt(r.get('class_agreement_mean_fill'), '.3f')} "
+                     f"| {fmt(r.get('class_agreement_nearest'), '.3f')} | {fmt(r['sample_seconds'], '.1f')} |")
     return "\n".join(lines) + "\n"
 
 

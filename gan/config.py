@@ -19,8 +19,16 @@ class GANModelConfig:
     d_batchnorm: Optional[bool] = None     # null: the architecture's default (DCGAN yes, others no)
     d_spectral_norm: Optional[bool] = None  # null: the architecture's default (SNGAN yes, others no)
     depth: int = 3                         # MLP hidden layers
+    # class-conditional G (conditional BatchNorm) and D (projection head), trained on the data's labels:
+    # the data set's number of classes (10 for Fashion-MNIST and CIFAR-10); 0 = unconditional
+    num_classes: int = 0
 
     def check(self, path):
+        require(self.num_classes >= 0, f"{path}.num_classes: must be >= 0 (0 = unconditional), got {self.num_classes}")
+        conditional = [n for n in names("gan_arch") if getattr(lookup("gan_arch", n), "conditional", False)]
+        require(not self.num_classes or self.arch in conditional,
+                f"{path}.num_classes: the {self.arch} networks are unconditional; use arch: {'/'.join(conditional)} "
+                f"or num_classes: 0")
         with_batchnorm = [n for n in names("gan_arch") if lookup("gan_arch", n).critic_batchnorm]
         require(not (self.d_batchnorm and self.arch not in with_batchnorm),
                 f"{path}.d_batchnorm: only the {'/'.join(with_batchnorm)} critic has BatchNorm; remove it or "

@@ -27,6 +27,9 @@ Alternating: n_critic critic steps, then one generator step on the last critic s
 Each step is registered by its gan.step name (`@register("gan_step", NAME)`): a one-loss objective
 (G, D, loss, x_real, z, reg, reg_weight) → (L, stats), or, with `alternating=True`, the critic part of
 an alternating step; `fused=True` marks a step exact only for fusable losses and per-sample critics.
+A class-conditional GAN passes the real batch's labels and the fakes' (`y_real`, `y_fake`, keywords):
+G(z, y_fake), D(x, y_real), D(G(z), y_fake); an unconditional one passes none, and its networks are
+called with their input alone.
 """
 from __future__ import annotations
 
@@ -48,6 +51,11 @@ def critic_accuracy(real, fake, temperature: float = 1.0, threshold: float = 0.0
             "sacc_fake": smooth_step(-fake, temperature).mean()}
 
 
+def call(net, x, labels=None):
+    """net(x), or net(x, labels) for a class-conditional network."""
+    return net(x) if labels is None else net(x, labels)
+
+
 def watch_reals(x_real, reg: str):
     """The real batch, made to require its gradient when the regulariser differentiates D there (R1)."""
     if getattr(lookup("gan_reg", reg), "needs_real_grad", False):
@@ -55,17 +63,20 @@ def watch_reals(x_real, reg: str):
     return x_real
 
 
-def critic_objective(D, loss, x_real, x_fake_sg, reg: str = "none", reg_weight: float = 10.0):
+def critic_objective(D, loss, x_real, x_fake_sg, reg: str = "none", reg_weight: float = 10.0,
+                     y_real=None, y_fake=None):
     """d_loss (+ regulariser) and the critic's logits on the stopped fakes (reused by the bracket)."""
     x_real = watch_reals(x_real, reg)
-    real, fake_sg = D(x_real), D(x_fake_sg)
-    total, stats = critic_loss(D, loss, real, fake_sg, x_real, x_fake_sg, reg, reg_weight)
+    real, fake_sg = call(D, x_real, y_real), call(D, x_fake_sg, y_fake)
+    total, stats = critic_loss(D, loss, real, fake_sg, x_real, x_fake_sg, reg, reg_weight, y_real)
     return total, fake_sg, stats
 
 
-def critic_loss(D, loss, real, fake, x_real, x_fake_sg, reg: str = "none", reg_weight: float = 10.0):
+def critic_loss(D, loss, real, fake, x_real, x_fake_sg, reg: str = "none", reg_weight: float = 10.0,
+                y_real=None):
     """d_loss on given logits, plus the regulariser gan.reg names (gan/losses.py: R1, γ/2·E‖∇D(x)‖²
-    on real, reusing its forward; or the gradient penalty, λ·E(‖∇D(x̂)‖ − 1)²), logged under its name."""
+    on real, reusing its forward; or the gradient penalty, λ·E(‖∇D(x̂)‖ − 1)², at the real labels),
+    logged under its name."""
     d_loss = loss.d_loss(real, fake)
     stats = {"d_loss": d_loss.detach(), "d_real": real.detach().float().mean(),
              "d_fake": fake.detach().float().mean(),
@@ -73,34 +84,37 @@ def critic_loss(D, loss, real, fake, x_real, x_fake_sg, reg: str = "none", reg_w
     total = d_loss
     regulariser = lookup("gan_reg", reg)
     if regulariser.penalty is not None:
-        penalty = regulariser.penalty(D, real, x_real, x_fake_sg)
+        critic = D if y_real is None else (lambda x: D(x, y_real))
+        penalty = regulariser.penalty(critic, real, x_real, x_fake_sg)
         total = total + regulariser.factor * reg_weight * penalty
         stats[reg] = penalty.detach()
     return total, stats
 
 
 @register("gan_step", "one_loss")
-def one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0):
+def one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0,
+                       y_real=None, y_fake=None):
     """L = d_loss(D(x), D(sg(G(z)))) + g_loss(D_sg(G(z))) and its terms (module docstring). The
     critic's two views of the fakes share one forward pass (common/stopgrad.py)."""
-    x_fake = G(z)
+    x_fake = call(G, z, y_fake)
     x_real = watch_reals(x_real, reg)
-    real = D(x_real)
-    fake_sg, fake = split_gradients(D, x_fake)
-    d_total, stats = critic_loss(D, loss, real, fake_sg, x_real, x_fake.detach(), reg, reg_weight)
+    real = call(D, x_real, y_real)
+    fake_sg, fake = split_gradients(D, x_fake, y_fake)
+    d_total, stats = critic_loss(D, loss, real, fake_sg, x_real, x_fake.detach(), reg, reg_weight, y_real)
     g_loss = loss.g_loss(fake)
     stats["g_loss"] = g_loss.detach()
     return d_total + g_loss, stats
 
 
 @register("gan_step", "one_loss_bracket")
-def bracket_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0):
+def bracket_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0,
+                               y_real=None, y_fake=None):
     """The seed's form, L = d_loss(D(x), D(sg(G(z)))) + [g_loss(D(G(z))) − g_loss(D(sg(G(z))))]:
     the same gradients in exact arithmetic, D's assembled by cancellation (module docstring)."""
-    x_fake = G(z)
+    x_fake = call(G, z, y_fake)
     x_sg = x_fake.detach()
-    d_total, fake_sg, stats = critic_objective(D, loss, x_real, x_sg, reg, reg_weight)
-    g_loss = loss.g_loss(D(x_fake))
+    d_total, fake_sg, stats = critic_objective(D, loss, x_real, x_sg, reg, reg_weight, y_real, y_fake)
+    g_loss = loss.g_loss(call(D, x_fake, y_fake))
     bracket = g_loss - loss.g_loss(fake_sg)
     stats.update(g_loss=g_loss.detach(), bracket=bracket.detach())
     return d_total + bracket, stats
@@ -108,22 +122,22 @@ def bracket_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_wei
 
 @register("gan_step", "alternating", alternating=True)
 def critic_step_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0,
-                          critic=critic_objective, keep_graph: bool = True):
+                          critic=critic_objective, keep_graph: bool = True, y_real=None, y_fake=None):
     """The alternating step's critic part on fresh fakes G(z), and the fakes for its generator part
     (generator_objective): (d_loss + regulariser, stats, G(z)), G(z) with its graph when
     `keep_graph`. G's forward stays outside `critic` (critic_objective, which the method compiles
     alone): a compiled function is one autograd node, and the critic's backward would free what
     the generator's needs."""
     with torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()):
-        x_fake = G(z)
-    total, _, stats = critic(D, loss, x_real, x_fake.detach(), reg, reg_weight)
+        x_fake = call(G, z, y_fake)
+    total, _, stats = critic(D, loss, x_real, x_fake.detach(), reg, reg_weight, y_real, y_fake)
     return total, stats, x_fake
 
 
-def generator_objective(D, loss, x_fake):
+def generator_objective(D, loss, x_fake, y_fake=None):
     """The alternating step's generator part: g_loss on the critic's view of the fakes, through
     the critic's stopped weights (its gradient is not needed)."""
-    return loss.g_loss(frozen(D)(x_fake))
+    return loss.g_loss(call(frozen(D), x_fake, y_fake))
 
 
 # The critic derivative a fused pass carries for a fake is floored here: below it, the sample's
@@ -165,7 +179,8 @@ class _RescaleGrad(_SharedIdentity):
 
 
 @register("gan_step", "one_loss_fused", fused=True)
-def fused_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0):
+def fused_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0,
+                             y_real=None, y_fake=None):
     """The one-loss step with a single critic pass on the fakes, f = D(G(z)) (2 critic forwards
     and backwards instead of 3).
 
@@ -179,12 +194,12 @@ def fused_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weigh
     fp32, −1000 in any precision), σ(f) underflows, and G's gradient, c·(g/c), would be 0·∞.
     With the floor G's gradient stays exact, and D's weights get at most 2⁻⁶⁴·|∂f_i/∂θ|/B more.
     """
-    x_fake = G(z)
+    x_fake = call(G, z, y_fake)
     x_real = watch_reals(x_real, reg)
     shared = {}
-    real = D(x_real)
-    fake = _FakeLogits.apply(D(_RescaleGrad.apply(x_fake, shared)), shared)
+    real = call(D, x_real, y_real)
+    fake = _FakeLogits.apply(call(D, _RescaleGrad.apply(x_fake, shared), y_fake), shared)
     shared["g_grad"] = loss.g_grad(fake.detach().to(torch.promote_types(fake.dtype, torch.float32)))
-    total, stats = critic_loss(D, loss, real, fake, x_real, x_fake.detach(), reg, reg_weight)
+    total, stats = critic_loss(D, loss, real, fake, x_real, x_fake.detach(), reg, reg_weight, y_real)
     stats["g_loss"] = loss.g_loss(fake.detach())
     return total, stats

@@ -1,4 +1,6 @@
-"""DCGAN (Radford et al. 2016) for 28, 32 and 64 px: transposed-conv generator, strided-conv critic."""
+"""DCGAN (Radford et al. 2016) for 28, 32 and 64 px: transposed-conv generator, strided-conv critic.
+With num_classes > 0 both are class-conditional: conditional BatchNorm in the generator, a projection
+head on the critic's last feature map (networks/conditioning.py)."""
 from __future__ import annotations
 
 import math
@@ -7,6 +9,7 @@ import torch
 from torch import nn
 
 from common.errors import ConfigError
+from .conditioning import ConditionalBatchNorm2d, Projection, require_labels
 from .layers import sn
 
 
@@ -31,16 +34,21 @@ def require_dcgan_size(size: int, what: str):
 
 
 class DCGANGenerator(nn.Module):
-    """z → base×base×(width·2^(n−1)) → n × [ConvT 4×4 stride 2, BN, ReLU] → tanh image."""
+    """z → base×base×(width·2^(n−1)) → n × [ConvT 4×4 stride 2, BN, ReLU] → tanh image; the BNs are
+    conditional on the class with num_classes > 0."""
 
     def __init__(self, z_dim: int = 100, image_size: int = 64, channels: int = 3, width: int = 64,
-                 batchnorm: bool = True):
+                 batchnorm: bool = True, num_classes: int = 0):
         super().__init__()
         base = base_size(image_size)
         n_up = int(math.log2(image_size // base))
         ch = width * 2 ** (n_up - 1)
-        norm = (lambda c: nn.BatchNorm2d(c)) if batchnorm else (lambda c: nn.Identity())
-        self.z_dim = z_dim
+        self.z_dim, self.num_classes = z_dim, num_classes
+
+        def norm(c):
+            if not batchnorm:
+                return nn.Identity()
+            return ConditionalBatchNorm2d(c, num_classes) if num_classes else nn.BatchNorm2d(c)
         layers = [nn.ConvTranspose2d(z_dim, ch, base, 1, 0, bias=not batchnorm), norm(ch), nn.ReLU(True)]
         for _ in range(n_up - 1):
             layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=not batchnorm), norm(ch // 2), nn.ReLU(True)]
@@ -48,15 +56,22 @@ class DCGANGenerator(nn.Module):
         layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.view(z.shape[0], -1, 1, 1))
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = z.view(z.shape[0], -1, 1, 1)
+        if not self.num_classes:
+            return self.net(h)
+        require_labels(labels, self.num_classes, "this generator")
+        for layer in self.net:
+            h = layer(h, labels) if isinstance(layer, ConditionalBatchNorm2d) else layer(h)
+        return h
 
 
 class DCGANDiscriminator(nn.Module):
-    """image → n × [Conv 4×4 stride 2, (BN), LeakyReLU 0.2] → base×base conv → one logit per image."""
+    """image → n × [Conv 4×4 stride 2, (BN), LeakyReLU 0.2] → base×base conv → one logit per image;
+    with num_classes > 0, plus the projection ⟨embed(y), φ(x)⟩ of the last feature map φ(x)."""
 
     def __init__(self, image_size: int = 64, channels: int = 3, width: int = 64, batchnorm: bool = True,
-                 spectral_norm: bool = False):
+                 spectral_norm: bool = False, num_classes: int = 0):
         super().__init__()
         base = base_size(image_size)
         n_down = int(math.log2(image_size // base))
@@ -68,7 +83,13 @@ class DCGANDiscriminator(nn.Module):
             layers += [nn.LeakyReLU(0.2, True)]
             ch *= 2
         layers += [sn(nn.Conv2d(ch, 1, base, 1, 0), spectral_norm)]
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers)  # the last layer is ψ, the features φ(x) the rest's output
+        self.num_classes = num_classes
+        self.projection = Projection(num_classes, ch * base * base, spectral_norm) if num_classes else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten()
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.projection is None:
+            return self.net(x).flatten()
+        require_labels(labels, self.num_classes, "this critic")
+        h = self.net[:-1](x)
+        return self.net[-1](h).flatten() + self.projection(h, labels)

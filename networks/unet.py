@@ -3,7 +3,13 @@ no attention): the light option beside NCSNv2.
 
 `patch` > 1 folds each patch×patch block of pixels into channels first (pixel unshuffle) and unfolds
 the output at the end, so that every convolution runs at 1/patch of the resolution: about patch²
-times less work at the same width, as in "simple diffusion" (Hoogeboom et al. 2023)."""
+times less work at the same width, as in "simple diffusion" (Hoogeboom et al. 2023).
+
+`num_classes` > 0 makes it class-conditional as EDM's and ADM's nets are: a class embedding (with a
+"null" class for no label) added to the σ embedding that every block reads. The blocks read it as a
+scale and shift of their normalised features (`adaptive_norm`, the default); `adaptive_norm=False` is
+the form of checkpoints written before, which added it before a GroupNorm that erased it below 64
+channels (ResBlock)."""
 from __future__ import annotations
 
 import math
@@ -12,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conditioning import LabelEmbedding
 from .embedding import SigmaEmbedding
 
 
@@ -20,10 +27,17 @@ def norm(c: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, emb_dim: int | None):
+    """GroupNorm-SiLU-conv twice with a skip; the embedding (σ, and the class) enters between the
+    convolutions, either as a per-channel scale and shift of the normalised features (`adaptive`:
+    ADM's and EDM's scale-shift norm) or added before the normalisation (DDPM's form). Added, it is
+    erased wherever a group holds one channel (the group's mean is subtracted): with fewer than 64
+    channels (32 groups) the net then ignores σ and the class entirely."""
+
+    def __init__(self, cin: int, cout: int, emb_dim: int | None, adaptive: bool = True):
         super().__init__()
         self.norm1, self.conv1 = norm(cin), nn.Conv2d(cin, cout, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, cout) if emb_dim else None
+        self.adaptive = adaptive
+        self.emb = nn.Linear(emb_dim, 2 * cout if adaptive else cout) if emb_dim else None
         self.norm2, self.conv2 = norm(cout), nn.Conv2d(cout, cout, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (EDM, DDPM)
         nn.init.zeros_(self.conv2.bias)
@@ -31,33 +45,43 @@ class ResBlock(nn.Module):
 
     def forward(self, x, emb):
         h = self.conv1(F.silu(self.norm1(x)))
-        if self.emb is not None:
-            h = h + self.emb(emb).to(h.dtype)[:, :, None, None]
-        return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
+        if self.emb is None:
+            h = self.norm2(h)
+        elif self.adaptive:
+            scale, shift = self.emb(emb).to(h.dtype)[:, :, None, None].chunk(2, dim=1)
+            h = torch.addcmul(shift, self.norm2(h), scale + 1)
+        else:
+            h = self.norm2(h + self.emb(emb).to(h.dtype)[:, :, None, None])
+        return self.skip(x) + self.conv2(F.silu(h))
 
 
 class UNet(nn.Module):
     def __init__(self, channels: int = 1, width: int = 64, mults=(1, 2, 2), blocks: int = 2,
-                 sigma_conditional: bool = True, patch: int = 1):
+                 sigma_conditional: bool = True, patch: int = 1, num_classes: int = 0, adaptive_norm: bool = True):
         super().__init__()
+        if num_classes and not sigma_conditional:
+            raise ValueError("a class-conditional U-Net adds its class embedding to the σ embedding: "
+                             "it must be σ-conditional")
         emb = 4 * width if sigma_conditional else None
         self.embed = SigmaEmbedding(emb) if sigma_conditional else None
+        self.num_classes = num_classes
+        self.label_embed = LabelEmbedding(num_classes, emb) if num_classes else None
         self.patch = patch
         self.conv_in = nn.Conv2d(channels * patch ** 2, width, 3, padding=1)
         self.down, skips, c = nn.ModuleList(), [width], width
         for level, m in enumerate(mults):
             for _ in range(blocks):
-                self.down.append(ResBlock(c, width * m, emb))
+                self.down.append(ResBlock(c, width * m, emb, adaptive_norm))
                 c = width * m
                 skips.append(c)
             if level < len(mults) - 1:
                 self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
                 skips.append(c)
-        self.mid = nn.ModuleList([ResBlock(c, c, emb), ResBlock(c, c, emb)])
+        self.mid = nn.ModuleList([ResBlock(c, c, emb, adaptive_norm), ResBlock(c, c, emb, adaptive_norm)])
         self.up = nn.ModuleList()
         for level, m in reversed(list(enumerate(mults))):
             for _ in range(blocks + 1):
-                self.up.append(ResBlock(c + skips.pop(), width * m, emb))
+                self.up.append(ResBlock(c + skips.pop(), width * m, emb, adaptive_norm))
                 c = width * m
             if level > 0:
                 self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
@@ -65,8 +89,11 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """F(x, σ) of a batch, for classes `labels` (class-conditional net; None: the null class)."""
         emb = self.embed(sigma) if self.embed is not None else None
+        if self.label_embed is not None:
+            emb = emb + self.label_embed(labels, x.shape[0], x.device).to(emb.dtype)
         if self.patch > 1:
             x = F.pixel_unshuffle(x, self.patch)
         h = self.conv_in(x)

@@ -5,6 +5,8 @@
     python scripts/evaluate.py --real --checkpoint ...      # the floor: the real test split, not samples
     python scripts/evaluate.py --real --config configs/fashion_mnist_dcgan_cpu.yaml --features classifier:c.pt
     python scripts/evaluate.py --checkpoint ... ncsn.sampler=edm ncsn.sampler.steps=10   # under another sampler
+    python scripts/evaluate.py --checkpoint ... dae.guidance=2          # a class-conditional model, guided
+    python scripts/evaluate.py --checkpoint ... --inpaint right --n 500 # inpainting of the test split
 
 The reference is the data set the model was trained on (the checkpoint's data config: all its
 images, statistics cached per data set and extractor). Prints one JSON object, writes it to --json,
@@ -12,6 +14,13 @@ and adds eval/<extractor>/<metric> scalars at the checkpoint's step to the run's
 Trailing key=value overrides change how a checkpoint samples (its sampler and the sampler's
 settings, as for sample.py); scores under overrides are not added to TensorBoard, whose curves hold
 the run's own sampler.
+
+A class-conditional model draws its samples with balanced classes and is also scored per class:
+conditional accuracy (the agreement of a classifier of this data set, --features classifier:PATH,
+with the requested class) and FID and KID per class, against the reference's images of that class.
+--inpaint MASK scores a denoising model's completion of --n test images instead (denoising/guidance.py
+masks): the PSNR of the missing pixels beside the mean-fill and nearest-training-image baselines, and
+with a classifier, how often the completion keeps the original's class.
 """
 import argparse
 import math
@@ -19,15 +28,18 @@ import time
 from pathlib import Path
 
 import _bootstrap  # noqa: F401
+import torch
 from tqdm import tqdm
 
 from common.config import load_config
 from common.errors import ArgumentParser, ConfigError, UserError, cli
 from common.paths import require_writable
 from common.schema import check_seed
-from engine import build_dataset, load_method, resolve_device
+from engine import build_dataset, from_unit_range, load_method, mask, resolve_device, to_unit_range
 from engine.logging import add_to_run, report_json
-from engine.evaluation.evaluate import METRICS, generated_batches, real_batches, score
+from engine.evaluation.evaluate import (METRICS, balanced_labels, class_reference, generated_batches, real_batches,
+                                       score, test_split)
+from engine.evaluation.inpainting import inpainting_scores
 from engine.evaluation.features import build_extractor, require_fits
 from engine.evaluation.reference import reference_stats
 
@@ -48,6 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--no-ema", action="store_true", help="sample with the raw weights")
     p.add_argument("--download", action="store_true", help="let torch-fidelity fetch the Inception weights")
     p.add_argument("--stats-dir", help="reference statistics cache (default $GENMODELS_CACHE/stats)")
+    p.add_argument("--inpaint", metavar="MASK", help="score inpainting of the test split with this mask instead")
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", help="dotted overrides: a checkpoint's sampler (ncsn.sampler=edm), or "
                                                 "--config's settings (data.root=datasets)")
@@ -61,7 +74,34 @@ def parse_args(argv=None):
         require_writable(args.json, "--json")
     if args.stats_dir:
         require_writable(args.stats_dir, "--stats-dir", folder=True)
+    if args.inpaint is not None:
+        if args.real or not args.checkpoint:
+            raise ConfigError("--inpaint scores a checkpoint's completions: pass --checkpoint and drop --real")
+        mask(args.inpaint, (1, 1, 4, 4))  # the name checked before anything loads
     return args
+
+
+def inpainting(method, extractor, args, device) -> dict:
+    """--inpaint: the checkpoint's completions of the first --n test images, scored."""
+    if not hasattr(method, "noise"):
+        raise ConfigError(f"--inpaint: {method.name} has no denoiser to inpaint with; use a dae, ncsn or ebm checkpoint")
+    test, train = test_split(method.cfg.data, args.real_path, "--inpaint"), build_dataset(method.cfg.data)
+    if not (hasattr(test, "data") and hasattr(train, "data")):
+        raise ConfigError("--inpaint needs a data set held in memory (fashion_mnist, cifar10, image_folder)")
+    n = min(args.n or 500, len(test))
+    images, labels = to_unit_range(test.data[:n]), test.labels[:n]
+    known = mask(args.inpaint, tuple(images.shape), torch.Generator().manual_seed(args.seed))
+    gen = torch.Generator(device=method.device).manual_seed(args.seed)
+    class_labels = labels if method.num_classes else None
+    completed = torch.cat([
+        method.sample(len(part), generator=gen, ema=not args.no_ema, progress=True,
+                      labels=class_labels[i:i + args.batch_size] if class_labels is not None else None,
+                      inpaint=(part, known[i:i + args.batch_size])).cpu()
+        for i, part in zip(range(0, n, args.batch_size), tqdm(images.split(args.batch_size), desc="inpainting"))])
+    is_classifier = getattr(extractor, "num_classes", None) == method.info.num_classes
+    classify = (lambda x: extractor(from_unit_range(x).to(device))[1]) if is_classifier else None
+    with torch.no_grad():
+        return inpainting_scores(completed, images, labels, known, train.data, classify)
 
 
 def require_finite(result: dict):
@@ -89,17 +129,29 @@ def main(argv=None):
     dataset = build_dataset(cfg.data, cfg.seed)
     reference = reference_stats(dataset, cfg.data, extractor, device, args.batch_size,
                                 Path(args.stats_dir) if args.stats_dir else None)
+    if args.inpaint:
+        result = {"samples": f"{cfg.method} step {ckpt['step']} inpainting, mask {args.inpaint}",
+                  "features": features, **inpainting(method, extractor, args, device),
+                  "seconds": round(time.monotonic() - start, 1), "checkpoint": str(args.checkpoint),
+                  "step": ckpt["step"], "overrides": args.overrides}
+        report_json(result, args.json)
+        return
+    labels = classes = None
     if args.real:
         batches, samples = real_batches(cfg.data, args.n, args.batch_size, args.real_path)
     else:
-        batches = generated_batches(method, args.n or DEFAULT_N, args.batch_size, args.seed, not args.no_ema)
+        if method.num_classes:  # balanced classes, scored per class too
+            labels = balanced_labels(args.n or DEFAULT_N, method.num_classes)
+            classes = class_reference(dataset, extractor, device, args.batch_size)
+        batches = generated_batches(method, args.n or DEFAULT_N, args.batch_size, args.seed, not args.no_ema,
+                                    labels)
         samples = f"{cfg.method} step {ckpt['step']} ({'raw' if args.no_ema else 'EMA'} weights)"
     n = args.n or (DEFAULT_N if not args.real else None)
     total = math.ceil(n / args.batch_size) if n else None
     batches = tqdm(batches, total=total, desc="sampling and features" if not args.real else "features",
                    unit="batch")
     result = {"samples": samples, "reference": reference.name, "features": features,
-              **score(batches, extractor, reference, device, seed=args.seed),
+              **score(batches, extractor, reference, device, seed=args.seed, labels=labels, classes=classes),
               "seconds": round(time.monotonic() - start, 1)}
     require_finite(result)
     if args.checkpoint:

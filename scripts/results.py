@@ -27,19 +27,21 @@ import _bootstrap  # noqa: F401
 import torch
 from tqdm import tqdm
 
+from common.checkpoint import load_checkpoint
 from common.config import DataConfig, load_config
 from common.errors import ArgumentParser, ConfigError, cli
 from common.paths import require_writable, write_text_atomic
 from common.schema import parse
-from engine import build_dataset, from_unit_range, load_method, resolve_device, train
+from engine import build_dataset, from_unit_range, load_method, mask, resolve_device, to_unit_range, train
 from engine.evaluation.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
 from engine.evaluation.classifier import load_classifier, save_classifier
 from engine.evaluation.classifier_training import fit_classifier
-from engine.evaluation.evaluate import score
+from engine.evaluation.evaluate import balanced_labels, class_reference, score
+from engine.evaluation.inpainting import inpainting_scores
 from engine.evaluation.features import build_extractor
 from engine.evaluation.reference import reference_stats
 from engine.images import save_grid
-from engine.report import grids_markdown, machine, nfe_table, table, write_readme
+from engine.report import conditional_table, grids_markdown, inpainting_table, machine, nfe_table, table, write_readme
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSIFIER = {"width": 16, "epochs": 4, "batch_size": 256, "lr": 0.2, "weight_decay": 5e-4, "seed": 0}
@@ -75,6 +77,11 @@ RUNS = {
     "dae": Run("fashion_mnist_dae_cpu.yaml", [*BUDGET], TINY_UNET),
     "ebm": Run("fashion_mnist_ebm_cpu.yaml", [*BUDGET], TINY_UNET),
     "dde": Run("fashion_mnist_dde_cpu.yaml", [*BUDGET], ["model.g_width=8", *TINY_UNET]),
+    # class-conditional: the same configs on the data's labels (conditional BatchNorm and a projection
+    # critic; a class embedding with 10% label dropout), the same budget
+    "gan_conditional": Run("fashion_mnist_dcgan_cpu.yaml", [*BUDGET, "model.num_classes=10"],
+                           ["model.g_width=8", "model.d_width=8"]),
+    "dae_conditional": Run("fashion_mnist_dae_cpu.yaml", [*BUDGET, "model.num_classes=10"], TINY_UNET),
 }
 
 
@@ -104,12 +111,18 @@ def denoising_rows(method: str) -> list[Row]:
               for suffix, label, settings in SAMPLER_ROWS)]
 
 
+GUIDANCE = (0, 1, 2, 4)  # classifier-free guidance weights of the conditional DAE's rows
+# Inpainting with the unconditional DAE (the best denoiser of the table): (run, mask) per row.
+INPAINTING = [("dae", "right"), ("dae", "centre")]
 ROWS = [Row("real_train", "real", None, "the training split"),
         Row("gan_one_loss", "gan", "gan_one_loss", "generator"),
         Row("gan_alternating", "gan", "gan_alternating", "generator"),
         *denoising_rows("ncsn"), *denoising_rows("dae"), *denoising_rows("ebm"),
-        Row("dde", "dde", "dde", "generator")]
-METHODS = sorted({r.method for r in ROWS})
+        Row("dde", "dde", "dde", "generator"),
+        Row("gan_conditional", "gan_conditional", "gan_conditional", "generator, uniform classes"),
+        *(Row(f"dae_conditional_w{w:g}", "dae_conditional", "dae_conditional",
+              f"Heun, 18 levels, uniform classes, guidance w = {w:g}", [f"dae.guidance={w}"]) for w in GUIDANCE)]
+METHODS = sorted({r.method for r in ROWS} | {"inpaint"})
 
 
 def progress(text: str):
@@ -198,22 +211,53 @@ def ensure_classifier(args, device) -> dict:
 def nfe_per_sample(method, cfg) -> int:
     """Network evaluations per sample of the sampler the config selects, as the sampler counts them
     (an energy model's evaluation is a forward and a backward pass); a generator's is 1."""
-    settings = getattr(getattr(cfg, cfg.method), "sampler", None)
-    return 1 if settings is None else settings.nfe(method.schedule())
+    section = getattr(cfg, cfg.method)
+    settings = getattr(section, "sampler", None)
+    if settings is None:
+        return 1
+    return settings.nfe(method.schedule()) * method.passes_per_evaluation()
 
 
 def sample_row(row: Row, args, device, n: int):
-    """(uint8 samples, sampling seconds, nfe) of a row, drawn in batches with a fixed seed."""
-    smoke = [f"{row.method}.num_scales=3"] if args.smoke and row.overrides else []
-    smoke += [f"{row.method}.sampler.steps=1"] if smoke and row.langevin else []
+    """(uint8 samples, sampling seconds, nfe, checkpoint, classes) of a row, drawn in batches with a
+    fixed seed; a class-conditional model's with balanced classes (None otherwise)."""
+    section = row.overrides[0].split(".", 1)[0] if row.overrides else None  # the model's method: dae, ncsn, ebm
+    smoke = [f"{section}.num_scales=3"] if args.smoke and section else []
+    smoke += [f"{section}.sampler.steps=1"] if smoke and row.langevin else []
     method, ckpt = load_method(Path(args.runs) / row.run / "checkpoints" / "last.pt", args.device,
                                [*row.overrides, *smoke])
     cfg = method.cfg
     gen = torch.Generator(device=device).manual_seed(args.seed)
+    labels = balanced_labels(n, method.num_classes) if method.num_classes else None
     out, start = [], time.monotonic()
     for i in tqdm(range(0, n, args.batch_size), desc=f"sampling {row.name}", leave=False):
-        out.append(from_unit_range(method.sample(min(args.batch_size, n - i), generator=gen, progress=True)).cpu())
-    return torch.cat(out), time.monotonic() - start, nfe_per_sample(method, cfg), ckpt
+        part = labels[i:i + args.batch_size] if labels is not None else None
+        out.append(from_unit_range(method.sample(min(args.batch_size, n - i), generator=gen, progress=True,
+                                                 labels=part)).cpu())
+    return torch.cat(out), time.monotonic() - start, nfe_per_sample(method, cfg), ckpt, labels
+
+
+def inpainting_row(run: str, mask_name: str, args, test, train_images, extractor, device) -> dict:
+    """A denoising run's completions of the first --n-inpaint test images under a mask, scored
+    (engine/evaluation/inpainting.py), and a grid of masked input, completion and original."""
+    method, _ = load_method(Path(args.runs) / run / "checkpoints" / "last.pt", args.device)
+    n = min(args.n_inpaint, len(test))
+    images, labels = to_unit_range(test.data[:n]), test.labels[:n]
+    known = mask(mask_name, tuple(images.shape), torch.Generator().manual_seed(args.seed))
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    start = time.monotonic()
+    completed = torch.cat([method.sample(len(part), generator=gen, progress=True,
+                                         inpaint=(part, known[i:i + args.batch_size])).cpu()
+                           for i, part in zip(range(0, n, args.batch_size), images.split(args.batch_size))])
+    seconds = time.monotonic() - start
+    with torch.no_grad():
+        scores = inpainting_scores(completed, images, labels, known, train_images,
+                                   lambda x: extractor(from_unit_range(x).to(device))[1])
+    name = f"inpaint_{run}_{mask_name.replace(':', '')}"
+    grid = torch.cat([torch.where(known, images, torch.zeros_like(images))[:8], completed[:8], images[:8]])
+    save_grid(grid, Path(args.out) / "results" / f"{name}.png", nrow=8)
+    return {"row": name, "run": run, "mask": mask_name, "sampler": method.noise.sampler.name,
+            "sample_seconds": seconds, **scores}
 
 
 def model_likelihood(run: str, args, images: torch.Tensor) -> dict:
@@ -236,6 +280,46 @@ def real_rows(args, train_images: torch.Tensor, n: int):
     return train_images[idx]
 
 
+def describe_run(name: str, args) -> str:
+    """A run's config and overrides as the table shows them, with what its checkpoint says where the
+    code's default has changed since it was trained (a U-Net saved before model.adaptive_norm)."""
+    text = f"{RUNS[name].config} {' '.join(RUNS[name].overrides)}".strip()
+    path = Path(args.runs) / name / "checkpoints" / "last.pt"
+    if path.is_file() and (load_checkpoint(path)["config"].get("model") or {}).get("adaptive_norm") is False:
+        text += " (trained with model.adaptive_norm=false)"
+    return text
+
+
+def merge_with_previous(path: Path, header: dict, results: list, inpainted: list, args):
+    """The rows just scored, with the previous table's other rows when --methods chose only some:
+    kept only if they were scored in the same features against the same reference (the same
+    classifier and test split), each still carrying the date it was scored (`scored`)."""
+    today = header["date"]
+    for r in [*results, *inpainted]:
+        r.setdefault("scored", today)
+    if set(args.methods) >= set(METHODS) or not path.is_file():
+        return results, inpainted
+    previous = json.loads(path.read_text())
+    old = previous.get("header", {})
+    same = (old.get("classifier") == header["classifier"] and old.get("n_ref") == header["n_ref"]
+            and old.get("seed") == header["seed"])
+    if not same:
+        progress(f"note: {path} was scored against another classifier or reference: its other rows are dropped")
+        return results, inpainted
+    new = {r["row"] for r in [*results, *inpainted]}
+    order = {r.name: i for i, r in enumerate(ROWS)}
+    run_of = {r.name: r.run for r in ROWS}
+    kept = [dict(r, scored=r.get("scored", old.get("date")),
+                 config=describe_run(run_of[r["row"]], args) if run_of.get(r["row"]) else r["config"])
+            for r in previous.get("rows", []) if r["row"] not in new]
+    merged = sorted(kept + results, key=lambda r: order.get(r["row"], len(order)))
+    kept_inpaint = [dict(r, scored=r.get("scored", old.get("date"))) for r in previous.get("inpainting", [])
+                    if r["row"] not in new]
+    if "baselines" in old and not header.get("baselines"):
+        header["baselines"] = old["baselines"]
+    return merged, kept_inpaint + inpainted
+
+
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=",".join(METHODS), help=f"rows to produce: {','.join(METHODS)}")
@@ -252,6 +336,7 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=1000, help="samples scored per row")
     p.add_argument("--n-langevin", type=int, default=300, help="samples scored per annealed-Langevin row")
     p.add_argument("--n-bpd", type=int, default=200, help="test images for bits/dim (0: skip)")
+    p.add_argument("--n-inpaint", type=int, default=500, help="test images completed per inpainting row")
     p.add_argument("--bpd-methods", default="ncsn,dae", help="runs given a bits/dim (ebm: slow on a CPU)")
     p.add_argument("--batch-size", type=int, default=500, help="samples drawn at once")
     p.add_argument("--seed", type=int, default=0)
@@ -268,11 +353,12 @@ def parse_args(argv=None):
         if args.out is None:
             raise ConfigError("--smoke: pass --out DIR for its numbers and grids (they never go to docs/ unless "
                               "--out says so)")
-        args.n, args.n_langevin, args.batch_size, args.n_bpd = 16, 8, 8, min(args.n_bpd, 4)
+        args.n, args.n_langevin, args.batch_size, args.n_bpd, args.n_inpaint = 16, 8, 8, min(args.n_bpd, 4), 8
     args.out = args.out or str(ROOT / "docs")
     args.runs = args.runs or str(Path(args.out) / "runs" if args.smoke else ROOT / "runs" / "results")
-    if min(args.n, args.n_langevin) < 4 or args.batch_size < 1 or args.n_bpd < 0:
-        raise ConfigError("--n and --n-langevin must be at least 4, --batch-size positive and --n-bpd >= 0")
+    if min(args.n, args.n_langevin, args.n_inpaint) < 4 or args.batch_size < 1 or args.n_bpd < 0:
+        raise ConfigError("--n, --n-langevin and --n-inpaint must be at least 4, --batch-size positive and "
+                          "--n-bpd >= 0")
     args.bpd_methods = [m.strip() for m in args.bpd_methods.split(",") if m.strip()]
     if set(args.bpd_methods) - {"ncsn", "dae", "ebm"}:
         raise ConfigError(f"--bpd-methods: choose from ncsn,dae,ebm, not {','.join(args.bpd_methods)}")
@@ -289,8 +375,10 @@ def main(argv=None):
         require_writable(folder, what, folder=True)
         folder.mkdir(parents=True, exist_ok=True)
     rows = [r for r in ROWS if r.method in args.methods]
+    inpaint = INPAINTING if "inpaint" in args.methods else []
     # Every input is checked before any run is trained or deleted (--retrain): configs, then data.
-    configs = {name: run_config(name, args) for name in dict.fromkeys(r.run for r in rows if r.run)}
+    runs = [*(r.run for r in rows if r.run), *(run for run, _ in inpaint)]
+    configs = {name: run_config(name, args) for name in dict.fromkeys(runs)}
     test_cfg = fashion_mnist(args, "test")
     test = build_dataset(test_cfg)
     train_images = build_dataset(fashion_mnist(args)).data
@@ -307,34 +395,53 @@ def main(argv=None):
         baselines = baseline_likelihoods(args, images, train_images)
         for run in dict.fromkeys(r.run for r in rows if r.method in args.bpd_methods):
             likelihoods[run] = model_likelihood(run, args, images)
-    results = []
+    results, test_classes = [], None
     for row in tqdm(rows, desc="rows"):
         n = args.n_langevin if row.langevin else args.n
+        labels = None
         if row.run is None:
             images, seconds, nfe, run = real_rows(args, train_images, n), None, None, {}
             config = "–"
         else:
-            images, seconds, nfe, _ = sample_row(row, args, device, n)
-            run, config = trained[row.run], f"{RUNS[row.run].config} {' '.join(RUNS[row.run].overrides)}".strip()
-        save_grid(images[:64].float() / 127.5 - 1, out / "results" / f"{row.name}.png", nrow=8)
+            images, seconds, nfe, _, labels = sample_row(row, args, device, n)
+            run, config = trained[row.run], describe_run(row.run, args)
+        if labels is not None:  # a conditional model's grid: a row per class, its first 6 samples
+            order = torch.cat([torch.nonzero(labels == c).flatten()[:6] for c in range(int(labels.max()) + 1)])
+            save_grid(images[order].float() / 127.5 - 1, out / "results" / f"{row.name}.png", nrow=6)
+            if test_classes is None:
+                test_classes = class_reference(test, extractor, device, args.batch_size)
+        else:
+            save_grid(images[:64].float() / 127.5 - 1, out / "results" / f"{row.name}.png", nrow=8)
         batches = tqdm(images.split(args.batch_size), desc=f"features {row.name}", leave=False)
-        scores = score(batches, extractor, reference, device, seed=args.seed)
+        scores = score(batches, extractor, reference, device, seed=args.seed, labels=labels,
+                       classes=test_classes if labels is not None else None)
         results.append({"row": row.name, "method": row.method, "config": config, "sampler": row.sampler,
                         "train_seconds": run.get("seconds"), "steps": run.get("steps"),
                         "images": run.get("images"), "nfe": nfe, "sample_seconds": seconds, **scores,
                         "likelihood": likelihoods.get(row.run)})
         progress(f"{row.name}: FID {scores['fid']:.2f}, KID {scores['kid']:.4f}, precision "
-                 f"{scores['precision']:.3f}, recall {scores['recall']:.3f} (n {scores['n']})")
+                 f"{scores['precision']:.3f}, recall {scores['recall']:.3f} (n {scores['n']})"
+                 + (f", class accuracy {scores['class_accuracy']:.3f}" if "class_accuracy" in scores else ""))
+    inpainted = []
+    for run, mask_name in inpaint:
+        inpainted.append(inpainting_row(run, mask_name, args, test, train_images, extractor, device))
+        progress(f"{inpainted[-1]['row']}: PSNR {inpainted[-1]['psnr_model']:.2f} dB (mean fill "
+                 f"{inpainted[-1]['psnr_mean_fill']:.2f}, nearest {inpainted[-1]['psnr_nearest']:.2f}), class kept "
+                 f"{inpainted[-1]['class_agreement_model']:.3f}")
     header = {"machine": machine(device),
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "seed": args.seed,
               "n_ref": reference.n, "baselines": baselines, "classifier": {"width": classifier["arch"]["width"],
                                                    "epochs": classifier.get("epochs"),
                                                    "accuracy": classifier["test_accuracy"]}}
+    results, inpainted = merge_with_previous(out / "results.json", header, results, inpainted, args)
     body = table(results, header) + "\n" + nfe_table(results)
-    write_text_atomic(out / "results.md", "# Results\n\n" + body + "\n" + grids_markdown(results, "results"))
-    write_text_atomic(out / "results.json", json.dumps({"header": header, "rows": results}, indent=1) + "\n")
+    extra = conditional_table(results) + "\n" + inpainting_table(inpainted)
+    grid_rows = results + inpainted
+    write_text_atomic(out / "results.md", "# Results\n\n" + body + "\n" + extra + "\n" + grids_markdown(grid_rows, "results"))
+    write_text_atomic(out / "results.json", json.dumps({"header": header, "rows": results, "inpainting": inpainted},
+                                                       indent=1) + "\n")
     if out.resolve() == (ROOT / "docs").resolve():
-        write_readme(ROOT / "README.md", body + "\n" + grids_markdown(results, "docs/results"))
+        write_readme(ROOT / "README.md", body + "\n" + extra + "\n" + grids_markdown(grid_rows, "docs/results"))
     progress(f"wrote {out / 'results.md'} ({len(results)} rows) and {len(results)} grids in {out / 'results'}")
 
 

@@ -3,18 +3,29 @@
     python scripts/sample.py --checkpoint runs/x/checkpoints/last.pt --out grid.png [--n 64] [--seed 0]
     python scripts/sample.py --checkpoint ... --out interp.png --interpolate 8   # latent interpolation rows
     python scripts/sample.py --checkpoint ... --out edm.png ncsn.sampler=edm ncsn.sampler.steps=25 ncsn.sampler.churn=10
+    python scripts/sample.py --checkpoint ... --out shirts.png --class 6 --guidance 2   # a class-conditional model
+    python scripts/sample.py --checkpoint ... --out classes.png --class all             # one row per class
+    python scripts/sample.py --checkpoint ... --out fill.png --inpaint right --n 8      # complete test images
 
 Trailing key=value overrides change the checkpoint's config for sampling (e.g. the sampler).
+--class takes a class, a comma-separated list (one row each) or "all"; --guidance is classifier-free
+guidance's w (0 unconditional, 1 conditional; a denoising model's). --inpaint MASK completes the first
+--n test images of the checkpoint's data set with any denoising model, the missing part named by MASK
+(left, right, top, bottom: that half; centre; random:F, a fraction F of the pixels), and writes three
+rows: the masked input, the completion and the original.
 """
 import argparse
+import dataclasses
 import sys
 
 import _bootstrap  # noqa: F401
 import torch
 
+from common.checkpoint import load_checkpoint
 from common.errors import ArgumentParser, ConfigError, cli
+from common.registry import lookup
 from common.schema import check_seed
-from engine import load_method
+from engine import MASKS, load_method, mask, to_unit_range
 from engine.images import require_image_path, save_grid
 
 
@@ -45,6 +56,11 @@ def parse_args(argv=None):
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
     p.add_argument("--interpolate", type=int, metavar="COLS",
                    help="rows of COLS latent interpolations (--n // COLS rows)")
+    p.add_argument("--class", dest="classes", metavar="C",
+                   help="class-conditional models: a class, a list (1,4,7: a row each) or all (a row per class)")
+    p.add_argument("--guidance", type=float, metavar="W", help="classifier-free guidance weight (denoising models)")
+    p.add_argument("--inpaint", metavar="MASK", help=f"complete --n test images: {', '.join(MASKS)}")
+    p.add_argument("--real-path", help="--inpaint with image_folder data: the test folder or .zip")
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. ncsn.sampler=heun")
     args = p.parse_intermixed_args(argv)
@@ -58,24 +74,90 @@ def parse_args(argv=None):
         if args.n < args.interpolate:
             raise ConfigError(f"--interpolate {args.interpolate} draws rows of {args.interpolate} samples: "
                               f"pass --n {args.interpolate} or more (got --n {args.n})")
+    if args.guidance is not None and not (args.guidance >= 0 and args.guidance < float("inf")):
+        raise ConfigError(f"--guidance: a finite weight >= 0 (0 unconditional, 1 conditional), got {args.guidance}")
+    if args.inpaint is not None:
+        mask(args.inpaint, (1, 1, 4, 4))  # the name checked before anything loads
+        if args.interpolate:
+            raise ConfigError("--inpaint and --interpolate exclude each other: pick one")
     require_image_path(args.out, "--out")
     return args
+
+
+def guidance_override(ckpt: dict, weight: float) -> str:
+    """--guidance as the override of the checkpoint's method: its <method>.guidance."""
+    if not (ckpt["config"].get("model") or {}).get("num_classes"):
+        raise ConfigError("--guidance: this model is not class-conditional (model.num_classes: 0); drop --guidance")
+    name = ckpt["method"]
+    section = lookup("method", name).Config
+    if "guidance" not in {f.name for f in dataclasses.fields(section)}:
+        raise ConfigError(f"--guidance: classifier-free guidance steers a denoiser; a {name} model samples "
+                          f"the classes of --class directly: drop --guidance")
+    return f"{name}.guidance={weight}"
+
+
+def requested_classes(spec: str, num_classes: int, n: int):
+    """(labels, row length) for --class: one class (n samples), a list or "all" (a row of about
+    n/rows samples each)."""
+    if not num_classes:
+        raise ConfigError("--class: this model is not class-conditional (model.num_classes: 0); drop --class")
+    if spec == "all":
+        classes = list(range(num_classes))
+    else:
+        try:
+            classes = [int(c) for c in spec.split(",")]
+        except ValueError:
+            classes = [-1]
+    if not classes or min(classes) < 0 or max(classes) >= num_classes:
+        raise ConfigError(f"--class {spec}: classes are 0..{num_classes - 1} (a list: 1,4,7; or all)")
+    if len(classes) == 1:
+        return torch.full((n,), classes[0], dtype=torch.long), None
+    cols = max(1, n // len(classes))
+    return torch.tensor(classes).repeat_interleave(cols), cols
+
+
+def inpainting_grid(method, args, labels, gen):
+    """Three rows of --n test images: masked (missing pixels grey), completed and original."""
+    if not hasattr(method, "noise"):
+        raise ConfigError(f"--inpaint: {method.name} has no denoiser to inpaint with; use a dae, ncsn or ebm checkpoint")
+    from engine.evaluation.evaluate import test_split  # torchmetrics only when needed
+    test = test_split(method.cfg.data, args.real_path, "--inpaint")
+    images = to_unit_range(test.data[:args.n] if hasattr(test, "data")
+                           else torch.stack([torch.as_tensor(test[i][0]) for i in range(min(args.n, len(test)))]))
+    known = mask(args.inpaint, tuple(images.shape), torch.Generator().manual_seed(args.seed))
+    completed = method.sample(len(images), generator=gen, ema=not args.no_ema, progress=True, labels=labels,
+                              inpaint=(images, known)).cpu()
+    return torch.cat([torch.where(known, images, torch.zeros_like(images)), completed, images]), len(images)
 
 
 @cli
 def main(argv=None):
     args = parse_args(argv)
-    method, ckpt = load_method(args.checkpoint, args.device, args.overrides)
+    overrides = list(args.overrides)
+    if args.guidance is not None:
+        overrides.append(guidance_override(load_checkpoint(args.checkpoint), args.guidance))
+    method, ckpt = load_method(args.checkpoint, args.device, overrides)
     gen = torch.Generator(device=method.device).manual_seed(args.seed)
-    latents, nrow = None, None
+    latents, nrow, labels = None, None, None
+    if args.classes is not None:
+        labels, nrow = requested_classes(args.classes, method.num_classes, args.n)
+    if args.inpaint:
+        samples, nrow = inpainting_grid(method, args, labels[:args.n] if labels is not None else None, gen)
+        save_grid(samples, args.out, nrow=nrow)
+        print(f"wrote {args.out}: {nrow} test images with the {args.inpaint} mask (masked, completed, original) "
+              f"from step {ckpt['step']}")
+        return
     if args.interpolate:
         rows = args.n // args.interpolate
         if rows * args.interpolate != args.n:
             print(f"note: --n {args.n} with --interpolate {args.interpolate}: {rows} rows, "
                   f"{rows * args.interpolate} samples", file=sys.stderr)
         latents, nrow = interpolation_latents(method, rows, args.interpolate, gen), args.interpolate
-    samples = method.sample(args.n if latents is None else len(latents), generator=gen,
-                            ema=not args.no_ema, latents=latents, progress=True)
+    n = args.n if latents is None else len(latents)
+    if labels is not None and len(labels) != n:  # interpolation rows or a class list: cycle the classes
+        labels = labels.repeat(n // len(labels) + 1)[:n]
+    samples = method.sample(n, generator=gen, ema=not args.no_ema, latents=latents, progress=True,
+                            labels=labels)
     save_grid(samples, args.out, nrow=nrow)
     print(f"wrote {args.out}: {len(samples)} samples from step {ckpt['step']} "
           f"({'raw' if args.no_ema or not method.ema else 'EMA'} weights)")

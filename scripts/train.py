@@ -8,7 +8,7 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
-from common.config import load_config, read_yaml
+from common.config import load_config, read_yaml, upgrade_saved
 from common.errors import ArgumentParser, ConfigError, cli, did_you_mean
 from engine import train
 
@@ -36,7 +36,9 @@ def resume_config(run_dir: Path, config) -> dict:
                           f"to start a new run there")
     if config is None and not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} has no config.yaml: pass the run's config with --config PATH")
-    return read_yaml(config if config is not None else run_dir / "config.yaml")
+    if config is not None:
+        return read_yaml(config)
+    return upgrade_saved(read_yaml(run_dir / "config.yaml"))  # the run's own: as it was saved
 
 
 @cli

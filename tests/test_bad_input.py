@@ -56,6 +56,10 @@ CASES = [
     Case("override_no_equals", "config", "train", lambda w: _gan(w, "train.steps"), "is not key=value"),
     Case("lr_beyond_float32", "config", "train", lambda w: _gan(w, "optim.lr_g=1e308"),
          "optim.lr_g: must be a finite number within float32's range"),
+    Case("num_classes_not_the_datas", "config", "train", lambda w: _gan(w, "model.num_classes=7"),
+         "model.num_classes: 7, but the data set fashion_mnist has 10 classes; set model.num_classes=10"),
+    Case("num_classes_negative", "config", "train", lambda w: _gan(w, "model.num_classes=-1"),
+         "model.num_classes: must be >= 0"),
     Case("n_critic_beyond_data", "config", "train", lambda w: _gan(w, "gan.n_critic=1e9"),
          "gan.n_critic=1000000000: a step reads train.batch_size × gan.n_critic"),
     # -- config files -----------------------------------------------------------------------------

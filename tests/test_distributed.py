@@ -33,7 +33,7 @@ def gradients_after_step(step: str, x: torch.Tensor, z: torch.Tensor, rank: int 
     torch.manual_seed(0)
     method = build(cfg, "cpu", info=DataInfo("fashion_mnist", (1, 28, 28), 10))
     if world > 1:
-        method.distribute(torch.device("cpu"))
+        method.distribute()
     rows = slice(rank * len(x) // world, (rank + 1) * len(x) // world)
     latents = iter(z[rows].split(micro_batch or len(x)))  # the rank's latents, part by part
     method.sample_latents = lambda n, generator=None: next(latents)

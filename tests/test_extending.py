@@ -12,7 +12,7 @@ import yaml
 from common.config import load_config
 from common.errors import ConfigError
 from common.registry import register, unregister
-from common.spectral import power_iteration
+from networks.spectral import power_iteration
 from conftest import quick_config
 from denoising.samplers import SamplerSettings
 from engine import DataInfo, TensorData, build, load_method, train

@@ -12,7 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from common.errors import ConfigError
 from common.registry import lookup, names
-from common.spectral import power_iteration
+from networks.spectral import power_iteration
 from conftest import quick_config
 from data import DataInfo
 from data.toy import eight_gaussians

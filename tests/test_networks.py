@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from common.spectral import power_iteration
+from networks.spectral import power_iteration
 from conftest import ROOT
 from networks import DCGANDiscriminator, DCGANGenerator, NCSNv2, ResNetDiscriminator, ResNetGenerator
 
@@ -30,7 +30,7 @@ def test_resnet_shapes(size):
                                    lambda: nn.Linear(6, 5)])
 def test_spectral_norm_matches_torch_and_its_power_iteration_finds_the_top_singular_value(layer):
     from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
-    from common.spectral import spectral_norm
+    from networks.spectral import spectral_norm
     torch.manual_seed(0)
     base = layer()
     torch.manual_seed(1)

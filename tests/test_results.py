@@ -84,6 +84,17 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
     assert by_name["dae_heun35"][14] == by_name["dae_langevin"][14]
     text = (out / "docs" / "results.md").read_text()
     assert "test accuracy" in text and "best diagonal Gaussian" in text
+    conditional = [line for line in text.split("Class-conditional rows")[1].splitlines()
+                   if line.startswith("| dae_conditional_w")]
+    assert [line.split(" | ")[0][2:] for line in conditional] == [f"dae_conditional_w{w}" for w in (0, 1, 2, 4)]
+    for line in conditional:  # conditional accuracy in [0, 1]; guided rows (w ∉ {0, 1}) cost twice the NFE
+        cells = line.strip("|").split("|")
+        assert 0 <= float(cells[3]) <= 1
+        assert cells[2].strip() == ("70" if line.startswith(("| dae_conditional_w2", "| dae_conditional_w4")) else "35")
+    inpainting = [line for line in text.splitlines() if line.startswith("| inpaint_dae_")]
+    assert len(inpainting) == 2 and all(re.search(r"\| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \|", line) for line in inpainting)
+    for name in ("inpaint_dae_right", "inpaint_dae_centre", "gan_conditional"):
+        assert (out / "docs" / "results" / f"{name}.png").is_file()
     curves = [line for line in text.splitlines() if line.startswith("| ncsn | ")]  # KID against NFE
     assert {line.split(" | ")[1] for line in curves} == {"annealed Langevin", "Heun", "EDM stochastic",
                                                          "Euler–Maruyama", "predictor–corrector", "ancestral"}
@@ -96,6 +107,8 @@ def test_results_never_retrains_a_finished_run_unasked(smoke):
     results([*argv, "--methods", "gan"])  # finished: reused, scored again
     results([*argv, "--methods", "gan", "--reuse"])  # scores again, trains nothing
     assert last.stat().st_mtime_ns == before
+    from results import ROWS  # the other rows are kept from the full scoring, not dropped
+    assert [r[0] for r in table_rows(out / "docs" / "results.md")[1:]] == [r.name for r in ROWS]
     summary = out / "runs" / "gan_one_loss" / "results_training.json"
     kept = summary.read_text()
     summary.unlink()  # as if training had been killed: an unfinished run is neither reused nor deleted

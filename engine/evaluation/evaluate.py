@@ -14,28 +14,46 @@ from common.errors import ConfigError
 from data import build_dataset, from_unit_range
 from .features import build_extractor, require_fits
 from .reference import Reference, extract, image_batches, reference_stats
-from .scores import inception_score, kernel_inception_distance, precision_recall
+from .scores import class_scores, inception_score, kernel_inception_distance, precision_recall
 
 METRICS = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall")
 
 
-def generated_batches(method, n: int, batch_size: int, seed: int, ema: bool = True):
+def generated_batches(method, n: int, batch_size: int, seed: int, ema: bool = True, labels=None):
     """uint8 samples in batches, drawn with their own generator: never from the global RNG, so
-    evaluating inside a training run leaves the run (and its exact resume) unchanged."""
+    evaluating inside a training run leaves the run (and its exact resume) unchanged. `labels`: the
+    classes of a class-conditional model's samples, n of them."""
     gen = torch.Generator(device=method.device).manual_seed(seed)
     for start in range(0, n, batch_size):
-        yield from_unit_range(method.sample(min(batch_size, n - start), generator=gen, ema=ema))
+        part = None if labels is None else labels[start:start + batch_size]
+        yield from_unit_range(method.sample(min(batch_size, n - start), generator=gen, ema=ema, labels=part))
+
+
+def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
+    """0, 1, …, K − 1, 0, 1, …: n classes, each as often as n allows (the per-class scores' samples)."""
+    return torch.arange(n) % num_classes
+
+
+def class_reference(dataset, extractor, device, batch_size: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, labels) of every image of `dataset`: the real side of the per-class scores."""
+    feats = [f.cpu() for f, _ in extract(extractor, image_batches(dataset, batch_size), device)]
+    return torch.cat(feats), torch.as_tensor(dataset.labels)[:sum(len(f) for f in feats)]
+
+
+def test_split(data_cfg, real_path=None, what: str = "--real"):
+    """The test split of the training data; image_folder data takes the test folder `real_path`."""
+    changes = {"split": "test"}
+    if data_cfg.name == "image_folder":
+        if not real_path:
+            raise ConfigError(f"{what} with image_folder data needs --real-path <test folder or .zip>")
+        changes = {"path": real_path}
+    return build_dataset(dataclasses.replace(data_cfg, **changes))
 
 
 def real_batches(data_cfg, n: int | None, batch_size: int, real_path=None):
     """(batches of the first n images, or all, of the training data's test split; a description):
     the floor a perfect generator would reach. image_folder data takes the test folder `real_path`."""
-    changes = {"split": "test"}
-    if data_cfg.name == "image_folder":
-        if not real_path:
-            raise ConfigError("--real with image_folder data needs --real-path <test folder or .zip>")
-        changes = {"path": real_path}
-    dataset = build_dataset(dataclasses.replace(data_cfg, **changes))
+    dataset = test_split(data_cfg, real_path)
     return limit(image_batches(dataset, batch_size), n or len(dataset)), f"real {data_cfg.name}/test"
 
 
@@ -49,9 +67,13 @@ def limit(batches, n: int):
         left -= len(x)
 
 
-def score(batches, extractor, reference: Reference, device, seed: int = 0, k: int = 3) -> dict:
+def score(batches, extractor, reference: Reference, device, seed: int = 0, k: int = 3, labels=None,
+          classes: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """FID of every image against the reference's full moments; KID and IS over random subsets and
-    splits drawn with `seed`; precision/recall on equal numbers of generated and reference points."""
+    splits drawn with `seed`; precision/recall on equal numbers of generated and reference points.
+    With the samples' requested `labels` and `classes` = class_reference(...): also the class
+    scores (scores.class_scores: conditional accuracy when the extractor is a classifier of as many
+    classes, per-class FID and KID)."""
     fid, features, logits = reference.frechet(device), [], []
     for f, l in extract(extractor, batches, device):
         fid.update(f.double(), real=False)
@@ -63,9 +85,14 @@ def score(batches, extractor, reference: Reference, device, seed: int = 0, k: in
     kid, kid_std = kernel_inception_distance(real, fake, seed=seed)
     is_mean, is_std = inception_score(logits, seed=seed)
     precision, recall = precision_recall(real[:m], fake[:m], k)
-    return {"fid": fid.compute().item(), "kid": kid, "kid_std": kid_std, "is": is_mean,
-            "is_std": is_std, "precision": precision, "recall": recall, "n": len(fake),
-            "n_ref": reference.n}
+    out = {"fid": fid.compute().item(), "kid": kid, "kid_std": kid_std, "is": is_mean,
+           "is_std": is_std, "precision": precision, "recall": recall, "n": len(fake),
+           "n_ref": reference.n}
+    if labels is not None and classes is not None:
+        is_classifier = getattr(extractor, "num_classes", None) == int(classes[1].max()) + 1
+        out.update(class_scores(fake, logits, labels[:len(fake)], classes[0].to(device), classes[1],
+                                is_classifier, seed))
+    return out
 
 
 def untouched_rng(device: torch.device):

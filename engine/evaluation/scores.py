@@ -78,3 +78,32 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, block: 
     out = prc_features_to_metric(fake.float(), real.float(), prc_neighborhood=k, prc_batch_size=block,
                                  save_cpu_ram=True, verbose=False)
     return out["precision"], out["recall"]
+
+
+def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """FID between two sets of features (float64)."""
+    fid = frechet_metric(real.shape[1], real.device)
+    fid.update(real.double(), real=True)
+    fid.update(fake.double(), real=False)
+    return fid.compute().item()
+
+
+def class_scores(fake: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, real: torch.Tensor,
+                 real_labels: torch.Tensor, classifier: bool = True, seed: int = 0) -> dict:
+    """A class-conditional model's scores: the evaluation classifier's agreement with the requested
+    classes (`classifier`: the logits are this data set's classes), and FID and KID per class, each
+    class's samples against the real images of that class, with their means. Per-class FID is biased
+    upward at small n (n/K samples a class), so it compares runs at equal n only."""
+    out = {}
+    if classifier:
+        out["class_accuracy"] = (logits.argmax(1).cpu() == labels.cpu()).float().mean().item()
+    fids, kids = {}, {}
+    labels, real_labels = labels.cpu(), real_labels.cpu()
+    for c in sorted(set(labels.tolist())):
+        f, r = fake[(labels == c).to(fake.device)], real[(real_labels == c).to(real.device)]
+        if len(f) >= 2 and len(r) >= 2:
+            fids[c] = frechet_distance(r, f)
+            kids[c] = kernel_inception_distance(r, f, seed=seed)[0]
+    out.update(class_fid=sum(fids.values()) / max(len(fids), 1), class_kid=sum(kids.values()) / max(len(kids), 1),
+               class_fids={str(c): v for c, v in fids.items()})
+    return out

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-TRANSPOSED_CONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+from common.init import TRANSPOSED_CONVS
+
 
 
 class SpectralNorm(nn.Module):
@@ -70,6 +71,9 @@ def spectral_norm(module: nn.Module, n_power_iterations: int = 1, eps: float = 1
     parametrize.register_parametrization(module, "weight", SpectralNorm(module.weight, n_power_iterations, dim, eps))
     power_iteration(module)  # registering torch's version runs its forward once, which iterates: same u, v
     return module
+
+
+SpectralNorm.register = staticmethod(spectral_norm)  # how common/init.py re-registers it after re-initialising
 
 
 def spectral_norms(net: nn.Module):

@@ -1,0 +1,124 @@
+"""Classifier-free guidance and inpainting: denoisers built from a denoiser, so that every registered
+sampler gets both without a change (a sampler sees only D(x; σ) and s(x; σ)).
+
+    Guided      D_w(x; σ) = D(x; σ, ∅) + w·(D(x; σ, c) − D(x; σ, ∅))        (Ho & Salimans 2022)
+                w = 0 is the unconditional denoiser and w = 1 the conditional one, exactly (one
+                network pass each); other w evaluate both in one batch (two evaluations per call).
+    Inpainting  D(x̂; σ) with x̂ = x on the unknown pixels and y + σz on the known ones: the real
+                image noised to the level being sampled, as NCSNv2's and score_sde's inpainting do
+                after each step (NCSNv2's anneal_Langevin_dynamics_inpainting, score_sde's
+                controllable_generation.py). Replacing the known pixels where the net reads them is the
+                same thing for every sampler: a step's update of the unknown pixels depends on the
+                known ones only through the net. One noise draw is kept while σ stays the same (a level
+                of Langevin steps, as NCSNv2), and `complete` puts the known pixels back exactly at the end.
+
+Masks (`mask(name, shape)`): left, right, top, bottom (the half that is *missing*), centre (a box of
+half the side), random:F (a fraction F of pixels missing, the same pixels in every channel).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from common.errors import ConfigError
+from .denoiser import per_example
+
+
+def evaluations(weight: float) -> int:
+    """Network passes per guided call at weight w: one at w = 0 or 1, both passes otherwise."""
+    return 1 if weight in (0.0, 1.0) else 2
+
+
+class Guided(nn.Module):
+    """The classifier-free-guided denoiser of class-conditional `denoiser` at classes `labels`
+    (None: unconditional) and weight w; `null` is the net's null-class index (model.num_classes)."""
+
+    def __init__(self, denoiser: nn.Module, labels: torch.Tensor | None, weight: float, null: int):
+        super().__init__()
+        self.denoiser, self.labels, self.weight, self.null = denoiser, labels, float(weight), null
+
+    @property
+    def evaluations(self) -> int:
+        """Network passes per call: 2 when both the conditional and unconditional are needed."""
+        return 1 if self.labels is None else evaluations(self.weight)
+
+    def _both(self, fn, x, sigma):
+        """fn on the batch twice, conditional and unconditional, in one call: (conditional, unconditional)."""
+        s = per_example(sigma, x).flatten()
+        null = torch.full_like(self.labels, self.null)
+        out = fn(torch.cat([x, x]), torch.cat([s, s]), torch.cat([self.labels, null]))
+        return out.chunk(2)
+
+    def _guided(self, fn, x, sigma):
+        if self.labels is None or self.weight == 0.0:
+            return fn(x, sigma, None)
+        if self.weight == 1.0:
+            return fn(x, sigma, self.labels)
+        cond, uncond = self._both(fn, x, sigma)
+        return uncond + self.weight * (cond - uncond)
+
+    def forward(self, x, sigma):
+        return self._guided(lambda y, s, c: self.denoiser(y, s, c), x, sigma)
+
+    def score(self, x, sigma, create_graph: bool = False):
+        """s_w = s_∅ + w·(s_c − s_∅), the same combination (D = x + σ²s is affine in s)."""
+        return self._guided(lambda y, s, c: self.denoiser.score(y, s, create_graph, labels=c), x, sigma)
+
+
+class Inpainting(nn.Module):
+    """`denoiser` with the pixels where `known_mask` is true held at `known` (noised to the level)."""
+
+    def __init__(self, denoiser: nn.Module, known: torch.Tensor, known_mask: torch.Tensor,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.denoiser, self.known, self.mask, self.generator = denoiser, known, known_mask.bool(), generator
+        self._level = self._noise = None
+
+    def project(self, x, sigma):
+        """x with its known pixels replaced by the known image plus noise of std σ."""
+        s = per_example(sigma, x)
+        if self._level is None or not torch.equal(self._level, s):
+            self._level = s.clone()
+            self._noise = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        return torch.where(self.mask, self.known.to(x.dtype) + s * self._noise, x)
+
+    def forward(self, x, sigma):
+        return self.denoiser(self.project(x, sigma), sigma)
+
+    def score(self, x, sigma, create_graph: bool = False):
+        return self.denoiser.score(self.project(x, sigma), sigma, create_graph)
+
+    def complete(self, x):
+        """The sampler's result with the known pixels exactly as given."""
+        return torch.where(self.mask, self.known.to(x.dtype), x)
+
+
+MASKS = ("left", "right", "top", "bottom", "centre", "random:F")
+
+
+def mask(name: str, shape: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The *known* pixels (True) of images of `shape` (N, C, H, W) under the named mask, whose
+    name says what is missing; random:F draws each image's missing pixels with `generator`."""
+    n, c, h, w = shape
+    known = torch.ones(n, 1, h, w, dtype=torch.bool)
+    if name == "left":
+        known[..., :, : w // 2] = False
+    elif name == "right":
+        known[..., :, w // 2:] = False
+    elif name == "top":
+        known[..., : h // 2, :] = False
+    elif name == "bottom":
+        known[..., h // 2:, :] = False
+    elif name in ("centre", "center"):
+        known[..., h // 4: h // 4 + h // 2, w // 4: w // 4 + w // 2] = False
+    elif name.startswith("random:"):
+        try:
+            fraction = float(name.split(":", 1)[1])
+        except ValueError:
+            fraction = -1.0
+        if not 0 < fraction < 1:
+            raise ConfigError(f"mask {name!r}: random:F takes the missing fraction F in (0, 1), e.g. random:0.5")
+        known = torch.rand(n, 1, h, w, generator=generator) >= fraction
+    else:
+        raise ConfigError(f"mask {name!r}: expected one of {', '.join(MASKS)}")
+    return known.expand(n, c, h, w)

@@ -1,0 +1,56 @@
+"""Inpainting scored: the PSNR of the filled pixels against the truth, beside two baselines, and how
+often the evaluation classifier gives the completed image the original's class.
+
+    mean fill  the training images' per-pixel mean in the missing pixels
+    nearest    the training image closest to the test image on its visible pixels (L2), its
+               missing pixels pasted in: what memorising the training set would give
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from data import to_unit_range
+
+
+def psnr_missing(completed: torch.Tensor, truth: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Per image, the PSNR (dB) of the missing pixels (known false), images in [−1, 1]: peak-to-peak 2."""
+    missing = (~known).flatten(1).float()
+    err = ((completed.float() - truth.float()).flatten(1) ** 2 * missing).sum(1) / missing.sum(1).clamp_min(1)
+    return 10 * torch.log10(4.0 / err.clamp_min(1e-12))
+
+
+def mean_fill(images: torch.Tensor, known: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+    """The missing pixels filled with the training images' per-pixel mean (all in [−1, 1])."""
+    return torch.where(known, images, train.float().mean(0, keepdim=True).expand_as(images))
+
+
+def nearest_fill(images: torch.Tensor, known: torch.Tensor, train: torch.Tensor, chunk: int = 10_000) -> torch.Tensor:
+    """The missing pixels copied from the training image nearest on the visible pixels (L2)."""
+    x, m = images.flatten(1).double(), known.flatten(1).double()
+    best, arg = torch.full((len(x),), math.inf, dtype=torch.float64), torch.zeros(len(x), dtype=torch.long)
+    for start in range(0, len(train), chunk):
+        t = train[start:start + chunk].flatten(1).double()
+        # Σ m(x − t)² = Σ m x² − 2 (m x)·t + m·t²  for each test image (its mask m) and training image t
+        d = (m * x * x).sum(1, keepdim=True) - 2 * (m * x) @ t.T + m @ (t * t).T
+        value, index = d.min(1)
+        better = value < best
+        best, arg = torch.where(better, value, best), torch.where(better, index + start, arg)
+    return torch.where(known, images, train[arg].to(images.dtype))
+
+
+def inpainting_scores(completed: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, known: torch.Tensor,
+                      train: torch.Tensor, classify=None) -> dict:
+    """PSNR of the filled pixels for the model's `completed` images and the two baselines, and with
+    `classify` (images in [−1, 1] → logits of this data set's classes) the share of completions,
+    and of each baseline's, given the original's class. Images float in [−1, 1] (train: uint8 or float)."""
+    train = to_unit_range(train)
+    fills = {"model": completed, "mean_fill": mean_fill(images, known, train),
+             "nearest": nearest_fill(images, known, train)}
+    out = {"n": len(images), "missing_fraction": (~known).float().mean().item()}
+    for name, filled in fills.items():
+        out[f"psnr_{name}"] = psnr_missing(filled, images, known).mean().item()
+        if classify is not None:
+            out[f"class_agreement_{name}"] = (classify(filled).argmax(1).cpu() == labels.cpu()).float().mean().item()
+    return out
