@@ -276,29 +276,29 @@ def test_a_conditional_run_resumes_bitwise_and_samples_by_class(fashion_root, tm
         main(["--checkpoint", ckpt, "--out", str(tmp_path / "fill.png"), "--n", "4", "--inpaint", "centre"])
         assert (tmp_path / "guided.png").is_file() and (tmp_path / "fill.png").is_file()
     assert (tmp_path / "all.png").is_file() and (tmp_path / "three.png").is_file()
-    capsys.readouterr()
-    for bad, message in ((["--class", "10"], "--class 10: classes are 0..9"),
-                         (["--class", "x"], "--class x: classes are 0..9"),
-                         (["--guidance", "-1"], "--guidance: a finite weight >= 0")):
-        with pytest.raises(SystemExit) as e:
-            main(["--checkpoint", ckpt, "--out", str(tmp_path / "x.png"), *bad])
-        err = capsys.readouterr().err
-        assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    sample_refuses(ckpt, tmp_path, capsys, (["--class", "10"], "--class 10: classes are 0..9"),
+                   (["--class", "x"], "--class x: classes are 0..9"),
+                   (["--guidance", "-1"], "--guidance: a finite weight >= 0"))
 
 
-def test_an_unconditional_checkpoint_refuses_classes_and_guidance_in_one_line(fashion_root, tmp_path, capsys):
+def sample_refuses(ckpt, tmp_path, capsys, *cases):
+    """sample.py stops each (arguments, message) case with that one line and exit status 2."""
     from sample import main
-    train(quick_config("gan_fashion.yaml", f"data.root={fashion_root}", "train.steps=2", "train.ckpt_every=2"),
-          tmp_path)
-    ckpt = str(tmp_path / "checkpoints" / "last.pt")
     capsys.readouterr()
-    for bad, message in ((["--class", "3"], "--class: this model is not class-conditional"),
-                         (["--guidance", "2"], "not class-conditional"),
-                         (["--inpaint", "right"], "--inpaint: gan has no denoiser")):
+    for bad, message in cases:
         with pytest.raises(SystemExit) as e:
             main(["--checkpoint", ckpt, "--out", str(tmp_path / "x.png"), *bad])
         err = capsys.readouterr().err
         assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_unconditional_checkpoint_refuses_classes_and_guidance_in_one_line(fashion_root, tmp_path, capsys):
+    train(quick_config("gan_fashion.yaml", f"data.root={fashion_root}", "train.steps=2", "train.ckpt_every=2"),
+          tmp_path)
+    sample_refuses(str(tmp_path / "checkpoints" / "last.pt"), tmp_path, capsys,
+                   (["--class", "3"], "--class: this model is not class-conditional"),
+                   (["--guidance", "2"], "not class-conditional"),
+                   (["--inpaint", "right"], "--inpaint: gan has no denoiser"))
 
 
 def test_the_unet_reads_sigma_and_the_class_at_every_width():
