@@ -181,10 +181,12 @@ class Method:
             return None
         return torch.randint(self.num_classes, (n,), device=self.device, generator=generator)
 
-    def conditional_labels(self, labels, n: int) -> torch.Tensor | None:
-        """`labels` checked against the model (n of them, classes it knows), on the device."""
+    def conditional_labels(self, labels, n: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """The classes of n samples: `labels` checked against the model (n of them, classes it
+        knows), on the device; when not given, uniform ones for a class-conditional model (drawn
+        with `generator`), None for an unconditional one."""
         if labels is None:
-            return None
+            return self.sample_labels(n, generator)
         if not self.num_classes:
             raise ConfigError("this model is not class-conditional (model.num_classes: 0): sample without classes")
         labels = torch.as_tensor(labels, dtype=torch.long, device=self.device)
@@ -379,9 +381,7 @@ class GeneratorMethod(Method):
                          for _ in range(STANDING_SAMPLES // chunk)))
         G = self.sampling_net("G", ema)
         z = self.sample_latents(n, generator) if latents is None else latents.to(self.device)
-        labels = self.conditional_labels(labels, len(z))
-        if labels is None:
-            labels = self.sample_labels(len(z), generator)
+        labels = self.conditional_labels(labels, len(z), generator)
         was_training = G.training
         G.eval()  # BatchNorm uses its running statistics
         try:

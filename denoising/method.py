@@ -195,9 +195,7 @@ class DenoisingMethod(Method):
         if inpaint is not None:  # its noise is drawn anew when σ changes: not a fixed step to capture
             schedule = dataclasses.replace(schedule, cuda_graph=False)
         z = self.sample_latents(n, generator) if latents is None else latents.to(self.device)
-        labels = self.conditional_labels(labels, len(z))
-        if labels is None:
-            labels = self.sample_labels(len(z), generator)
+        labels = self.conditional_labels(labels, len(z), generator)
         D = self.denoiser(ema)
         was_training = D.net.training
         D.net.eval()

@@ -39,7 +39,7 @@ from engine import build_dataset, from_unit_range, load_method, mask, resolve_de
 from engine.logging import add_to_run, report_json
 from engine.evaluation.evaluate import (METRICS, balanced_labels, class_reference, generated_batches, real_batches,
                                        score, test_split)
-from engine.evaluation.inpainting import inpainting_scores
+from engine.evaluation.inpainting import complete, inpainting_scores, require_denoiser
 from engine.evaluation.features import build_extractor, require_fits
 from engine.evaluation.reference import reference_stats
 
@@ -83,8 +83,7 @@ def parse_args(argv=None):
 
 def inpainting(method, extractor, args, device) -> dict:
     """--inpaint: the checkpoint's completions of the first --n test images, scored."""
-    if not hasattr(method, "noise"):
-        raise ConfigError(f"--inpaint: {method.name} has no denoiser to inpaint with; use a dae, ncsn or ebm checkpoint")
+    require_denoiser(method)
     test, train = test_split(method.cfg.data, args.real_path, "--inpaint"), build_dataset(method.cfg.data)
     if not (hasattr(test, "data") and hasattr(train, "data")):
         raise ConfigError("--inpaint needs a data set held in memory (fashion_mnist, cifar10, image_folder)")
@@ -92,12 +91,8 @@ def inpainting(method, extractor, args, device) -> dict:
     images, labels = to_unit_range(test.data[:n]), test.labels[:n]
     known = mask(args.inpaint, tuple(images.shape), torch.Generator().manual_seed(args.seed))
     gen = torch.Generator(device=method.device).manual_seed(args.seed)
-    class_labels = labels if method.num_classes else None
-    completed = torch.cat([
-        method.sample(len(part), generator=gen, ema=not args.no_ema, progress=True,
-                      labels=class_labels[i:i + args.batch_size] if class_labels is not None else None,
-                      inpaint=(part, known[i:i + args.batch_size])).cpu()
-        for i, part in zip(range(0, n, args.batch_size), tqdm(images.split(args.batch_size), desc="inpainting"))])
+    completed = complete(method, images, known, args.batch_size, gen, not args.no_ema,
+                         labels if method.num_classes else None, bar=True)
     is_classifier = getattr(extractor, "num_classes", None) == method.info.num_classes
     classify = (lambda x: extractor(from_unit_range(x).to(device))[1]) if is_classifier else None
     with torch.no_grad():

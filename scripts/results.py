@@ -17,6 +17,7 @@ number in them comes out of this script.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import time
@@ -37,7 +38,7 @@ from engine.evaluation.bits_per_dim import gaussian_bits_per_dim, model_bits_per
 from engine.evaluation.classifier import load_classifier, save_classifier
 from engine.evaluation.classifier_training import fit_classifier
 from engine.evaluation.evaluate import balanced_labels, class_reference, score
-from engine.evaluation.inpainting import inpainting_scores
+from engine.evaluation.inpainting import comparison_rows, complete, inpainting_scores
 from engine.evaluation.features import build_extractor
 from engine.evaluation.reference import reference_stats
 from engine.images import save_grid
@@ -246,15 +247,13 @@ def inpainting_row(run: str, mask_name: str, args, test, train_images, extractor
     known = mask(mask_name, tuple(images.shape), torch.Generator().manual_seed(args.seed))
     gen = torch.Generator(device=device).manual_seed(args.seed)
     start = time.monotonic()
-    completed = torch.cat([method.sample(len(part), generator=gen, progress=True,
-                                         inpaint=(part, known[i:i + args.batch_size])).cpu()
-                           for i, part in zip(range(0, n, args.batch_size), images.split(args.batch_size))])
+    completed = complete(method, images, known, args.batch_size, gen)
     seconds = time.monotonic() - start
     with torch.no_grad():
         scores = inpainting_scores(completed, images, labels, known, train_images,
                                    lambda x: extractor(from_unit_range(x).to(device))[1])
     name = f"inpaint_{run}_{mask_name.replace(':', '')}"
-    grid = torch.cat([torch.where(known, images, torch.zeros_like(images))[:8], completed[:8], images[:8]])
+    grid = comparison_rows(images[:8], known[:8], completed[:8])
     save_grid(grid, Path(args.out) / "results" / f"{name}.png", nrow=8)
     return {"row": name, "run": run, "mask": mask_name, "sampler": method.noise.sampler.name,
             "sample_seconds": seconds, **scores}
@@ -285,9 +284,15 @@ def describe_run(name: str, args) -> str:
     code's default has changed since it was trained (a U-Net saved before model.adaptive_norm)."""
     text = f"{RUNS[name].config} {' '.join(RUNS[name].overrides)}".strip()
     path = Path(args.runs) / name / "checkpoints" / "last.pt"
-    if path.is_file() and (load_checkpoint(path)["config"].get("model") or {}).get("adaptive_norm") is False:
+    if path.is_file() and saved_model(path, path.stat().st_mtime_ns).get("adaptive_norm") is False:
         text += " (trained with model.adaptive_norm=false)"
     return text
+
+
+@functools.cache
+def saved_model(path: Path, mtime_ns: int) -> dict:
+    """A checkpoint's model section, read once per file version (every row of a run asks)."""
+    return load_checkpoint(path)["config"].get("model") or {}
 
 
 def merge_with_previous(path: Path, header: dict, results: list, inpainted: list, args):

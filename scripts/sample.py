@@ -118,16 +118,15 @@ def requested_classes(spec: str, num_classes: int, n: int):
 
 def inpainting_grid(method, args, labels, gen):
     """Three rows of --n test images: masked (missing pixels grey), completed and original."""
-    if not hasattr(method, "noise"):
-        raise ConfigError(f"--inpaint: {method.name} has no denoiser to inpaint with; use a dae, ncsn or ebm checkpoint")
     from engine.evaluation.evaluate import test_split  # torchmetrics only when needed
+    from engine.evaluation.inpainting import comparison_rows, complete, require_denoiser
+    require_denoiser(method)
     test = test_split(method.cfg.data, args.real_path, "--inpaint")
     images = to_unit_range(test.data[:args.n] if hasattr(test, "data")
                            else torch.stack([torch.as_tensor(test[i][0]) for i in range(min(args.n, len(test)))]))
     known = mask(args.inpaint, tuple(images.shape), torch.Generator().manual_seed(args.seed))
-    completed = method.sample(len(images), generator=gen, ema=not args.no_ema, progress=True, labels=labels,
-                              inpaint=(images, known)).cpu()
-    return torch.cat([torch.where(known, images, torch.zeros_like(images)), completed, images]), len(images)
+    completed = complete(method, images, known, len(images), gen, not args.no_ema, labels)
+    return comparison_rows(images, known, completed), len(images)
 
 
 @cli

@@ -10,8 +10,33 @@ from __future__ import annotations
 import math
 
 import torch
+from tqdm import tqdm
 
+from common.errors import ConfigError
 from data import to_unit_range
+
+
+def require_denoiser(method, what: str = "--inpaint"):
+    """Inpainting needs a denoiser (a dae, ncsn or ebm model): one line otherwise."""
+    if not hasattr(method, "noise"):
+        raise ConfigError(f"{what}: {method.name} has no denoiser to inpaint with; use a dae, ncsn or ebm checkpoint")
+
+
+def complete(method, images: torch.Tensor, known: torch.Tensor, batch_size: int, generator, ema: bool = True,
+             labels: torch.Tensor | None = None, bar: bool = False) -> torch.Tensor:
+    """`method`'s completions (on the CPU) of `images` in [−1, 1] whose `known` pixels are given,
+    drawn batch_size at a time with `generator`; `labels`: a class-conditional model's classes."""
+    require_denoiser(method)
+    parts = range(0, len(images), batch_size)
+    return torch.cat([method.sample(len(images[i:i + batch_size]), generator=generator, ema=ema, progress=True,
+                                    labels=None if labels is None else labels[i:i + batch_size],
+                                    inpaint=(images[i:i + batch_size], known[i:i + batch_size])).cpu()
+                      for i in tqdm(parts, desc="inpainting", disable=not bar)])
+
+
+def comparison_rows(images: torch.Tensor, known: torch.Tensor, completed: torch.Tensor) -> torch.Tensor:
+    """The masked inputs (missing pixels grey), the completions and the originals, one after another."""
+    return torch.cat([torch.where(known, images, torch.zeros_like(images)), completed, images])
 
 
 def psnr_missing(completed: torch.Tensor, truth: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
