@@ -1,11 +1,15 @@
 # make train: set up, fetch Fashion-MNIST, train the default one-loss GAN (GPU config if CUDA, else CPU)
 # make test:  set up and run the test suite
 # make results: train every method's CPU config, score it, write docs/results.md and the README table (~2 h on 2 cores)
+# make results DATA=cifar10: the same on CIFAR-10 (configs/cifar10_*_cpu.yaml, docs/results_cifar10.md) from
+#   the JPEG zips in $(CIFAR10) (or torchvision's cifar-10-batches-py/ there)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
+CIFAR10 ?= ../shared/datasets/cifar10-jpeg
+DATA   ?= fashion_mnist
 ARGS   ?=
 
 .PHONY: setup data train test results clean
@@ -36,8 +40,8 @@ train: data
 test: $(STAMP)
 	$(PY) -m pytest
 
-results: data
-	$(PY) scripts/results.py $(ARGS)
+results: $(if $(filter cifar10,$(DATA)),$(STAMP),data)
+	$(PY) scripts/results.py --data $(DATA) $(if $(filter cifar10,$(DATA)),--data-root $(CIFAR10)) $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

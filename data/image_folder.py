@@ -40,21 +40,25 @@ class Corrupt(Exception):
     """A member that cannot be used: undecodable, or a JPEG the decoder does not read exactly."""
 
 
-def decode(data: bytes, mode: str, size: int | None) -> torch.Tensor:
-    """One image as uint8 CHW; Corrupt (with the reason) when it cannot be decoded, or decodes only
-    because the decoder papers over damage (jpeg_damage)."""
+GREY_BANDS = {("L",), ("L", "A"), ("1",), ("I",), ("F",)}
+
+
+def decode(data: bytes, mode: str, size: int | None) -> tuple[torch.Tensor, bool]:
+    """One image as uint8 CHW, and whether the file itself is greyscale; Corrupt (with the reason)
+    when it cannot be decoded, or decodes only because the decoder papers over damage (jpeg_damage)."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             tile = im.tile[0] if im.tile else None
             im.load()
             damage = jpeg_damage(data, im, tile) if im.format == "JPEG" else None
+            grey = im.getbands() in GREY_BANDS
             img = pil_to_tensor(im.convert(mode))
     except DECODE_ERRORS as e:
         raise Corrupt("not an image PIL can read" if isinstance(e, UnidentifiedImageError)
                       else str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__) from None
     if damage:
         raise Corrupt(damage)
-    return fit_size(img.unsqueeze(0), size)[0] if size is not None else img
+    return (fit_size(img.unsqueeze(0), size)[0] if size is not None else img), grey
 
 
 SOI, EOI = b"\xff\xd8", b"\xff\xd9"
@@ -135,12 +139,33 @@ def report_corrupt(corrupt: list[tuple[str, str]], total: int, path: Path):
           file=sys.stderr)
 
 
+# Decoded sets kept in memory for the process (keyed by the file's identity and the decoding settings):
+# CIFAR-10's 50,000 JPEGs take ~20 s to decode on 2 cores, and scripts/results.py reads them for each
+# of its runs, its classifier and its real row. Callers must not write into the tensors they get.
+_DECODED: dict[tuple, TensorData] = {}
+KEEP_DECODED = 2  # a train and a test split
+
+
 @register("dataset", "image_folder", check_config=check_config, splits=("train",))  # its split is its path
 def load(cfg, seed: int = 0) -> TensorData:
     path = Path(cfg.path)
     if not path.exists():
         raise DataError(f"image folder {path} not found: set data.path to a folder or .zip of "
                         f"<class>/<image> files")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, cfg.channels, cfg.image_size)
+    if path.is_file() and key in _DECODED:
+        return _DECODED[key]
+    data = decode_all(path, cfg)
+    if path.is_file():  # a folder's files may change without its own mtime changing
+        _DECODED[key] = data
+        while len(_DECODED) > KEEP_DECODED:
+            _DECODED.pop(next(iter(_DECODED)))
+    return data
+
+
+def decode_all(path: Path, cfg) -> TensorData:
+    """Every image under `path` decoded to uint8 NCHW, with its class folder's index as label."""
     try:
         members, zf = _members(path)
     except (zipfile.BadZipFile, OSError, EOFError) as e:
@@ -149,6 +174,12 @@ def load(cfg, seed: int = 0) -> TensorData:
         if zf is not None:
             zf.close()
         raise DataError(f"no images ({', '.join(EXTENSIONS)}) under {path}: expected <class>/<image> files")
+    loose = next((where for c, where, _ in members if not c), None)
+    if loose is not None:
+        if zf is not None:
+            zf.close()
+        raise DataError(f"{loose} is not in a class folder: image_folder reads <class>/<image> files, so put "
+                        f"each image under a folder named for its class")
     classes = sorted({c for c, _, _ in members})
     index = {c: i for i, c in enumerate(classes)}
     mode = "L" if cfg.channels == 1 else "RGB"
@@ -165,7 +196,10 @@ def load(cfg, seed: int = 0) -> TensorData:
     finally:
         if zf is not None:
             zf.close()
-    images = [img for img, _ in loaded if img is not None]
+    if mode == "RGB" and loaded and all(img is None or img[1] for img, _ in loaded):
+        raise DataError(f"every image under {path} is greyscale and the config reads colour (data.channels "
+                        f"null or 3): set data.channels=1, or point data.path at colour images")
+    images = [img[0] for img, _ in loaded if img is not None]
     labels = [label for img, label in loaded if img is not None]
     corrupt = [why for img, why in loaded if img is None]
     report_corrupt(corrupt, len(members), path)

@@ -16,6 +16,7 @@ from common.graphs import Graphed, GraphedStep
 from common.registry import lookup
 from common.schema import Chosen
 from data import DataInfo, TensorData, build_stream
+from data.image_folder import decode
 from denoising.samplers import SamplerSettings
 from .build import build
 
@@ -237,7 +238,26 @@ def data_rows(device, args):
 
         ms = timed(f"data/{loader} at batch {batch}", next_batch, device, args)
         rows.append(images_row(f"data/{loader}/b{batch}", loader, ms, batch, device))
+    jpegs = cifar_like_jpegs(batch)
+    ms = timed(f"data/jpeg_decode: {batch} CIFAR-like 32 px JPEGs (image_folder's first read)",
+               lambda: lambda: [decode(j, "RGB", 32) for j in jpegs], torch.device("cpu"), args)
+    rows.append(images_row(f"data/jpeg_decode/b{batch}", "first read", ms, batch, torch.device("cpu")))
     return rows
+
+
+def cifar_like_jpegs(n: int) -> list[bytes]:
+    """n 32×32 colour JPEGs (quality 90, smooth content: upsampled 8×8 noise), the size of the shared
+    CIFAR-10 copy's members (~900 bytes)."""
+    import io
+    from PIL import Image
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        small = torch.randint(0, 256, (8, 8, 3), dtype=torch.uint8, generator=g).numpy()
+        buf = io.BytesIO()
+        Image.fromarray(small).resize((32, 32), Image.BILINEAR).save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
 
 
 SECTIONS = {"gan": gan_rows, "ncsn": score_rows, "sampling": sampling_rows, "data": data_rows}

@@ -34,7 +34,7 @@ def minutes(seconds):
 
 def table(results: list[dict], header: dict) -> str:
     lines = [
-        f"Fashion-MNIST, every method at CPU scale: trained on {header['machine']}, scored against the "
+        f"{header.get('data', 'Fashion-MNIST')}, every method at CPU scale: trained on {header['machine']}, scored against the "
         f"{header['n_ref']:,} test images in the features of a ResNet-9 classifier (width "
         f"{header['classifier']['width']}, {header['classifier']['epochs']} epochs, seed 0; test accuracy "
         f"{header['classifier']['accuracy']:.2%}) that `scripts/results.py` trains itself. FID and KID are "
@@ -88,6 +88,28 @@ def nfe_table(results: list[dict]) -> str:
              "|---|---|" + "---|" * len(budgets)]
     for (method, family), by_nfe in cells.items():
         lines.append(f"| {method} | {family} | " + " | ".join(by_nfe.get(b, "") for b in budgets) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def class_spread_table(results: list[dict]) -> str:
+    """How each row's samples spread over the classes: the classifier's predicted-class shares (the
+    smallest first) and the Inception-style score in its logits, for the rows that were scored by a
+    classifier; nothing for a table without those figures (older Fashion-MNIST scorings)."""
+    rows = [r for r in results if r.get("class_histogram")]
+    if not rows:
+        return ""
+    k = len(rows[0]["class_histogram"])
+    lines = ["Spread over the classes: the share of each row's samples the classifier puts in each class "
+             f"(uniform: {100 / k:.0f}%), the smallest share, and the classifier's Inception score (IS, ± over "
+             "10 splits; the real split's is the ceiling).", "",
+             "| row | n | IS | smallest class share | " + " | ".join(f"class {c}" for c in range(k)) + " |",
+             "|" + "---|" * (4 + k)]
+    for r in rows:
+        counts = r["class_histogram"]
+        total = sum(counts)
+        shares = [100 * c / total for c in counts]
+        lines.append(f"| {r['row']} | {total:,} | {r['is']:.2f} ± {r['is_std']:.2f} | {min(shares):.1f}% | "
+                     + " | ".join(f"{s:.1f}" for s in shares) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -155,9 +177,9 @@ def grids_markdown(results, prefix: str) -> str:
     return "<table>\n" + "\n".join(rows) + "\n</table>\n"
 
 
-def write_readme(path: Path, body: str):
+def write_readme(path: Path, body: str, markers: tuple[str, str] = MARKERS):
     text = path.read_text()
-    begin, end = MARKERS
+    begin, end = markers
     if begin not in text or end not in text:
         raise ConfigError(f"{path} has no results markers ({begin} ... {end}): add them where the table goes")
     head, rest = text.split(begin, 1)

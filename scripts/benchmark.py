@@ -1,4 +1,5 @@
-"""Speed and memory of the training steps, the samplers and the data pipeline.
+"""Speed and memory of the training steps, the samplers and the data pipeline (in-memory stream, DataLoader
+workers, and the JPEG decoding of an image folder's first read).
 
     python scripts/benchmark.py [--sizes cpu|gpu|tiny] [--json OUT] [--compile] [--repeats 50] [--only gan,ncsn,...]
 

@@ -1,18 +1,20 @@
-"""The results table: every method trained on Fashion-MNIST at CPU scale, sampled and scored.
+"""The results tables: every method trained at CPU scale on Fashion-MNIST (default) or CIFAR-10, sampled and scored.
 
     python scripts/results.py                   # train what is missing (finished runs are reused), score, write docs/
     python scripts/results.py --reuse           # score the finished runs in --runs, train nothing
     python scripts/results.py --train-only      # train what is missing, score nothing
     python scripts/results.py --methods gan,dae --retrain   # train those again (their old runs are deleted)
     python scripts/results.py --smoke --data-root FIXTURE --out /tmp/r   # a test: its runs go to /tmp/r/runs
+    python scripts/results.py --data cifar10 --data-root ../shared/datasets/cifar10-jpeg   # the CIFAR-10 table
 
-For each CPU config (configs/fashion_mnist_*_cpu.yaml) it trains a run in --runs/<name>/ (or reuses a
-finished one), draws samples from its EMA weights with each sampler of its rows, and scores them with
-the evaluation machinery of scripts/evaluate.py (engine/evaluation/) against the real test split, in the
-features of a Fashion-MNIST classifier that it trains itself, with fixed settings and seed, when
---classifier is absent. It writes docs/results.md (the table), one sample grid per row in
-docs/results/, and the same table and grids into README.md between its results markers. Every
-number in them comes out of this script.
+For each CPU config of the data set (configs/fashion_mnist_*_cpu.yaml, configs/cifar10_*_cpu.yaml) it
+trains a run in --runs/<name>/ (or reuses a finished one), draws samples from its EMA weights with each
+sampler of its rows, and scores them with the evaluation machinery of scripts/evaluate.py
+(engine/evaluation/) against the real test split, in the features of a classifier of that data set that
+it trains itself, with fixed settings and seed, when --classifier is absent. It writes docs/results.md
+(docs/results_cifar10.md), one sample grid per row in docs/results/ (docs/results_cifar10/), and the same
+table and grids into README.md between the data set's results markers. Every number in them comes out of
+this script.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from tqdm import tqdm
 
 from common.checkpoint import load_checkpoint
 from common.config import DataConfig, load_config
-from common.errors import ArgumentParser, ConfigError, cli
+from common.errors import ArgumentParser, ConfigError, DataError, cli
 from common.paths import require_writable, write_text_atomic
 from common.schema import parse
 from engine import build_dataset, from_unit_range, load_method, mask, resolve_device, to_unit_range, train
@@ -42,7 +44,8 @@ from engine.evaluation.inpainting import comparison_rows, complete, inpainting_s
 from engine.evaluation.features import build_extractor
 from engine.evaluation.reference import reference_stats
 from engine.images import save_grid
-from engine.report import conditional_table, grids_markdown, inpainting_table, machine, nfe_table, table, write_readme
+from engine.report import (MARKERS, class_spread_table, conditional_table, grids_markdown, inpainting_table, machine,
+                           nfe_table, table, write_readme)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSIFIER = {"width": 16, "epochs": 4, "batch_size": 256, "lr": 0.2, "weight_decay": 5e-4, "seed": 0}
@@ -123,30 +126,110 @@ ROWS = [Row("real_train", "real", None, "the training split"),
         Row("gan_conditional", "gan_conditional", "gan_conditional", "generator, uniform classes"),
         *(Row(f"dae_conditional_w{w:g}", "dae_conditional", "dae_conditional",
               f"Heun, 18 levels, uniform classes, guidance w = {w:g}", [f"dae.guidance={w}"]) for w in GUIDANCE)]
-METHODS = sorted({r.method for r in ROWS} | {"inpaint"})
+
+
+# CIFAR-10 (configs/cifar10_*_cpu.yaml): the two GAN trainers at the config's equal number of steps,
+# each with its own wall time; the denoisers 15 minutes each, sampled by Heun and EDM's stochastic
+# sampler at 35 evaluations and by annealed Langevin at 2 steps per level (the 219-level ladder's 5
+# steps would cost 1,096 evaluations a sample).
+CIFAR10_BUDGET = ["train.steps=1000000", "train.max_minutes=15"]
+SMALL_GAN = ["model.g_width=8", "model.d_width=8"]
+CIFAR10_RUNS = {
+    "gan_one_loss": Run("cifar10_dcgan_cpu.yaml", [], SMALL_GAN),
+    "gan_alternating": Run("cifar10_dcgan_cpu.yaml", ["gan.step=alternating"], SMALL_GAN),
+    "dae": Run("cifar10_dae_cpu.yaml", [*CIFAR10_BUDGET], TINY_UNET),
+    "ncsn": Run("cifar10_ncsn_cpu.yaml", [*CIFAR10_BUDGET], TINY_UNET),
+}
+
+
+def cifar10_denoising_rows(method: str) -> list[Row]:
+    return [Row(f"{method}_langevin", method, method, "annealed Langevin, 2 steps per level",
+                [f"{method}.sampler=langevin", f"{method}.sampler.steps=2"], True),
+            *(Row(f"{method}_{suffix}", method, method, label, sampler_overrides(method, settings))
+              for suffix, label, settings in SAMPLER_ROWS if suffix in ("heun35", "edm35"))]
+
+
+CIFAR10_ROWS = [Row("real_train", "real", None, "the training split"),
+                Row("gan_one_loss", "gan", "gan_one_loss", "generator"),
+                Row("gan_alternating", "gan", "gan_alternating", "generator"),
+                *cifar10_denoising_rows("dae"), *cifar10_denoising_rows("ncsn")]
+
+
+def fashion_mnist_data(root: str, split: str) -> dict:
+    return {"name": "fashion_mnist", "root": root, "split": split}
+
+
+def cifar10_data(root: str, split: str) -> dict:
+    """CIFAR-10 under `root`: torchvision's release (cifar-10-batches-py/) or the JPEG zips of class
+    folders (train.zip, test.zip; the shared copy), whichever is there."""
+    folder = Path(root)
+    if (folder / "cifar-10-batches-py").is_dir():
+        return {"name": "cifar10", "root": root, "split": split, "path": None}
+    if not (folder / f"{split}.zip").is_file():
+        raise DataError(f"--data-root {root}: no CIFAR-10 there (neither {split}.zip of class folders nor "
+                        f"cifar-10-batches-py/): pass the folder holding one of them")
+    return {"name": "image_folder", "path": str(folder / f"{split}.zip"), "image_size": 32}
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """One results table: its data, runs, rows, classifier and where it is written."""
+    name: str                   # the data set the classifier is trained on and checked against
+    title: str
+    runs: dict
+    rows: list
+    inpainting: list
+    classifier: dict            # fixed settings of its evaluation classifier
+    flip: bool                  # the classifier's flip augmentation (not for Fashion-MNIST's asymmetric items)
+    stem: str                   # OUT/<stem>.md, OUT/<stem>.json, OUT/<stem>/<row>.png
+    markers: tuple              # the README's markers around its table
+    data: object                # (root, split) → the data config of a split
+    root: str                   # --data-root's default
+    n: int                      # --n's default
+    n_bpd: int                  # --n-bpd's default
+
+    @property
+    def methods(self) -> list[str]:
+        return sorted({r.method for r in self.rows} | ({"inpaint"} if self.inpainting else set()))
+
+
+# 1,000 samples per row (300 for 496-evaluation Langevin) keep Fashion-MNIST's 37 rows, 30 from
+# multi-step samplers, near 2 hours on 2 cores; CIFAR-10's 9 rows take 2,000 (the class histogram's
+# n) and skip bits/dim (RK45 on 3,072 dimensions; --n-bpd to ask for it).
+DATASETS = {
+    "fashion_mnist": DataSet("fashion_mnist", "Fashion-MNIST", RUNS, ROWS, INPAINTING, CLASSIFIER, False, "results",
+                             MARKERS, fashion_mnist_data, "datasets", 1000, 200),
+    "cifar10": DataSet("cifar10", "CIFAR-10", CIFAR10_RUNS, CIFAR10_ROWS, [],
+                       dict(CLASSIFIER, epochs=5), True, "results_cifar10",
+                       ("<!-- results_cifar10:begin (written by scripts/results.py --data cifar10) -->",
+                        "<!-- results_cifar10:end -->"), cifar10_data, "datasets/cifar10-jpeg", 2000, 0),
+}
+METHODS = DATASETS["fashion_mnist"].methods
 
 
 def progress(text: str):
     tqdm.write(text)
 
 
-def fashion_mnist(args, split: str = "train") -> DataConfig:
-    """The data config of a Fashion-MNIST split under --data-root."""
-    return parse(DataConfig, {"name": "fashion_mnist", "root": args.data_root, "split": split}, "data")
+def data_config(args, split: str = "train") -> DataConfig:
+    """The data config of a split of the table's data set under --data-root."""
+    return parse(DataConfig, args.dataset.data(args.data_root, split), "data")
 
 
 def run_config(name: str, args):
-    run = RUNS[name]
-    overrides = [*run.overrides, f"data.root={args.data_root}", f"device={args.device}"]
+    run = args.dataset.runs[name]
+    data = {k: v for k, v in args.dataset.data(args.data_root, "train").items() if k != "split"}
+    overrides = [*run.overrides, *(f"data.{k}={'null' if v is None else v}" for k, v in data.items()),
+                 f"device={args.device}"]
     if args.smoke:
         overrides += [*run.smoke, "train.steps=3", "train.max_minutes=null", "train.log_every=1",
                       "train.sample_every=3", "train.ckpt_every=3", "train.n_samples=4", "train.batch_size=8"]
     return load_config(ROOT / "configs" / run.config, overrides)
 
 
-def finished(run_dir: Path, name: str, smoke: bool) -> dict | None:
+def finished(run_dir: Path, run: Run, smoke: bool) -> dict | None:
     """The training summary results.py wrote when the run ended, if it did; a --smoke run is never
-    taken for a real one, nor the reverse, nor a run trained with other settings than RUNS[name]'s."""
+    taken for a real one, nor the reverse, nor a run trained with other settings than `run`'s."""
     path = run_dir / "results_training.json"
     if not (path.is_file() and (run_dir / "checkpoints/last.pt").is_file()):
         return None
@@ -155,16 +238,17 @@ def finished(run_dir: Path, name: str, smoke: bool) -> dict | None:
         kind = "--smoke" if done.get("smoke", False) else "full"
         raise ConfigError(f"{run_dir} holds a {kind} run: pass --runs DIR of {'full' if not smoke else '--smoke'} runs, "
                           f"or --retrain to replace it")
-    if done.get("overrides") != RUNS[name].overrides:
-        raise ConfigError(f"{run_dir} was trained with {' '.join(done.get('overrides') or []) or 'no overrides'}, this "
-                          f"table's {name} with {' '.join(RUNS[name].overrides)}: pass --retrain to train it again")
+    if done.get("overrides") != run.overrides or done.get("config", run.config) != run.config:
+        raise ConfigError(f"{run_dir} was trained with {done.get('config')} {' '.join(done.get('overrides') or [])}, "
+                          f"this table's {run_dir.name} with {run.config} {' '.join(run.overrides)}: pass "
+                          f"--retrain to train it again")
     return done
 
 
 def train_run(name: str, cfg, args) -> dict:
-    """A finished run of RUNS[name] in --runs: reused, or trained (from `cfg`, checked up front)."""
-    run_dir = Path(args.runs) / name
-    done = None if args.retrain else finished(run_dir, name, args.smoke)
+    """A finished run of the table's runs[name] in --runs: reused, or trained (from `cfg`, checked up front)."""
+    run_dir, run = Path(args.runs) / name, args.dataset.runs[name]
+    done = None if args.retrain else finished(run_dir, run, args.smoke)
     if args.reuse:
         if done is None:
             raise ConfigError(f"--reuse: no finished run {name} in {run_dir} (no results_training.json "
@@ -179,11 +263,11 @@ def train_run(name: str, cfg, args) -> dict:
                               f"to delete it and train again, or delete it yourself")
         shutil.rmtree(run_dir)  # last: the configs and the data were checked before anything was deleted
     how = (f"--smoke: {cfg.train.steps} steps of batch {cfg.train.batch_size}, tiny networks" if args.smoke
-           else ' '.join(RUNS[name].overrides))  # what it does, not what a full run would
-    progress(f"training {name} ({RUNS[name].config} {how}) in {run_dir}")
+           else ' '.join(run.overrides) or f"{cfg.train.steps} steps")  # what it does, not what a full run would
+    progress(f"training {name} ({run.config} {how}) in {run_dir}")
     summary = train(cfg, run_dir)
     images = summary["step"] * cfg.train.batch_size * (cfg.gan.n_critic if cfg.method == "gan" else 1)
-    done = {"run": name, "config": RUNS[name].config, "overrides": RUNS[name].overrides,
+    done = {"run": name, "config": run.config, "overrides": run.overrides,
             "seconds": summary["seconds"], "steps": summary["step"], "images": images,
             "threads": torch.get_num_threads(), **({"smoke": True} if args.smoke else {})}
     write_text_atomic(run_dir / "results_training.json", json.dumps(done, indent=1) + "\n")
@@ -192,20 +276,21 @@ def train_run(name: str, cfg, args) -> dict:
 
 def ensure_classifier(args, device) -> dict:
     """The classifier whose features every row is scored in; trained here when absent."""
-    path = Path(args.classifier)
+    path, dataset = Path(args.classifier), args.dataset
     if not path.is_file():
-        settings = dict(CLASSIFIER, epochs=1, width=4) if args.smoke else CLASSIFIER
-        progress(f"training the evaluation classifier ({settings}) into {path}")
-        splits = [build_dataset(fashion_mnist(args, s)) for s in ("train", "test")]
-        model, acc = fit_classifier(*splits, device, flip=False, log=progress,
-                                    **{k: v for k, v in settings.items()})
-        arch = {"in_channels": 1, "num_classes": 10, "width": settings["width"]}
-        save_classifier(path, model, arch, splits[0].info.shape, "fashion_mnist", acc, loss="ce",
-                        epochs=settings["epochs"])
+        settings = dict(dataset.classifier, epochs=1, width=4) if args.smoke else dataset.classifier
+        progress(f"training the evaluation classifier ({settings}, flip {dataset.flip}) into {path}")
+        splits = [build_dataset(data_config(args, s)) for s in ("train", "test")]
+        start = time.monotonic()
+        model, acc = fit_classifier(*splits, device, flip=dataset.flip, log=progress, **settings)
+        arch = {"in_channels": splits[0].info.shape[0], "num_classes": splits[0].info.num_classes,
+                "width": settings["width"]}
+        save_classifier(path, model, arch, splits[0].info.shape, dataset.name, acc, loss="ce",
+                        epochs=settings["epochs"], seconds=time.monotonic() - start)
     _, ckpt = load_classifier(path)
-    if ckpt.get("data") != "fashion_mnist":
-        raise ConfigError(f"--classifier {path} was trained on {ckpt.get('data')}, not fashion_mnist: "
-                          f"pass a Fashion-MNIST classifier or a path where one can be trained")
+    if ckpt.get("data") != dataset.name:
+        raise ConfigError(f"--classifier {path} was trained on {ckpt.get('data')}, not {dataset.name}: "
+                          f"pass a {dataset.title} classifier or a path where one can be trained")
     return ckpt
 
 
@@ -254,7 +339,7 @@ def inpainting_row(run: str, mask_name: str, args, test, train_images, extractor
                                    lambda x: extractor(from_unit_range(x).to(device))[1])
     name = f"inpaint_{run}_{mask_name.replace(':', '')}"
     grid = comparison_rows(images[:8], known[:8], completed[:8])
-    save_grid(grid, Path(args.out) / "results" / f"{name}.png", nrow=8)
+    save_grid(grid, Path(args.out) / args.dataset.stem / f"{name}.png", nrow=8)
     return {"row": name, "run": run, "mask": mask_name, "sampler": method.noise.sampler.name,
             "sample_seconds": seconds, **scores}
 
@@ -282,7 +367,8 @@ def real_rows(args, train_images: torch.Tensor, n: int):
 def describe_run(name: str, args) -> str:
     """A run's config and overrides as the table shows them, with what its checkpoint says where the
     code's default has changed since it was trained (a U-Net saved before model.adaptive_norm)."""
-    text = f"{RUNS[name].config} {' '.join(RUNS[name].overrides)}".strip()
+    run = args.dataset.runs[name]
+    text = f"{run.config} {' '.join(run.overrides)}".strip()
     path = Path(args.runs) / name / "checkpoints" / "last.pt"
     if path.is_file() and saved_model(path, path.stat().st_mtime_ns).get("adaptive_norm") is False:
         text += " (trained with model.adaptive_norm=false)"
@@ -302,7 +388,7 @@ def merge_with_previous(path: Path, header: dict, results: list, inpainted: list
     today = header["date"]
     for r in [*results, *inpainted]:
         r.setdefault("scored", today)
-    if set(args.methods) >= set(METHODS) or not path.is_file():
+    if set(args.methods) >= set(args.dataset.methods) or not path.is_file():
         return results, inpainted
     previous = json.loads(path.read_text())
     old = previous.get("header", {})
@@ -312,8 +398,8 @@ def merge_with_previous(path: Path, header: dict, results: list, inpainted: list
         progress(f"note: {path} was scored against another classifier or reference: its other rows are dropped")
         return results, inpainted
     new = {r["row"] for r in [*results, *inpainted]}
-    order = {r.name: i for i, r in enumerate(ROWS)}
-    run_of = {r.name: r.run for r in ROWS}
+    order = {r.name: i for i, r in enumerate(args.dataset.rows)}
+    run_of = {r.name: r.run for r in args.dataset.rows}
     kept = [dict(r, scored=r.get("scored", old.get("date")),
                  config=describe_run(run_of[r["row"]], args) if run_of.get(r["row"]) else r["config"])
             for r in previous.get("rows", []) if r["row"] not in new]
@@ -327,7 +413,10 @@ def merge_with_previous(path: Path, header: dict, results: list, inpainted: list
 
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default=",".join(METHODS), help=f"rows to produce: {','.join(METHODS)}")
+    p.add_argument("--data", choices=sorted(DATASETS), default="fashion_mnist",
+                   help="the table's data set (its configs: configs/<data>_*_cpu.yaml)")
+    p.add_argument("--methods", help="rows to produce (default all): for fashion_mnist "
+                                     f"{','.join(METHODS)}; for cifar10 {','.join(DATASETS['cifar10'].methods)}")
     p.add_argument("--reuse", action="store_true", help="score finished runs only; train nothing")
     p.add_argument("--retrain", action="store_true", help="delete the selected runs and train them again")
     p.add_argument("--train-only", action="store_true", help="train the runs that are missing, then stop")
@@ -335,12 +424,12 @@ def parse_args(argv=None):
     p.add_argument("--out", help="writes OUT/results.md and OUT/results/*.png (default docs, and the README's "
                                  "table; --smoke needs it)")
     p.add_argument("--classifier", help="evaluation classifier (default RUNS/classifier.pt; trained if absent)")
-    p.add_argument("--data-root", default="datasets", help="data.root of Fashion-MNIST")
-    # 1,000 samples per row (300 for 496-evaluation Langevin) keep `make results`, 37 rows of which 30
-    # come from multi-step samplers, near 2 hours on 2 cores; KID's ± says how far rows can be told apart.
-    p.add_argument("--n", type=int, default=1000, help="samples scored per row")
+    p.add_argument("--data-root", help="the data set's folder (default datasets for Fashion-MNIST, "
+                                       "datasets/cifar10-jpeg for CIFAR-10: train.zip and test.zip, or "
+                                       "torchvision's cifar-10-batches-py/)")
+    p.add_argument("--n", type=int, help="samples scored per row (default 1,000; CIFAR-10 2,000)")
     p.add_argument("--n-langevin", type=int, default=300, help="samples scored per annealed-Langevin row")
-    p.add_argument("--n-bpd", type=int, default=200, help="test images for bits/dim (0: skip)")
+    p.add_argument("--n-bpd", type=int, help="test images for bits/dim (0: skip; default 200, CIFAR-10 0)")
     p.add_argument("--n-inpaint", type=int, default=500, help="test images completed per inpainting row")
     p.add_argument("--bpd-methods", default="ncsn,dae", help="runs given a bits/dim (ebm: slow on a CPU)")
     p.add_argument("--batch-size", type=int, default=500, help="samples drawn at once")
@@ -348,10 +437,16 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--smoke", action="store_true", help="3 training steps, tiny networks, --n 16: a test")
     args = p.parse_args(argv)
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in args.methods if m not in METHODS]
+    dataset = args.dataset = DATASETS[args.data]
+    args.data_root = args.data_root or dataset.root
+    args.n = dataset.n if args.n is None else args.n
+    args.n_bpd = dataset.n_bpd if args.n_bpd is None else args.n_bpd
+    methods = dataset.methods
+    args.methods = [m.strip() for m in (args.methods or ",".join(methods)).split(",") if m.strip()]
+    bad = [m for m in args.methods if m not in methods]
     if bad or not args.methods:
-        raise ConfigError(f"--methods: unknown method {bad[0] if bad else '(none)'!r}; choose from {','.join(METHODS)}")
+        raise ConfigError(f"--methods: unknown method {bad[0] if bad else '(none)'!r} for --data {args.data}; "
+                          f"choose from {','.join(methods)}")
     if args.reuse and (args.retrain or args.train_only):
         raise ConfigError(f"--reuse and {'--retrain' if args.retrain else '--train-only'} exclude each other: pick one")
     if args.smoke:
@@ -360,7 +455,7 @@ def parse_args(argv=None):
                               "--out says so)")
         args.n, args.n_langevin, args.batch_size, args.n_bpd, args.n_inpaint = 16, 8, 8, min(args.n_bpd, 4), 8
     args.out = args.out or str(ROOT / "docs")
-    args.runs = args.runs or str(Path(args.out) / "runs" if args.smoke else ROOT / "runs" / "results")
+    args.runs = args.runs or str(Path(args.out) / "runs" if args.smoke else ROOT / "runs" / dataset.stem)
     if min(args.n, args.n_langevin, args.n_inpaint) < 4 or args.batch_size < 1 or args.n_bpd < 0:
         raise ConfigError("--n, --n-langevin and --n-inpaint must be at least 4, --batch-size positive and "
                           "--n-bpd >= 0")
@@ -379,19 +474,20 @@ def main(argv=None):
     for folder, what in ((out, "--out"), (Path(args.runs), "--runs")):
         require_writable(folder, what, folder=True)
         folder.mkdir(parents=True, exist_ok=True)
-    rows = [r for r in ROWS if r.method in args.methods]
-    inpaint = INPAINTING if "inpaint" in args.methods else []
+    dataset = args.dataset
+    rows = [r for r in dataset.rows if r.method in args.methods]
+    inpaint = dataset.inpainting if "inpaint" in args.methods else []
     # Every input is checked before any run is trained or deleted (--retrain): configs, then data.
     runs = [*(r.run for r in rows if r.run), *(run for run, _ in inpaint)]
     configs = {name: run_config(name, args) for name in dict.fromkeys(runs)}
-    test_cfg = fashion_mnist(args, "test")
+    test_cfg = data_config(args, "test")
     test = build_dataset(test_cfg)
-    train_images = build_dataset(fashion_mnist(args)).data
+    train_images = build_dataset(data_config(args)).data
     trained = {name: train_run(name, cfg, args) for name, cfg in configs.items()}
-    if args.train_only:
-        progress(f"trained: {', '.join(trained) or 'nothing'} in {args.runs}")
-        return
     classifier = ensure_classifier(args, device)
+    if args.train_only:
+        progress(f"trained: {', '.join(trained) or 'nothing'} and the classifier {args.classifier} in {args.runs}")
+        return
     extractor = build_extractor(f"classifier:{args.classifier}", device, False)
     reference = reference_stats(test, test_cfg, extractor, device, cache=Path(args.runs) / "stats")
     likelihoods, baselines = {}, None
@@ -412,11 +508,11 @@ def main(argv=None):
             run, config = trained[row.run], describe_run(row.run, args)
         if labels is not None:  # a conditional model's grid: a row per class, its first 6 samples
             order = torch.cat([torch.nonzero(labels == c).flatten()[:6] for c in range(int(labels.max()) + 1)])
-            save_grid(images[order].float() / 127.5 - 1, out / "results" / f"{row.name}.png", nrow=6)
+            save_grid(images[order].float() / 127.5 - 1, out / dataset.stem / f"{row.name}.png", nrow=6)
             if test_classes is None:
                 test_classes = class_reference(test, extractor, device, args.batch_size)
         else:
-            save_grid(images[:64].float() / 127.5 - 1, out / "results" / f"{row.name}.png", nrow=8)
+            save_grid(images[:64].float() / 127.5 - 1, out / dataset.stem / f"{row.name}.png", nrow=8)
         batches = tqdm(images.split(args.batch_size), desc=f"features {row.name}", leave=False)
         scores = score(batches, extractor, reference, device, seed=args.seed, labels=labels,
                        classes=test_classes if labels is not None else None)
@@ -433,21 +529,24 @@ def main(argv=None):
         progress(f"{inpainted[-1]['row']}: PSNR {inpainted[-1]['psnr_model']:.2f} dB (mean fill "
                  f"{inpainted[-1]['psnr_mean_fill']:.2f}, nearest {inpainted[-1]['psnr_nearest']:.2f}), class kept "
                  f"{inpainted[-1]['class_agreement_model']:.3f}")
-    header = {"machine": machine(device),
+    header = {"data": dataset.title, "machine": machine(device),
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "seed": args.seed,
               "n_ref": reference.n, "baselines": baselines, "classifier": {"width": classifier["arch"]["width"],
                                                    "epochs": classifier.get("epochs"),
                                                    "accuracy": classifier["test_accuracy"]}}
-    results, inpainted = merge_with_previous(out / "results.json", header, results, inpainted, args)
+    stem = dataset.stem
+    results, inpainted = merge_with_previous(out / f"{stem}.json", header, results, inpainted, args)
     body = table(results, header) + "\n" + nfe_table(results)
-    extra = conditional_table(results) + "\n" + inpainting_table(inpainted)
+    extra = "\n".join(t for t in (class_spread_table(results), conditional_table(results), inpainting_table(inpainted)) if t)
     grid_rows = results + inpainted
-    write_text_atomic(out / "results.md", "# Results\n\n" + body + "\n" + extra + "\n" + grids_markdown(grid_rows, "results"))
-    write_text_atomic(out / "results.json", json.dumps({"header": header, "rows": results, "inpainting": inpainted},
+    title = "# Results" + ("" if dataset.name == "fashion_mnist" else f": {dataset.title}")
+    write_text_atomic(out / f"{stem}.md", f"{title}\n\n" + body + "\n" + extra + "\n" + grids_markdown(grid_rows, stem))
+    write_text_atomic(out / f"{stem}.json", json.dumps({"header": header, "rows": results, "inpainting": inpainted},
                                                        indent=1) + "\n")
     if out.resolve() == (ROOT / "docs").resolve():
-        write_readme(ROOT / "README.md", body + "\n" + extra + "\n" + grids_markdown(grid_rows, "docs/results"))
-    progress(f"wrote {out / 'results.md'} ({len(results)} rows) and {len(results)} grids in {out / 'results'}")
+        write_readme(ROOT / "README.md", body + "\n" + extra + "\n" + grids_markdown(grid_rows, f"docs/{stem}"),
+                     dataset.markers)
+    progress(f"wrote {out / f'{stem}.md'} ({len(results)} rows) and {len(results)} grids in {out / stem}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, quick_config
+from conftest import ROOT, quick_config, write_class_zip
 from engine import train
 
 QUICK = ROOT / "configs" / "quick"
@@ -50,6 +50,9 @@ def _zips(world: Path):
         zf.writestr("cat/0000.png", _png(10))
         zf.writestr("dog/0000.png", b"not a png at all")
     (world / "not_a.zip").write_bytes(b"PK but not really a zip")
+    write_class_zip(world / "no_classes.zip", 2, 0, classes=[""])  # CIFAR-like JPEGs, but at the zip's top
+    write_class_zip(world / "grey.zip", 2, 0, classes=["cat", "dog"], mode="L")
+    write_class_zip(world / "size30.zip", 2, 0, classes=["cat", "dog"], size=30)
     for cls, data in (("cat", _png(10)), ("dog", b"\x89PNG but truncated")):
         (world / "broken_folder" / cls).mkdir(parents=True)
         (world / "broken_folder" / cls / "0000.png").write_bytes(data)
@@ -122,6 +125,12 @@ def _gan(w, *overrides, config="gan_fashion.yaml", run="new_run"):
     """train.py on a quick config (fixture data) into a fresh run directory of the world."""
     return ["--config", str(QUICK / config), "--run-dir", str(w["w"] / run), f"data.root={w['fashion']}",
             *overrides]
+
+
+def _cifar(w, zip_name, *overrides):
+    """train.py on the CIFAR-10 DCGAN CPU config, reading a zip of the world."""
+    return ["--config", str(ROOT / "configs" / "cifar10_dcgan_cpu.yaml"), "--run-dir", str(w["w"] / "new_run"),
+            f"data.path={w['w'] / zip_name}", "train.steps=1", "train.batch_size=2", *overrides]
 
 
 def _config(w, name, *overrides):

@@ -88,6 +88,36 @@ def class_zip(tmp_path_factory) -> Path:
     return path
 
 
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def write_class_zip(path: Path, per_class: int, seed: int, classes=CIFAR10_CLASSES, mode: str = "RGB",
+                    size: int = 32, fmt: str = "JPEG"):
+    """A zip of <class>/<nnnn>.jpg members, as the shared CIFAR-10 copy is laid out: each class a
+    colour of its own plus noise, so samples and classes are tellable apart."""
+    rng = np.random.default_rng(seed)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for c, cls in enumerate(classes):
+            for i in range(per_class):
+                colour = np.array([25 * c, 255 - 25 * c, 120 + 10 * c])
+                pixels = np.clip(colour + rng.integers(-20, 21, (size, size, 3)), 0, 255).astype(np.uint8)
+                image = Image.fromarray(pixels).convert(mode)
+                buf = io.BytesIO()
+                image.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+                name = f"{i:04d}.{fmt.lower().replace('jpeg', 'jpg')}"
+                zf.writestr(f"{cls}/{name}" if cls else name, buf.getvalue())  # no class: at the top
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar_jpeg_root(tmp_path_factory) -> Path:
+    """CIFAR-10 as the shared JPEG copy: train.zip and test.zip of ten class folders (small)."""
+    root = tmp_path_factory.mktemp("cifar10-jpeg")
+    write_class_zip(root / "train.zip", 12, 0)
+    write_class_zip(root / "test.zip", 4, 1)
+    return root
+
+
 def quick_config(name: str, *overrides: str):
     from common.config import load_config
     return load_config(ROOT / "configs" / "quick" / name, overrides)

@@ -10,7 +10,7 @@ from typing import Callable
 import pytest
 
 from bad_input_world import world  # noqa: F401  (the fixture: runs, checkpoints and broken files)
-from bad_input_world import (QUICK, _clf, _config, _disk_full, _evaluate, _folder_clf, _gan, _likelihood,
+from bad_input_world import (QUICK, _cifar, _clf, _config, _disk_full, _evaluate, _folder_clf, _gan, _likelihood,
                              _nan_scores, _offline, _read_only, _report, _results, _resume, _sample,
                              never_integrated)
 
@@ -118,6 +118,12 @@ CASES = [
          "member dog/0000.png"),
     Case("folder_undecodable", "data", "train_classifier", lambda w: _folder_clf(w, "broken_folder"),
          "broken_folder/dog/0000.png"),
+    Case("zip_no_class_folders", "data", "train", lambda w: _cifar(w, "no_classes.zip"),
+         "no_classes.zip is not in a class folder"),
+    Case("zip_greyscale_for_colour", "data", "train", lambda w: _cifar(w, "grey.zip"),
+         "grey.zip is greyscale and the config reads colour"),
+    Case("zip_size_for_the_net", "data", "train", lambda w: _cifar(w, "size30.zip", "data.image_size=null"),
+         "DCGAN networks take 7·2^k or 4·2^k px (28, 32, 64...), the data is 30 px"),
     Case("zip_not_a_zip", "data", "train_classifier", lambda w: _folder_clf(w, "not_a.zip"),
          "not_a.zip is not a readable zip"),
     Case("cifar_malicious", "data", "train_classifier", lambda w: _clf(w, data="cifar10", root=w["w"] / "evil"),

@@ -38,6 +38,8 @@ def test_benchmark_tiny_reports_every_row(tmp_path):
     assert rows[("sampling/ncsnv2_32/heun_16", "fast")]["nfe"] == 2 * 4 - 1
     assert all(row["ms"] > 0 and math.isfinite(row["ms"]) for row in result["rows"])
     assert ("data/device/b64", "device") in rows and ("data/workers/b64", "workers") in rows
+    decode = rows[("data/jpeg_decode/b64", "first read")]
+    assert math.isclose(decode["images_per_s"], 64 * 1e3 / decode["ms"], rel_tol=1e-9)
     assert "speedup" in r.stdout.splitlines()[0]
     assert "benchmark: tiny sizes on cpu" in r.stderr
 

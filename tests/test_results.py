@@ -2,6 +2,7 @@
 written whole from a smoke run; finished runs are reused, never retrained unasked; bad input is one
 line."""
 import gzip
+import json
 import re
 import shutil
 from pathlib import Path
@@ -36,6 +37,29 @@ def test_every_cpu_config_trains_five_steps_and_samples(name, fashion_root, tmp_
     assert x.shape == (3, 1, 28, 28) and torch.isfinite(x).all()
 
 
+CIFAR10_CPU_CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("cifar10_*_cpu.yaml"))
+
+
+def test_the_cifar10_table_has_a_cpu_config_for_each_of_its_methods():
+    from common.config import read_yaml
+    methods = {read_yaml(ROOT / "configs" / name)["method"] for name in CIFAR10_CPU_CONFIGS}
+    assert methods == {"gan", "ncsn", "dae"}
+
+
+@pytest.mark.parametrize("name", CIFAR10_CPU_CONFIGS)
+def test_every_cifar10_cpu_config_trains_five_steps_and_samples(name, cifar_jpeg_root, tmp_path):
+    """On a zip in the real layout (class folders of JPEGs): colour in, colour out, every label read."""
+    from common.config import load_config
+    cfg = load_config(ROOT / "configs" / name, [f"data.path={cifar_jpeg_root / 'train.zip'}", "device=cpu",
+                                                "train.steps=5", "train.batch_size=16", "train.sample_every=5",
+                                                "train.n_samples=4", "train.ckpt_every=5"])
+    summary = train(cfg, tmp_path / "run")
+    assert summary["step"] == 5 and (tmp_path / "run" / "samples" / "step_0000005.png").is_file()
+    method, _ = load_method(tmp_path / "run" / "checkpoints" / "last.pt", "cpu")
+    x = method.sample(3, torch.Generator().manual_seed(0))
+    assert x.shape == (3, 3, 32, 32) and torch.isfinite(x).all()
+
+
 def results(argv):
     from results import main
     return main(argv)
@@ -52,7 +76,12 @@ def smoke(fashion_root, tmp_path_factory):
 
 def table_rows(path: Path) -> list[list[str]]:
     """The cells of the first table in a Markdown file."""
-    lines = path.read_text().splitlines()
+    return markdown_rows(path.read_text())
+
+
+def markdown_rows(text: str) -> list[list[str]]:
+    """The cells of the first table in Markdown text."""
+    lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| "))
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[start:end]
@@ -139,6 +168,22 @@ def test_results_bad_input_is_one_line(extra, message, fashion_root, tmp_path, c
     assert not (tmp_path / "docs" / "results.md").exists()
 
 
+@pytest.mark.parametrize("extra,message", [
+    (["--data-root", "EMPTY"], "--data-root EMPTY: no CIFAR-10 there (neither train.zip of class folders nor "
+                               "cifar-10-batches-py/)"),
+    (["--methods", "inpaint"], "--methods: unknown method 'inpaint' for --data cifar10; choose from dae,gan,ncsn,real"),
+])
+def test_results_cifar10_bad_input_is_one_line(extra, message, cifar_jpeg_root, tmp_path, capsys):
+    (tmp_path / "EMPTY").mkdir()
+    extra = [e.replace("EMPTY", str(tmp_path / "EMPTY")) for e in extra]
+    with pytest.raises(SystemExit) as e:
+        results(["--smoke", "--data", "cifar10", "--data-root", str(cifar_jpeg_root), "--runs", str(tmp_path / "runs"),
+                 "--out", str(tmp_path / "docs"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and message.replace("EMPTY", str(tmp_path / "EMPTY")) in err[0], err
+    assert not (tmp_path / "docs" / "results_cifar10.md").exists()
+
+
 def test_results_retrain_checks_the_data_before_deleting_a_finished_run(smoke, fashion_root, tmp_path):
     out, argv = smoke
     truncated = tmp_path / "truncated"
@@ -161,3 +206,32 @@ def test_smoke_runs_are_never_taken_for_full_ones(smoke, fashion_root, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and err[-1] == (f"error: {out / 'runs' / 'gan_one_loss'} holds a --smoke run: pass --runs "
                                              f"DIR of full runs, or --retrain to replace it")
+
+
+def test_results_cifar10_smoke_writes_its_own_table_grids_and_class_spread(cifar_jpeg_root, smoke, tmp_path):
+    """--data cifar10 on the JPEG zips: its own table (docs/results_cifar10.md), a grid per row in colour,
+    a classifier trained on its classes, and the class-spread table whose shares sum to 100%; the
+    Fashion-MNIST table beside it is left as it was."""
+    from results import CIFAR10_ROWS
+    out, _ = smoke
+    docs = out / "docs"
+    before = (docs / "results.md").read_text()
+    results(["--smoke", "--data", "cifar10", "--data-root", str(cifar_jpeg_root), "--out", str(docs),
+             "--runs", str(tmp_path / "runs"), "--device", "cpu"])
+    assert (docs / "results.md").read_text() == before
+    rows = table_rows(docs / "results_cifar10.md")
+    assert [r[0] for r in rows[1:]] == [r.name for r in CIFAR10_ROWS]
+    for r in CIFAR10_ROWS:
+        with Image.open(docs / "results_cifar10" / f"{r.name}.png") as image:
+            assert image.mode == "RGB" and image.size[0] > 32
+    saved = json.loads((docs / "results_cifar10.json").read_text())
+    assert saved["header"]["data"] == "CIFAR-10"
+    for r in saved["rows"]:
+        assert len(r["class_histogram"]) == 10 and sum(r["class_histogram"]) == r["n"]
+    text = (docs / "results_cifar10.md").read_text()
+    spread = text[text.index("Spread over the classes"):]
+    first = markdown_rows(spread)[1]
+    assert abs(sum(float(c) for c in first[4:]) - 100) < 0.5
+    from engine.evaluation.classifier import load_classifier
+    _, ckpt = load_classifier(tmp_path / "runs" / "classifier.pt")
+    assert ckpt["data"] == "cifar10" and ckpt["arch"]["in_channels"] == 3 and ckpt["num_classes"] == 10

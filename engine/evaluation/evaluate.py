@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from common.errors import ConfigError
 from data import build_dataset, from_unit_range
-from .features import build_extractor, require_fits
+from .features import ClassifierFeatures, build_extractor, require_fits
 from .reference import Reference, extract, image_batches, reference_stats
 from .scores import class_scores, inception_score, kernel_inception_distance, precision_recall
 
@@ -88,6 +88,8 @@ def score(batches, extractor, reference: Reference, device, seed: int = 0, k: in
     out = {"fid": fid.compute().item(), "kid": kid, "kid_std": kid_std, "is": is_mean,
            "is_std": is_std, "precision": precision, "recall": recall, "n": len(fake),
            "n_ref": reference.n}
+    if isinstance(extractor, ClassifierFeatures):  # how the samples spread over the data's classes
+        out["class_histogram"] = logits.argmax(1).bincount(minlength=logits.shape[1]).tolist()
     if labels is not None and classes is not None:
         is_classifier = getattr(extractor, "num_classes", None) == int(classes[1].max()) + 1
         out.update(class_scores(fake, logits, labels[:len(fake)], classes[0].to(device), classes[1],
