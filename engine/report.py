@@ -92,9 +92,9 @@ def nfe_table(results: list[dict]) -> str:
 
 
 def class_spread_table(results: list[dict]) -> str:
-    """How each row's samples spread over the classes: the classifier's predicted-class shares (the
-    smallest first) and the Inception-style score in its logits, for the rows that were scored by a
-    classifier; nothing for a table without those figures (older Fashion-MNIST scorings)."""
+    """How each row's samples spread over the classes: the classifier's predicted-class shares (class
+    by class, after the smallest of them) and the Inception-style score in its logits, for the rows
+    that were scored by a classifier; nothing for a table without those figures (older scorings)."""
     rows = [r for r in results if r.get("class_histogram")]
     if not rows:
         return ""

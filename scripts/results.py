@@ -70,13 +70,14 @@ class Row:
 
 
 TINY_UNET = ["model.width=8", "model.mults=[1,2]", "model.blocks=1"]
+SMALL_GAN = ["model.g_width=8", "model.d_width=8"]
 # Every method gets the same wall-clock budget, not the same steps: what 12 minutes of training buy on
 # the machine at hand (a step of the DAE took 158 ms on one 2-core machine and 310 ms on another).
 BUDGET = ["train.steps=1000000", "train.max_minutes=12"]
 RUNS = {
-    "gan_one_loss": Run("fashion_mnist_dcgan_cpu.yaml", [*BUDGET], ["model.g_width=8", "model.d_width=8"]),
+    "gan_one_loss": Run("fashion_mnist_dcgan_cpu.yaml", [*BUDGET], SMALL_GAN),
     "gan_alternating": Run("fashion_mnist_dcgan_cpu.yaml", [*BUDGET, "gan.step=alternating"],
-                           ["model.g_width=8", "model.d_width=8"]),
+                           SMALL_GAN),
     "ncsn": Run("fashion_mnist_ncsn_cpu.yaml", [*BUDGET], TINY_UNET),
     "dae": Run("fashion_mnist_dae_cpu.yaml", [*BUDGET], TINY_UNET),
     "ebm": Run("fashion_mnist_ebm_cpu.yaml", [*BUDGET], TINY_UNET),
@@ -84,7 +85,7 @@ RUNS = {
     # class-conditional: the same configs on the data's labels (conditional BatchNorm and a projection
     # critic; a class embedding with 10% label dropout), the same budget
     "gan_conditional": Run("fashion_mnist_dcgan_cpu.yaml", [*BUDGET, "model.num_classes=10"],
-                           ["model.g_width=8", "model.d_width=8"]),
+                           SMALL_GAN),
     "dae_conditional": Run("fashion_mnist_dae_cpu.yaml", [*BUDGET, "model.num_classes=10"], TINY_UNET),
 }
 
@@ -133,7 +134,6 @@ ROWS = [Row("real_train", "real", None, "the training split"),
 # sampler at 35 evaluations and by annealed Langevin at 2 steps per level (the 219-level ladder's 5
 # steps would cost 1,096 evaluations a sample).
 CIFAR10_BUDGET = ["train.steps=1000000", "train.max_minutes=15"]
-SMALL_GAN = ["model.g_width=8", "model.d_width=8"]
 CIFAR10_RUNS = {
     "gan_one_loss": Run("cifar10_dcgan_cpu.yaml", [], SMALL_GAN),
     "gan_alternating": Run("cifar10_dcgan_cpu.yaml", ["gan.step=alternating"], SMALL_GAN),
