@@ -153,6 +153,17 @@ def section_defaults(section) -> dict:
             if f.default is not dataclasses.MISSING and isinstance(f.default, (int, float, str, bool, type(None)))}
 
 
+def require_same_training(ckpt: dict, cfg, keys):
+    """Settings that say what the trained network's output means (e.g. a denoiser's σ_d and its
+    preconditioning): changed after training, the same weights would be read as another function.
+    `keys` are dotted names of the method's own section; names the first one that differs."""
+    section = cfg.method
+    for key, saved, current in config_differences(ckpt, cfg, section):
+        if key in keys:
+            raise CheckpointError(f"{key}: the checkpoint's network was trained with {saved!r}, the override says "
+                                  f"{current!r}, and it decides how the network's output is read: drop the override")
+
+
 def require_same_model(ckpt: dict, cfg, fix: str):
     """Every model.* setting shapes the networks: one that differs from the checkpoint's would
     fail inside load_state_dict (a size-mismatch traceback) or load the wrong network. Names the

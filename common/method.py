@@ -91,6 +91,7 @@ class Method:
     batches_per_step = 1        # real batches consumed by one training_step (n_critic for GANs)
     batches_per_step_key = None  # the setting that makes it more than 1 (for messages)
     resume_may_change: tuple = ()  # own settings a resumed run may change (fnmatch; "{method}" is the name)
+    fixed_by_training: tuple = ()  # own settings no loaded checkpoint may change: they say what its nets compute
 
     # Settings added since configs were first saved whose default is not what a saved config without
     # them meant: {section: {key: the value it had}}, filled into saved configs (checkpoints, a run's

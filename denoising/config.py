@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Literal, Optional
 
 from common.config import OptimConfig
 from common.errors import ConfigError
@@ -102,6 +102,17 @@ class DAEConfig(NoiseConfig):
     # starves the small levels of a ladder: on the 8-Gaussians toy its score at σ_min had 0.54 of the
     # exact magnitude and its Langevin samples sat 0.31 from the modes (0.97 and 0.18 with "score").
     num_scales: Optional[int] = 10
+
+
+@dataclass
+class NCSNConfig(NoiseConfig):
+    # How the network's output F becomes the score:
+    #   ncsnv2  s = F/σ (Song & Ermon 2020): D = x + σF carries F's error times σ, up to σ_max (44 on
+    #           Fashion-MNIST, 98 on CIFAR-10), so a briefly trained net's samples saturate;
+    #   edm     s = (c_skip·x + c_out·F − x)/σ², EDM's preconditioning of the same score (Karras et al.
+    #           2022, table 1; the DAE's D): → F/σ − x/σ_d² as σ → 0, bounded D as σ grows.
+    # The training objective (annealed DSM, its σ sampling and λ(σ) = σ² weighting) is the same.
+    preconditioning: Literal["ncsnv2", "edm"] = "ncsnv2"
 
 
 @dataclass

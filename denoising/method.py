@@ -1,7 +1,8 @@
 """`method: dae | ncsn | ebm`: one denoiser, three parametrisations, one loss, every sampler.
 
     dae   D = F(x̃, σ) trained to reconstruct x (its residual is the score), one σ or a ladder
-    ncsn  s = F(x̃)/σ, σ²-weighted DSM over NCSN's geometric ladder (Song & Ermon 2019, 2020)
+    ncsn  s = F(x̃)/σ (or EDM's preconditioned score), σ²-weighted DSM over NCSN's geometric ladder
+          (Song & Ermon 2019, 2020)
     ebm   s = −∇ₓE(x̃; σ), the same annealed DSM through double backprop (Li, Chen & Sommer 2019)
 
 Samples: any registered sampler, e.g. annealed Langevin dynamics (NCSN) or Heun's method on the
@@ -21,7 +22,7 @@ from common.registry import lookup, register
 from common.schema import require
 from data.base import to_unit_range
 from . import architectures  # noqa: F401  (registers the architectures)
-from .config import DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig, upgrade_noise_section
+from .config import DAEConfig, DenoiserModelConfig, NCSNConfig, DenoiserOptimConfig, NoiseConfig, upgrade_noise_section
 from .denoiser import Denoiser
 from .guidance import Guided, Inpainting, evaluations
 from .losses import dsm_loss, dsm_objective
@@ -50,6 +51,7 @@ class DenoisingMethod(Method):
     networks = ("net",)
     ema_networks = ("net",)
     resume_may_change = ("{method}.sampler*", "{method}.guidance")  # how samples are drawn: grids change
+    fixed_by_training = ("{method}.sigma_data", "{method}.preconditioning")  # how D is read from F
     saved_defaults = {"model": {"adaptive_norm": False}}  # what configs saved before a key meant by it
 
     @classmethod
@@ -99,8 +101,15 @@ class DenoisingMethod(Method):
         net = self.training_net("net") if train else self.sampling_net("net", ema)
         cache = self.__dict__.setdefault("_denoisers", {})
         if cache.get(id(net)) is None or cache[id(net)].net is not net:
-            cache[id(net)] = Denoiser(net, self.parametrization, self.noise.sigma_data, self.cfg.model.input_scaling)
+            cache[id(net)] = Denoiser(net, self.output_parametrization, self.noise.sigma_data,
+                                      self.cfg.model.input_scaling)
         return cache[id(net)]
+
+    @property
+    def output_parametrization(self) -> str:
+        """How the net's output becomes D or s (denoising/denoiser.py): the method's own, or for NCSN
+        with ncsn.preconditioning=edm the DAE's, whose score is EDM's preconditioned one."""
+        return self.parametrization
 
     def draw_sigmas(self, n: int) -> torch.Tensor:
         """Training noise levels from the config's sigma_sampling (a single level: that level)."""
@@ -223,6 +232,11 @@ class DAE(DenoisingMethod):
 @register("method", "ncsn")
 class NCSN(DenoisingMethod):
     parametrization = "score"
+    Config = NCSNConfig
+
+    @property
+    def output_parametrization(self) -> str:
+        return "direct" if self.noise.preconditioning == "edm" else "score"
 
 
 @register("method", "ebm")

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import torch
 
-from common.checkpoint import load_checkpoint, require_same_model
+from common.checkpoint import load_checkpoint, require_same_model, require_same_training
 from common.config import Config, load_config
 from common.errors import ConfigError
 from common.registry import lookup
@@ -46,10 +46,12 @@ def build(cfg: Config, device, info=None, dataset=None):
 
 def load_method(path, device="auto", overrides=()):
     """The method of a checkpoint, with its trained (and EMA) weights, ready to sample; returns
-    (method, checkpoint). Overrides may change how it samples, never the networks' shapes (model.*)."""
+    (method, checkpoint). Overrides may change how it samples, never the networks' shapes (model.*)
+    nor how their output is read (the method's `fixed_by_training`)."""
     ckpt = load_checkpoint(path)
     cfg = load_config(raw=ckpt["config"], overrides=[*overrides, f"device={device}"])
     require_same_model(ckpt, cfg, "the networks' shapes come from the checkpoint; drop the override")
+    require_same_training(ckpt, cfg, [k.format(method=cfg.method) for k in lookup("method", cfg.method).fixed_by_training])
     method = build(cfg, resolve_device(cfg.device), info=DataInfo.from_dict(ckpt["data_info"]))
     method.load_state_dict(ckpt["state"], weights_only=True)
     method.train(False)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import CheckpointError
 from common.registry import names
 from conftest import quick_config
 from denoising.denoiser import Denoiser
@@ -89,6 +90,28 @@ def test_denoiser_parametrisations_are_the_papers_formulas(parametrization):
         D = x + s ** 2 * score
     assert torch.allclose(den.score(x, sigma), score, rtol=1e-9, atol=1e-12)
     assert torch.allclose(den(x, sigma), D, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("preconditioning", ["ncsnv2", "edm"])
+def test_ncsn_preconditioning_chooses_the_score_formula(preconditioning):
+    """ncsn.preconditioning: ncsnv2 gives NCSNv2's s = F/σ (D = x + σF: F's error times σ); edm gives
+    EDM's preconditioned score s = (c_skip·x + c_out·F − x)/σ² (F's error times c_out < σ_d), on the
+    same net with the same input scaling. Old configs (no key) keep NCSNv2's."""
+    from data import DataInfo
+    cfg = quick_config("ncsn_toy.yaml", f"ncsn.preconditioning={preconditioning}")
+    assert quick_config("ncsn_toy.yaml").ncsn.preconditioning == "ncsnv2"
+    torch.manual_seed(0)
+    m = build(cfg, "cpu", info=DataInfo("toy", (2,), 1, "points"))
+    den, net, sd = m.denoiser(), m.nets["net"], cfg.ncsn.sigma_data
+    x = torch.randn(4, 2)
+    sigma = torch.tensor([0.05, 0.5, 3.0, 40.0])
+    s = sigma[:, None]
+    v = s ** 2 + sd ** 2
+    with torch.no_grad():
+        F_ = net(x * v.rsqrt(), sigma)
+        expected = F_ / s if preconditioning == "ncsnv2" else (sd ** 2 / v * x + s * sd * v.rsqrt() * F_ - x) / s ** 2
+        assert torch.allclose(den.score(x, sigma), expected, rtol=1e-5, atol=1e-6)
+        assert torch.allclose(den(x, sigma), x + s ** 2 * expected, rtol=1e-5, atol=1e-4)
 
 
 def test_dae_reconstruction_weighting_is_the_plain_squared_error_at_every_sigma():
@@ -241,6 +264,10 @@ def test_every_method_trains_checkpoints_resumes_exactly_and_samples(name, extra
         section = saved["config"][saved["method"]]
         assert section["sigma_max"] is not None and section["num_scales"] is not None
         assert section["sampler"]["name"] != "langevin" or section["sampler"]["step_lr"] is not None
+    if saved["method"] in ("ncsn", "dae"):  # what the net's output means stays as trained
+        key = "ncsn.preconditioning=edm" if saved["method"] == "ncsn" else "dae.sigma_data=0.9"
+        with pytest.raises(CheckpointError, match=f"^{key.split('=')[0]}: the checkpoint's network was trained with"):
+            load_method(ckpt, "cpu", [key])
     for sampler in ([] if saved["method"] == "dde" else names("sampler")) or [None]:
         over = [f"{saved['method']}.sampler={sampler}"] if sampler else []
         m, _ = load_method(ckpt, "cpu", over)
