@@ -43,7 +43,7 @@ def table(results: list[dict], header: dict) -> str:
         f"FID depends on n: compare rows at equal n, or by KID (unbiased). Samples from the EMA weights, "
         f"seed {header['seed']}. torch {header['torch']}, {header['date']}.{dates_note(results, header)}",
         "",
-        likelihood_sentence(header),
+        likelihood_sentence(header, results),
         "",
         "| row | method | config | train min | steps | images seen | sampler | NFE/sample | sampling s "
         "| n | FID | KID ×10³ | precision | recall | bits/dim |",
@@ -158,14 +158,18 @@ def bpd_text(result: dict | None) -> str:
     return f"{result['bpd']:.3f} ± {result['ci95']:.3f}" if result.get("ci95") is not None else f"{result['bpd']:.3f}"
 
 
-def likelihood_sentence(header: dict) -> str:
+def likelihood_sentence(header: dict, results: list[dict] = ()) -> str:
     b = header.get("baselines")
     if not b:
         return "Bits/dim: not measured in this run."
+    n = b["diagonal"]["n"]
+    other = {r["method"]: r["likelihood"]["n"] for r in results  # rows kept from a scoring with another --n-bpd
+             if r.get("likelihood") and r["likelihood"].get("n", n) != n}
+    others = "".join(f"; {method}'s on the first {k:,}" for method, k in other.items())
     return (f"Bits/dim (the runs named by --bpd-methods; one value for a run's sampler rows) is the test "
             f"log-likelihood by the probability-flow ODE (RK45, rtol = atol = 1e-5, one Rademacher probe "
-            f"per image; uniform dequantisation, `scripts/likelihood.py`) on the first {b['diagonal']['n']:,} "
-            f"test images, with its 95% interval. On the same points the best diagonal Gaussian fitted to the "
+            f"per image; uniform dequantisation, `scripts/likelihood.py`) on the first {n:,} "
+            f"test images{others}, with its 95% interval. On the first {n:,} the best diagonal Gaussian fitted to the "
             f"training set gives {bpd_text(b['diagonal'])} bits/dim and the best full-covariance Gaussian "
             f"{bpd_text(b['full'])}.")
 

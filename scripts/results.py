@@ -534,8 +534,13 @@ def main(argv=None):
               "n_ref": reference.n, "baselines": baselines, "classifier": {"width": classifier["arch"]["width"],
                                                    "epochs": classifier.get("epochs"),
                                                    "accuracy": classifier["test_accuracy"]}}
+    results, inpainted = merge_with_previous(out / f"{dataset.stem}.json", header, results, inpainted, args)
+    write_tables(dataset, out, header, results, inpainted)
+
+
+def write_tables(dataset: DataSet, out: Path, header: dict, results: list, inpainted: list):
+    """OUT/<stem>.md, OUT/<stem>.json and, when OUT is docs/, the README's block: all from the rows."""
     stem = dataset.stem
-    results, inpainted = merge_with_previous(out / f"{stem}.json", header, results, inpainted, args)
     body = table(results, header) + "\n" + nfe_table(results)
     extra = "\n".join(t for t in (class_spread_table(results), conditional_table(results), inpainting_table(inpainted)) if t)
     grid_rows = results + inpainted

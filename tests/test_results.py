@@ -235,3 +235,17 @@ def test_results_cifar10_smoke_writes_its_own_table_grids_and_class_spread(cifar
     from engine.evaluation.classifier import load_classifier
     _, ckpt = load_classifier(tmp_path / "runs" / "classifier.pt")
     assert ckpt["data"] == "cifar10" and ckpt["arch"]["in_channels"] == 3 and ckpt["num_classes"] == 10
+
+
+def test_bits_per_dim_sentence_names_the_points_of_rows_kept_from_another_scoring():
+    """A table merged from two scorings with different --n-bpd says on how many images each method's
+    bits/dim was measured, not only the latest scoring's count."""
+    from engine.report import likelihood_sentence
+    gauss = {"bpd": 7.9, "ci95": 0.1, "n": 200}
+    header = {"baselines": {"diagonal": gauss, "full": dict(gauss, bpd=6.3)}}
+    rows = [{"method": "ncsn", "likelihood": {"bpd": 3.5, "ci95": 0.1, "n": 200}},
+            {"method": "dae", "likelihood": {"bpd": 3.4, "ci95": 0.2, "n": 100}}, {"method": "gan", "likelihood": None}]
+    text = likelihood_sentence(header, rows)
+    assert "on the first 200 test images; dae's on the first 100," in text
+    assert "; dae's" not in likelihood_sentence(header, rows[:1])
+    assert likelihood_sentence({}, rows) == "Bits/dim: not measured in this run."
