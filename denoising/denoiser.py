@@ -4,7 +4,9 @@ s(x; σ) = (D(x; σ) − x)/σ² ≈ ∇ₓ log p_σ(x)  (Tweedie / Miyasawa; Al
 A raw network F(x, σ) becomes a denoiser through one of three parametrisations:
     direct  (DAE):  D = c_skip·x + c_out·F                       a reconstruction network with EDM's
                                                                  preconditioning (Karras et al. 2022)
-    score   (NCSN): s = F/σ,  D = x + σ²s                        NCSNv2's 1/σ output scaling
+    score   (NCSN): s = F/σ,  D = x + σ²s                        NCSNv2's 1/σ output scaling (NCSN
+                                                                 with preconditioning: edm reads F as
+                                                                 "direct" does: EDM's score)
     energy  (EBM):  E = ½‖x − (c_skip·x + c_out·F)‖²/σ²,  s = −∇ₓE,  D = x + σ²s
 with c_skip = σ_d²/(σ² + σ_d²), c_out = σσ_d/√(σ² + σ_d²). Without c_skip the network would have to
 copy x to within σ at small σ (F ≈ identity), which a plain net does poorly; with it, F's target has

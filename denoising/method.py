@@ -22,7 +22,8 @@ from common.registry import lookup, register
 from common.schema import require
 from data.base import to_unit_range
 from . import architectures  # noqa: F401  (registers the architectures)
-from .config import DAEConfig, DenoiserModelConfig, NCSNConfig, DenoiserOptimConfig, NoiseConfig, upgrade_noise_section
+from .config import (DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, NCSNConfig, NoiseConfig,
+                     upgrade_noise_section)
 from .denoiser import Denoiser
 from .guidance import Guided, Inpainting, evaluations
 from .losses import dsm_loss, dsm_objective
