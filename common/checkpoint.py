@@ -153,12 +153,13 @@ def section_defaults(section) -> dict:
             if f.default is not dataclasses.MISSING and isinstance(f.default, (int, float, str, bool, type(None)))}
 
 
-def require_same_training(ckpt: dict, cfg, keys):
+def require_same_training(ckpt: dict, cfg, patterns):
     """Settings that say what the trained network's output means (e.g. a denoiser's σ_d and its
     preconditioning): changed after training, the same weights would be read as another function.
-    `keys` are dotted names of the method's own section; names the first one that differs."""
-    section = cfg.method
-    for key, saved, current in config_differences(ckpt, cfg, section):
+    `patterns` are the method's dotted keys with "{method}" for its section's name (a Method's
+    `fixed_by_training`); names the first one that differs."""
+    keys = {p.format(method=cfg.method) for p in patterns}
+    for key, saved, current in config_differences(ckpt, cfg, cfg.method):
         if key in keys:
             raise CheckpointError(f"{key}: the checkpoint's network was trained with {saved!r}, the override says "
                                   f"{current!r}, and it decides how the network's output is read: drop the override")

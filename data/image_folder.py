@@ -152,16 +152,15 @@ def load(cfg, seed: int = 0) -> TensorData:
     if not path.exists():
         raise DataError(f"image folder {path} not found: set data.path to a folder or .zip of "
                         f"<class>/<image> files")
+    if not path.is_file():  # a folder's files may change without its own mtime changing: never kept
+        return decode_all(path, cfg)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, cfg.channels, cfg.image_size)
-    if path.is_file() and key in _DECODED:
-        return _DECODED[key]
-    data = decode_all(path, cfg)
-    if path.is_file():  # a folder's files may change without its own mtime changing
-        _DECODED[key] = data
+    if key not in _DECODED:
+        _DECODED[key] = decode_all(path, cfg)
         while len(_DECODED) > KEEP_DECODED:
             _DECODED.pop(next(iter(_DECODED)))
-    return data
+    return _DECODED[key]
 
 
 def decode_all(path: Path, cfg) -> TensorData:

@@ -51,7 +51,7 @@ def load_method(path, device="auto", overrides=()):
     ckpt = load_checkpoint(path)
     cfg = load_config(raw=ckpt["config"], overrides=[*overrides, f"device={device}"])
     require_same_model(ckpt, cfg, "the networks' shapes come from the checkpoint; drop the override")
-    require_same_training(ckpt, cfg, [k.format(method=cfg.method) for k in lookup("method", cfg.method).fixed_by_training])
+    require_same_training(ckpt, cfg, lookup("method", cfg.method).fixed_by_training)
     method = build(cfg, resolve_device(cfg.device), info=DataInfo.from_dict(ckpt["data_info"]))
     method.load_state_dict(ckpt["state"], weights_only=True)
     method.train(False)

@@ -239,8 +239,9 @@ def finished(run_dir: Path, run: Run, smoke: bool) -> dict | None:
         raise ConfigError(f"{run_dir} holds a {kind} run: pass --runs DIR of {'full' if not smoke else '--smoke'} runs, "
                           f"or --retrain to replace it")
     if done.get("overrides") != run.overrides or done.get("config", run.config) != run.config:
-        raise ConfigError(f"{run_dir} was trained with {done.get('config')} {' '.join(done.get('overrides') or [])}, "
-                          f"this table's {run_dir.name} with {run.config} {' '.join(run.overrides)}: pass "
+        then = f"{done.get('config', run.config)} {' '.join(done.get('overrides') or [])}".strip()
+        now = f"{run.config} {' '.join(run.overrides)}".strip()
+        raise ConfigError(f"{run_dir} was trained with {then}, this table's {run_dir.name} with {now}: pass "
                           f"--retrain to train it again")
     return done
 
