@@ -76,6 +76,10 @@ class NoiseConfig:
     # 0 unconditional, 1 conditional, > 1 guided
     label_dropout: float = 0.1
     guidance: float = 1.0
+    # inpainting (sample.py/evaluate.py --inpaint): the weight of reconstruction guidance, which pulls
+    # the denoised estimate of the missing pixels toward agreement with the known ones through the
+    # net's Jacobian (ΠGDM's step, denoising/guidance.py); 0 = replacement of the known pixels only
+    inpaint_guidance: float = 1.0
     # The sampler and its own settings (denoising/samplers.py), e.g. {name: edm, steps: 18, churn: 10};
     # the name alone takes its defaults.
     sampler: choice_of("sampler", SamplerSettings) = field(
@@ -94,6 +98,8 @@ class NoiseConfig:
         require(0 <= self.label_dropout <= 1, f"{path}.label_dropout: a probability in [0, 1], got {self.label_dropout}")
         require(self.guidance >= 0, f"{path}.guidance: must be >= 0 (0 unconditional, 1 conditional), "
                                     f"got {self.guidance}")
+        require(0 <= self.inpaint_guidance < float("inf"),
+                f"{path}.inpaint_guidance: a finite weight >= 0 (0 = replacement only), got {self.inpaint_guidance}")
 
 
 @dataclass

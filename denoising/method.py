@@ -216,7 +216,8 @@ class DenoisingMethod(Method):
                 start += len(chunk)
                 fn = self.guided(D, labels[rows] if labels is not None else None)
                 if inpaint is not None:
-                    fn = Inpainting(fn, inpaint[0][rows].to(self.device), inpaint[1][rows].to(self.device), generator)
+                    fn = Inpainting(fn, inpaint[0][rows].to(self.device), inpaint[1][rows].to(self.device), generator,
+                                    self.noise.inpaint_guidance)
                 x = sampler(fn, chunk * self.sigmas[0], settings, schedule, generator, progress)
                 out.append(fn.complete(x) if inpaint is not None else x)
             return torch.cat(out).float()

@@ -138,8 +138,10 @@ def inpainting_table(rows: list[dict]) -> str:
     if not rows:
         return ""
     lines = ["Inpainting of the first n test images (`scripts/evaluate.py --inpaint MASK`): the model fills the "
-             "missing pixels by replacing the known ones with the test image noised to each level sampled "
-             "(denoising/guidance.py). PSNR (dB) of the missing pixels against the truth, beside filling them "
+             "missing pixels by replacing the known ones with the test image noised to each level sampled, and "
+             "with λ > 0 pulls its estimate of the missing pixels toward agreement with the known ones through "
+             "the net's Jacobian (ΠGDM's reconstruction guidance, one backward pass per evaluation; "
+             "denoising/guidance.py). PSNR (dB) of the missing pixels against the truth, beside filling them "
              "with the training mean or from the training image nearest on the visible pixels; and the share "
              "of completions the classifier gives the original's class.", "",
              "| row | mask | missing | sampler | n | PSNR model | PSNR mean fill | PSNR nearest | class kept: model "

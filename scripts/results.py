@@ -117,8 +117,9 @@ def denoising_rows(method: str) -> list[Row]:
 
 
 GUIDANCE = (0, 1, 2, 4)  # classifier-free guidance weights of the conditional DAE's rows
-# Inpainting with the unconditional DAE (the best denoiser of the table): (run, mask) per row.
-INPAINTING = [("dae", "right"), ("dae", "centre")]
+# Inpainting with the unconditional DAE (the best denoiser of the table): (run, mask, weight λ of the
+# reconstruction guidance; 0 = replacement only, the method of NCSNv2's and score_sde's code) per row.
+INPAINTING = [("dae", "right", 1.0), ("dae", "right", 0.0), ("dae", "centre", 1.0)]
 ROWS = [Row("real_train", "real", None, "the training split"),
         Row("gan_one_loss", "gan", "gan_one_loss", "generator"),
         Row("gan_alternating", "gan", "gan_alternating", "generator"),
@@ -324,10 +325,12 @@ def sample_row(row: Row, args, device, n: int):
     return torch.cat(out), time.monotonic() - start, nfe_per_sample(method, cfg), ckpt, labels
 
 
-def inpainting_row(run: str, mask_name: str, args, test, train_images, extractor, device) -> dict:
-    """A denoising run's completions of the first --n-inpaint test images under a mask, scored
-    (engine/evaluation/inpainting.py), and a grid of masked input, completion and original."""
-    method, _ = load_method(Path(args.runs) / run / "checkpoints" / "last.pt", args.device)
+def inpainting_row(run: str, mask_name: str, weight: float, args, test, train_images, extractor, device) -> dict:
+    """A denoising run's completions of the first --n-inpaint test images under a mask, with
+    reconstruction guidance of weight λ, scored (engine/evaluation/inpainting.py), and a grid of
+    masked input, completion and original."""
+    method, _ = load_method(Path(args.runs) / run / "checkpoints" / "last.pt", args.device,
+                            [f"{run_config(run, args).method}.inpaint_guidance={weight}"])
     n = min(args.n_inpaint, len(test))
     images, labels = to_unit_range(test.data[:n]), test.labels[:n]
     known = mask(mask_name, tuple(images.shape), torch.Generator().manual_seed(args.seed))
@@ -338,10 +341,11 @@ def inpainting_row(run: str, mask_name: str, args, test, train_images, extractor
     with torch.no_grad():
         scores = inpainting_scores(completed, images, labels, known, train_images,
                                    lambda x: extractor(from_unit_range(x).to(device))[1])
-    name = f"inpaint_{run}_{mask_name.replace(':', '')}"
+    name = f"inpaint_{run}_{mask_name.replace(':', '')}" + ("" if weight else "_replacement")
     grid = comparison_rows(images[:8], known[:8], completed[:8])
     save_grid(grid, Path(args.out) / args.dataset.stem / f"{name}.png", nrow=8)
-    return {"row": name, "run": run, "mask": mask_name, "sampler": method.noise.sampler.name,
+    guide = f"reconstruction guidance λ = {weight:g}" if weight else "replacement only"
+    return {"row": name, "run": run, "mask": mask_name, "sampler": f"{method.noise.sampler.name}, {guide}",
             "sample_seconds": seconds, **scores}
 
 
@@ -479,7 +483,7 @@ def main(argv=None):
     rows = [r for r in dataset.rows if r.method in args.methods]
     inpaint = dataset.inpainting if "inpaint" in args.methods else []
     # Every input is checked before any run is trained or deleted (--retrain): configs, then data.
-    runs = [*(r.run for r in rows if r.run), *(run for run, _ in inpaint)]
+    runs = [*(r.run for r in rows if r.run), *(run for run, _, _ in inpaint)]
     configs = {name: run_config(name, args) for name in dict.fromkeys(runs)}
     test_cfg = data_config(args, "test")
     test = build_dataset(test_cfg)
@@ -525,8 +529,8 @@ def main(argv=None):
                  f"{scores['precision']:.3f}, recall {scores['recall']:.3f} (n {scores['n']})"
                  + (f", class accuracy {scores['class_accuracy']:.3f}" if "class_accuracy" in scores else ""))
     inpainted = []
-    for run, mask_name in inpaint:
-        inpainted.append(inpainting_row(run, mask_name, args, test, train_images, extractor, device))
+    for run, mask_name, weight in inpaint:
+        inpainted.append(inpainting_row(run, mask_name, weight, args, test, train_images, extractor, device))
         progress(f"{inpainted[-1]['row']}: PSNR {inpainted[-1]['psnr_model']:.2f} dB (mean fill "
                  f"{inpainted[-1]['psnr_mean_fill']:.2f}, nearest {inpainted[-1]['psnr_nearest']:.2f}), class kept "
                  f"{inpainted[-1]['class_agreement_model']:.3f}")

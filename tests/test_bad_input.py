@@ -60,6 +60,9 @@ CASES = [
          "model.num_classes: 7, but the data set fashion_mnist has 10 classes; set model.num_classes=10"),
     Case("num_classes_negative", "config", "train", lambda w: _gan(w, "model.num_classes=-1"),
          "model.num_classes: must be >= 0"),
+    Case("inpaint_guidance_negative", "config", "train",
+         lambda w: _gan(w, "ncsn.inpaint_guidance=-1", config="ncsn_fashion.yaml"),
+         "ncsn.inpaint_guidance: a finite weight >= 0"),
     Case("n_critic_beyond_data", "config", "train", lambda w: _gan(w, "gan.n_critic=1e9"),
          "gan.n_critic=1000000000: a step reads train.batch_size × gan.n_critic"),
     # -- config files -----------------------------------------------------------------------------

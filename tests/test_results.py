@@ -121,8 +121,10 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
         assert 0 <= float(cells[3]) <= 1
         assert cells[2].strip() == ("70" if line.startswith(("| dae_conditional_w2", "| dae_conditional_w4")) else "35")
     inpainting = [line for line in text.splitlines() if line.startswith("| inpaint_dae_")]
-    assert len(inpainting) == 2 and all(re.search(r"\| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \|", line) for line in inpainting)
-    for name in ("inpaint_dae_right", "inpaint_dae_centre", "gan_conditional"):
+    assert len(inpainting) == 3 and all(re.search(r"\| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \|", line) for line in inpainting)
+    assert [line.split(" | ")[3] for line in inpainting] == [  # the guidance each row was sampled with
+        "heun, reconstruction guidance λ = 1", "heun, replacement only", "heun, reconstruction guidance λ = 1"]
+    for name in ("inpaint_dae_right", "inpaint_dae_right_replacement", "inpaint_dae_centre", "gan_conditional"):
         assert (out / "docs" / "results" / f"{name}.png").is_file()
     curves = [line for line in text.splitlines() if line.startswith("| ncsn | ")]  # KID against NFE
     assert {line.split(" | ")[1] for line in curves} == {"annealed Langevin", "Heun", "EDM stochastic",
