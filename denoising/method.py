@@ -51,7 +51,7 @@ class DenoisingMethod(Method):
     ModelConfig, OptimConfig, Config = DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig
     networks = ("net",)
     ema_networks = ("net",)
-    resume_may_change = ("{method}.sampler*", "{method}.guidance")  # how samples are drawn: grids change
+    resume_may_change = ("{method}.sampler*", "{method}.guidance", "{method}.inpaint_guidance")  # how samples are drawn
     fixed_by_training = ("{method}.sigma_data", "{method}.preconditioning")  # how D is read from F
     saved_defaults = {"model": {"adaptive_norm": False}}  # what configs saved before a key meant by it
 

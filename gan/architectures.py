@@ -20,7 +20,7 @@ def dcgan(m, info):
     require_square(info)
     channels, size = info.shape[0], info.shape[-1]
     require_dcgan_size(size, "networks")
-    return (DCGANGenerator(m.z_dim, size, channels, m.g_width, m.g_batchnorm, m.num_classes),
+    return (DCGANGenerator(m.z_dim, size, channels, m.g_width, m.g_batchnorm, m.num_classes, m.g_class_input),
             DCGANDiscriminator(size, channels, m.d_width, m.critic_batchnorm, m.critic_spectral_norm, m.num_classes))
 
 
@@ -31,7 +31,7 @@ def resnet(m, info):
     channels, size = info.shape[0], info.shape[-1]
     require(size in LAYOUTS, f"data.image_size: the SNGAN ResNets are defined for 32 and 64 px, "
                              f"the data is {size} px; set data.image_size=32 or 64")
-    return (ResNetGenerator(m.z_dim, size, channels, m.g_width, m.g_batchnorm, m.num_classes),
+    return (ResNetGenerator(m.z_dim, size, channels, m.g_width, m.g_batchnorm, m.num_classes, m.g_class_input),
             ResNetDiscriminator(size, channels, m.d_width, m.critic_spectral_norm, m.num_classes))
 
 

@@ -22,6 +22,10 @@ class GANModelConfig:
     # class-conditional G (conditional BatchNorm) and D (projection head), trained on the data's labels:
     # the data set's number of classes (10 for Fashion-MNIST and CIFAR-10); 0 = unconditional
     num_classes: int = 0
+    # a conditional G also reads a learnt class embedding beside z (Mirza & Osindero 2014's input), so
+    # the class shapes the first feature map's layout, which conditional BatchNorm's per-channel scale
+    # and shift cannot; false = conditional BatchNorm only (Miyato & Koyama 2018)
+    g_class_input: bool = True
 
     def check(self, path):
         require(self.num_classes >= 0, f"{path}.num_classes: must be >= 0 (0 = unconditional), got {self.num_classes}")

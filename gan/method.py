@@ -26,6 +26,7 @@ class GAN(GeneratorMethod):
     networks = ("G", "D")
     ema_networks = ("G",)
     batches_per_step_key = "gan.n_critic"
+    saved_defaults = {"model": {"g_class_input": False}}  # what configs saved before a key meant by it
 
     @classmethod
     def check_config(cls, cfg):

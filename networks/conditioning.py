@@ -29,6 +29,20 @@ class ConditionalBatchNorm2d(nn.Module):
         return h * self.gain(labels)[:, :, None, None].to(h.dtype) + self.bias(labels)[:, :, None, None].to(h.dtype)
 
 
+class ClassInput(nn.Module):
+    """A generator's input z ⊕ embed(y): a learnt class vector of z's size beside z (Mirza & Osindero
+    2014), so that the first layer lays the class out in space. The embedding starts at zero: a new
+    generator computes what the unconditional one with the same other weights does."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, dim)
+        nn.init.zeros_(self.embed.weight)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.cat([z, self.embed(labels).to(z.dtype)], 1)
+
+
 class Projection(nn.Module):
     """The projection discriminator's class term (Miyato & Koyama 2018, eq. 3): ⟨embed(y), φ(x)⟩ for
     the critic's features φ(x), added to its unconditional logit ψ(φ(x)). Spectrally normalised with

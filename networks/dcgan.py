@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from common.errors import ConfigError
-from .conditioning import ConditionalBatchNorm2d, Projection, require_labels
+from .conditioning import ClassInput, ConditionalBatchNorm2d, Projection, require_labels
 from .layers import sn
 
 
@@ -35,21 +35,24 @@ def require_dcgan_size(size: int, what: str):
 
 class DCGANGenerator(nn.Module):
     """z → base×base×(width·2^(n−1)) → n × [ConvT 4×4 stride 2, BN, ReLU] → tanh image; the BNs are
-    conditional on the class with num_classes > 0."""
+    conditional on the class with num_classes > 0, and with class_input z is read beside a class
+    embedding (networks/conditioning.py ClassInput)."""
 
     def __init__(self, z_dim: int = 100, image_size: int = 64, channels: int = 3, width: int = 64,
-                 batchnorm: bool = True, num_classes: int = 0):
+                 batchnorm: bool = True, num_classes: int = 0, class_input: bool = False):
         super().__init__()
         base = base_size(image_size)
         n_up = int(math.log2(image_size // base))
         ch = width * 2 ** (n_up - 1)
         self.z_dim, self.num_classes = z_dim, num_classes
+        self.class_input = ClassInput(num_classes, z_dim) if num_classes and class_input else None
 
         def norm(c):
             if not batchnorm:
                 return nn.Identity()
             return ConditionalBatchNorm2d(c, num_classes) if num_classes else nn.BatchNorm2d(c)
-        layers = [nn.ConvTranspose2d(z_dim, ch, base, 1, 0, bias=not batchnorm), norm(ch), nn.ReLU(True)]
+        inputs = 2 * z_dim if self.class_input is not None else z_dim
+        layers = [nn.ConvTranspose2d(inputs, ch, base, 1, 0, bias=not batchnorm), norm(ch), nn.ReLU(True)]
         for _ in range(n_up - 1):
             layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=not batchnorm), norm(ch // 2), nn.ReLU(True)]
             ch //= 2
@@ -57,10 +60,10 @@ class DCGANGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = z.view(z.shape[0], -1, 1, 1)
         if not self.num_classes:
-            return self.net(h)
+            return self.net(z.view(z.shape[0], -1, 1, 1))
         require_labels(labels, self.num_classes, "this generator")
+        h = (self.class_input(z, labels) if self.class_input is not None else z).view(z.shape[0], -1, 1, 1)
         for layer in self.net:
             h = layer(h, labels) if isinstance(layer, ConditionalBatchNorm2d) else layer(h)
         return h

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conditioning import ConditionalBatchNorm2d, Projection, require_labels
+from .conditioning import ClassInput, ConditionalBatchNorm2d, Projection, require_labels
 from .layers import sn
 
 # Per image size: generator channel multipliers from the 4×4 map up; critic multipliers per block,
@@ -68,11 +68,12 @@ class DBlock(nn.Module):
 
 class ResNetGenerator(nn.Module):
     def __init__(self, z_dim: int = 128, image_size: int = 32, channels: int = 3, width: int = 256,
-                 batchnorm: bool = True, num_classes: int = 0):
+                 batchnorm: bool = True, num_classes: int = 0, class_input: bool = False):
         super().__init__()
         mult = LAYOUTS[image_size][0]
         self.z_dim, self.c0, self.num_classes = z_dim, width * mult[0], num_classes
-        self.fc = nn.Linear(z_dim, 4 * 4 * self.c0)
+        self.class_input = ClassInput(num_classes, z_dim) if num_classes and class_input else None
+        self.fc = nn.Linear(2 * z_dim if self.class_input is not None else z_dim, 4 * 4 * self.c0)
         self.blocks = nn.Sequential(*[GBlock(width * a, width * b, batchnorm, num_classes)
                                       for a, b in zip(mult, mult[1:])])
         self.bn = nn.BatchNorm2d(width * mult[-1]) if batchnorm else nn.Identity()
@@ -80,6 +81,8 @@ class ResNetGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         require_labels(labels, self.num_classes, "this generator")
+        if self.class_input is not None:
+            z = self.class_input(z, labels)
         h = self.fc(z).view(z.shape[0], self.c0, 4, 4)
         for block in self.blocks:
             h = block(h, labels)

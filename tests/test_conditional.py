@@ -18,7 +18,7 @@ from denoising.denoiser import Denoiser
 from denoising.guidance import Guided, Inpainting, mask
 from denoising.samplers import annealed_langevin, heun
 from denoising.schedule import edm_sigmas, geometric_sigmas
-from engine import build, train
+from engine import build, load_method, train
 from engine.evaluation.inpainting import nearest_fill, psnr_missing
 from gan.steps import critic_objective, fused_one_loss_objective, one_loss_objective
 from networks import DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator, ResNetGenerator, UNet
@@ -252,17 +252,27 @@ def test_a_projection_critic_is_the_unconditional_logit_plus_the_class_projectio
     assert not torch.allclose(D(x, y), D(x, (y + 1) % 10))
 
 
+@pytest.mark.parametrize("class_input", [False, True])
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])
-def test_a_new_conditional_generator_computes_what_the_unconditional_one_does(arch):
+def test_a_new_conditional_generator_computes_what_the_unconditional_one_does(arch, class_input):
     """Conditional BatchNorm starts at γ = 1, β = 0 for every class: the same function as plain
-    BatchNorm's initial affine map, whatever the class."""
+    BatchNorm's initial affine map, whatever the class; the class embedding read beside z starts at
+    zero, so the first layer's extra inputs add nothing (its weights for z are the plain net's)."""
     torch.manual_seed(0)
     if arch == "dcgan":
-        G, plain, z = DCGANGenerator(8, 28, 1, 8, num_classes=10), DCGANGenerator(8, 28, 1, 8), torch.randn(6, 8)
+        G, plain = DCGANGenerator(8, 28, 1, 8, num_classes=10, class_input=class_input), DCGANGenerator(8, 28, 1, 8)
+        first = "net.0.weight"  # ConvTranspose2d: (in, out, k, k)
     else:
-        G, plain, z = ResNetGenerator(8, 32, 3, 8, num_classes=10), ResNetGenerator(8, 32, 3, 8), torch.randn(6, 8)
+        G, plain = (ResNetGenerator(8, 32, 3, 8, num_classes=10, class_input=class_input),
+                    ResNetGenerator(8, 32, 3, 8))
+        first = "fc.weight"  # Linear: (out, in)
+    z = torch.randn(6, 8)
     plain_state = {k: v for k, v in plain.state_dict().items()}
     shared = {k: v for k, v in G.state_dict().items() if k in plain_state and v.shape == plain_state[k].shape}
+    if class_input:  # the first layer reads z ⊕ embed(y): z's part is the plain net's weight
+        weight = G.state_dict()[first]
+        assert first not in shared and weight.abs().sum() > 0
+        shared[first] = weight[:8] if arch == "dcgan" else weight[:, :8]
     plain.load_state_dict(shared, strict=False)
     for m in plain.modules():  # plain BatchNorm's γ, β at their initial 1, 0
         if isinstance(m, torch.nn.BatchNorm2d) and m.affine:
@@ -271,6 +281,9 @@ def test_a_new_conditional_generator_computes_what_the_unconditional_one_does(ar
     assert torch.allclose(G(z, y), plain(z), atol=1e-6)
     with pytest.raises(ValueError, match="class-conditional"):
         G(z)
+    if class_input:  # the embedding learns: a loss on G's output reaches it
+        G(z, y).square().sum().backward()
+        assert G.class_input.embed.weight.grad[y].abs().sum(1).min() > 0
 
 
 @pytest.mark.parametrize("step", ["one_loss", "one_loss_fused"])
@@ -393,3 +406,23 @@ def test_a_saved_config_keeps_the_embedding_form_it_was_trained_with(tmp_path):
     assert load_config(raw=upgrade_saved(raw)).model.adaptive_norm is False
     saved_now = load_config(raw=raw).to_dict()  # a config saved today names the key: kept as saved
     assert load_config(raw=upgrade_saved(saved_now)).model.adaptive_norm is True
+
+
+def test_a_saved_gan_config_keeps_the_generator_input_it_was_trained_with(fashion_root, tmp_path):
+    """A conditional GAN saved before model.g_class_input existed means conditional BatchNorm only: its
+    checkpoint still loads into a generator without the class embedding; a new config reads it."""
+    from common.config import load_config, upgrade_saved
+    from common.checkpoint import load_checkpoint
+    raw = {"method": "gan", "data": {"name": "fashion_mnist"}, "model": {"arch": "dcgan", "num_classes": 10}}
+    assert load_config(raw=raw).model.g_class_input is True
+    assert load_config(raw=upgrade_saved(raw)).model.g_class_input is False
+    train(quick_config("gan_fashion.yaml", f"data.root={fashion_root}", "model.num_classes=10",
+                       "model.g_class_input=false", "train.steps=2", "train.ckpt_every=2", "train.n_samples=4"),
+          tmp_path / "old")
+    path = tmp_path / "old" / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(path)
+    del ckpt["config"]["model"]["g_class_input"]  # as a checkpoint of before the key was written
+    torch.save(ckpt, path)
+    method, _ = load_method(path, "cpu")
+    assert method.nets["G"].class_input is None
+    assert method.sample(4, generator=torch.Generator().manual_seed(0), labels=torch.arange(4)).shape == (4, 1, 28, 28)
