@@ -116,7 +116,7 @@ def denoising_rows(method: str) -> list[Row]:
               for suffix, label, settings in SAMPLER_ROWS)]
 
 
-GUIDANCE = (0, 1, 2, 4)  # classifier-free guidance weights of the conditional DAE's rows
+GUIDANCE = (0, 0.5, 1, 1.5, 2, 3, 4)  # classifier-free guidance weights of the conditional DAE's rows
 # Inpainting with the unconditional DAE (the best denoiser of the table): (run, mask, weight λ of the
 # reconstruction guidance; 0 = replacement only, the method of NCSNv2's and score_sde's code) per row.
 INPAINTING = [("dae", "right", 1.0), ("dae", "right", 0.0), ("dae", "centre", 1.0)]

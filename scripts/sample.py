@@ -12,7 +12,8 @@ Trailing key=value overrides change the checkpoint's config for sampling (e.g. t
 guidance's w (0 unconditional, 1 conditional; a denoising model's). --inpaint MASK completes the first
 --n test images of the checkpoint's data set with any denoising model, the missing part named by MASK
 (left, right, top, bottom: that half; centre; random:F, a fraction F of the pixels), and writes three
-rows: the masked input, the completion and the original.
+rows: the masked input, the completion and the original. Its reconstruction guidance λ is the
+override <method>.inpaint_guidance (1; 0 = replacement of the known pixels only, as NCSNv2's code).
 """
 import argparse
 import dataclasses

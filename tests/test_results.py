@@ -89,7 +89,7 @@ def markdown_rows(text: str) -> list[list[str]]:
 
 
 def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
-    from results import ROWS
+    from results import GUIDANCE, ROWS
     out, _ = smoke
     rows = table_rows(out / "docs" / "results.md")
     header, body = rows[0], rows[1:]
@@ -115,11 +115,11 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
     assert "test accuracy" in text and "best diagonal Gaussian" in text
     conditional = [line for line in text.split("Class-conditional rows")[1].splitlines()
                    if line.startswith("| dae_conditional_w")]
-    assert [line.split(" | ")[0][2:] for line in conditional] == [f"dae_conditional_w{w}" for w in (0, 1, 2, 4)]
-    for line in conditional:  # conditional accuracy in [0, 1]; guided rows (w ∉ {0, 1}) cost twice the NFE
+    assert [line.split(" | ")[0][2:] for line in conditional] == [f"dae_conditional_w{w:g}" for w in GUIDANCE]
+    for w, line in zip(GUIDANCE, conditional):  # accuracy in [0, 1]; guided rows (w ∉ {0, 1}) cost twice the NFE
         cells = line.strip("|").split("|")
         assert 0 <= float(cells[3]) <= 1
-        assert cells[2].strip() == ("70" if line.startswith(("| dae_conditional_w2", "| dae_conditional_w4")) else "35")
+        assert cells[2].strip() == ("35" if w in (0, 1) else "70")
     inpainting = [line for line in text.splitlines() if line.startswith("| inpaint_dae_")]
     assert len(inpainting) == 3 and all(re.search(r"\| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \|", line) for line in inpainting)
     assert [line.split(" | ")[3] for line in inpainting] == [  # the guidance each row was sampled with
