@@ -86,24 +86,33 @@ class GaussianDenoiser(torch.nn.Module):
         return (self(x, s) - x) / s ** 2
 
 
-def test_inpainting_with_langevin_samples_the_exact_conditional_gaussian():
-    """Data N(μ, Σ) in 4 dimensions, the first two known (y): annealed Langevin through the Inpainting
-    wrapper gives the unknown two the closed-form conditional N(μ_u + Σ_uk Σ_kk⁻¹(y − μ_k), Σ_uu −
-    Σ_uk Σ_kk⁻¹ Σ_ku), mean within 0.02 and covariance within 5% (20,000 samples: about 1% sampling
-    error; σ_L = 0.05 adds O(σ_L²)), and the known two come out exactly y. Without the projection
-    (the known pixels left to the sampler) the unknown ones follow their marginal instead."""
+GAUSSIAN_KNOWN, GAUSSIAN_UNKNOWN = slice(0, 2), slice(2, 4)
+
+
+def gaussian_inpainting(n: int = 20_000):
+    """N(μ, Σ) in 4 dimensions with the first two known (y) for n draws: (μ, Σ, known values, known
+    mask, and the closed-form conditional N(μ_u + Σ_uk Σ_kk⁻¹(y − μ_k), Σ_uu − Σ_uk Σ_kk⁻¹ Σ_ku) of the
+    unknown two: its mean and covariance)."""
     g = torch.Generator().manual_seed(0)
-    d, n = 4, 20_000
+    d, k, u = 4, GAUSSIAN_KNOWN, GAUSSIAN_UNKNOWN
     mu = torch.randn(d, generator=g, dtype=torch.float64) * 0.5
     a = torch.randn(d, d, generator=g, dtype=torch.float64) * 0.4
     cov = a @ a.T + 0.3 * torch.eye(d, dtype=torch.float64)
     y = torch.tensor([0.9, -0.6], dtype=torch.float64)
-    k, u = slice(0, 2), slice(2, 4)
     cond_mean = mu[u] + cov[u, k] @ torch.linalg.solve(cov[k, k], y - mu[k])
     cond_cov = cov[u, u] - cov[u, k] @ torch.linalg.solve(cov[k, k], cov[k, u])
     known = torch.zeros(n, d, dtype=torch.float64)
     known[:, k] = y
-    known_mask = torch.tensor([True, True, False, False]).expand(n, d)
+    return mu, cov, known, torch.tensor([True, True, False, False]).expand(n, d), cond_mean, cond_cov
+
+
+def test_inpainting_with_langevin_samples_the_exact_conditional_gaussian():
+    """Data N(μ, Σ) in 4 dimensions, the first two known (y): annealed Langevin through the Inpainting
+    wrapper gives the unknown two the closed-form conditional, mean within 0.02 and covariance within 5% (20,000 samples: about 1% sampling
+    error; σ_L = 0.05 adds O(σ_L²)), and the known two come out exactly y. Without the projection
+    (the known pixels left to the sampler) the unknown ones follow their marginal instead."""
+    mu, cov, known, known_mask, cond_mean, cond_cov = gaussian_inpainting()
+    (n, d), k, u = known.shape, GAUSSIAN_KNOWN, GAUSSIAN_UNKNOWN
     sigmas = geometric_sigmas(10.0, 0.05, 8)
 
     def run(inpaint: bool):
@@ -127,18 +136,8 @@ def test_reconstruction_guidance_on_a_gaussian_brings_heun_to_the_exact_conditio
     alone leaves the deterministic sampler's conditional mean off by > 0.05 (the ODE never lets the
     unknown pixels react to the known ones' noise); with ΠGDM's reconstruction guidance at λ = 1 the
     mean is within 0.03 and the covariance within 5% (the isotropic r² is the approximation left)."""
-    g = torch.Generator().manual_seed(0)
-    d, n = 4, 20_000
-    mu = torch.randn(d, generator=g, dtype=torch.float64) * 0.5
-    a = torch.randn(d, d, generator=g, dtype=torch.float64) * 0.4
-    cov = a @ a.T + 0.3 * torch.eye(d, dtype=torch.float64)
-    y = torch.tensor([0.9, -0.6], dtype=torch.float64)
-    k, u = slice(0, 2), slice(2, 4)
-    cond_mean = mu[u] + cov[u, k] @ torch.linalg.solve(cov[k, k], y - mu[k])
-    cond_cov = cov[u, u] - cov[u, k] @ torch.linalg.solve(cov[k, k], cov[k, u])
-    known = torch.zeros(n, d, dtype=torch.float64)
-    known[:, k] = y
-    known_mask = torch.tensor([True, True, False, False]).expand(n, d)
+    mu, cov, known, known_mask, cond_mean, cond_cov = gaussian_inpainting()
+    (n, d), k, u = known.shape, GAUSSIAN_KNOWN, GAUSSIAN_UNKNOWN
 
     def errors(weight):
         gen = torch.Generator().manual_seed(1)
