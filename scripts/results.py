@@ -200,7 +200,7 @@ class DataSet:
 DATASETS = {
     "fashion_mnist": DataSet("fashion_mnist", "Fashion-MNIST", RUNS, ROWS, INPAINTING, CLASSIFIER, False, "results",
                              MARKERS, fashion_mnist_data, "datasets", 1000, 200),
-    "cifar10": DataSet("cifar10", "CIFAR-10", CIFAR10_RUNS, CIFAR10_ROWS, [],
+    "cifar10": DataSet("cifar10", "CIFAR-10", CIFAR10_RUNS, CIFAR10_ROWS, [("dae", "right", 1.0), ("dae", "centre", 1.0)],
                        dict(CLASSIFIER, epochs=5), True, "results_cifar10",
                        ("<!-- results_cifar10:begin (written by scripts/results.py --data cifar10) -->",
                         "<!-- results_cifar10:end -->"), cifar10_data, "datasets/cifar10-jpeg", 2000, 0),

@@ -173,7 +173,7 @@ def test_results_bad_input_is_one_line(extra, message, fashion_root, tmp_path, c
 @pytest.mark.parametrize("extra,message", [
     (["--data-root", "EMPTY"], "--data-root EMPTY: no CIFAR-10 there (neither train.zip of class folders nor "
                                "cifar-10-batches-py/)"),
-    (["--methods", "inpaint"], "--methods: unknown method 'inpaint' for --data cifar10; choose from dae,gan,ncsn,real"),
+    (["--methods", "ebm"], "--methods: unknown method 'ebm' for --data cifar10; choose from dae,gan,inpaint,ncsn,real"),
 ])
 def test_results_cifar10_bad_input_is_one_line(extra, message, cifar_jpeg_root, tmp_path, capsys):
     (tmp_path / "EMPTY").mkdir()
@@ -223,9 +223,11 @@ def test_results_cifar10_smoke_writes_its_own_table_grids_and_class_spread(cifar
     assert (docs / "results.md").read_text() == before
     rows = table_rows(docs / "results_cifar10.md")
     assert [r[0] for r in rows[1:]] == [r.name for r in CIFAR10_ROWS]
-    for r in CIFAR10_ROWS:
-        with Image.open(docs / "results_cifar10" / f"{r.name}.png") as image:
+    for name in [r.name for r in CIFAR10_ROWS] + ["inpaint_dae_right", "inpaint_dae_centre"]:
+        with Image.open(docs / "results_cifar10" / f"{name}.png") as image:
             assert image.mode == "RGB" and image.size[0] > 32
+    assert [r["row"] for r in json.loads((docs / "results_cifar10.json").read_text())["inpainting"]] == [
+        "inpaint_dae_right", "inpaint_dae_centre"]
     saved = json.loads((docs / "results_cifar10.json").read_text())
     assert saved["header"]["data"] == "CIFAR-10"
     for r in saved["rows"]:
