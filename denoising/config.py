@@ -98,7 +98,7 @@ class NoiseConfig:
         require(0 <= self.label_dropout <= 1, f"{path}.label_dropout: a probability in [0, 1], got {self.label_dropout}")
         require(self.guidance >= 0, f"{path}.guidance: must be >= 0 (0 unconditional, 1 conditional), "
                                     f"got {self.guidance}")
-        require(0 <= self.inpaint_guidance < float("inf"),
+        require(self.inpaint_guidance >= 0,  # finite: every float setting is (common/schema.py)
                 f"{path}.inpaint_guidance: a finite weight >= 0 (0 = replacement only), got {self.inpaint_guidance}")
 
 

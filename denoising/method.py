@@ -238,7 +238,7 @@ class NCSN(DenoisingMethod):
 
     @property
     def output_parametrization(self) -> str:
-        return "direct" if self.noise.preconditioning == "edm" else "score"
+        return "direct" if self.noise.preconditioning == "edm" else self.parametrization
 
 
 @register("method", "ebm")

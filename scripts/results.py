@@ -154,6 +154,7 @@ CIFAR10_ROWS = [Row("real_train", "real", None, "the training split"),
                 Row("gan_one_loss", "gan", "gan_one_loss", "generator"),
                 Row("gan_alternating", "gan", "gan_alternating", "generator"),
                 *cifar10_denoising_rows("dae"), *cifar10_denoising_rows("ncsn")]
+CIFAR10_INPAINTING = [("dae", "right", 1.0), ("dae", "centre", 1.0)]  # as INPAINTING, with guidance only
 
 
 def fashion_mnist_data(root: str, split: str) -> dict:
@@ -200,7 +201,7 @@ class DataSet:
 DATASETS = {
     "fashion_mnist": DataSet("fashion_mnist", "Fashion-MNIST", RUNS, ROWS, INPAINTING, CLASSIFIER, False, "results",
                              MARKERS, fashion_mnist_data, "datasets", 1000, 200),
-    "cifar10": DataSet("cifar10", "CIFAR-10", CIFAR10_RUNS, CIFAR10_ROWS, [("dae", "right", 1.0), ("dae", "centre", 1.0)],
+    "cifar10": DataSet("cifar10", "CIFAR-10", CIFAR10_RUNS, CIFAR10_ROWS, CIFAR10_INPAINTING,
                        dict(CLASSIFIER, epochs=5), True, "results_cifar10",
                        ("<!-- results_cifar10:begin (written by scripts/results.py --data cifar10) -->",
                         "<!-- results_cifar10:end -->"), cifar10_data, "datasets/cifar10-jpeg", 2000, 0),
@@ -325,12 +326,13 @@ def sample_row(row: Row, args, device, n: int):
     return torch.cat(out), time.monotonic() - start, nfe_per_sample(method, cfg), ckpt, labels
 
 
-def inpainting_row(run: str, mask_name: str, weight: float, args, test, train_images, extractor, device) -> dict:
-    """A denoising run's completions of the first --n-inpaint test images under a mask, with
-    reconstruction guidance of weight λ, scored (engine/evaluation/inpainting.py), and a grid of
+def inpainting_row(run: str, cfg, mask_name: str, weight: float, args, test, train_images, extractor,
+                   device) -> dict:
+    """A denoising run's (config `cfg`) completions of the first --n-inpaint test images under a mask,
+    with reconstruction guidance of weight λ, scored (engine/evaluation/inpainting.py), and a grid of
     masked input, completion and original."""
     method, _ = load_method(Path(args.runs) / run / "checkpoints" / "last.pt", args.device,
-                            [f"{run_config(run, args).method}.inpaint_guidance={weight}"])
+                            [f"{cfg.method}.inpaint_guidance={weight}"])
     n = min(args.n_inpaint, len(test))
     images, labels = to_unit_range(test.data[:n]), test.labels[:n]
     known = mask(mask_name, tuple(images.shape), torch.Generator().manual_seed(args.seed))
@@ -530,7 +532,8 @@ def main(argv=None):
                  + (f", class accuracy {scores['class_accuracy']:.3f}" if "class_accuracy" in scores else ""))
     inpainted = []
     for run, mask_name, weight in inpaint:
-        inpainted.append(inpainting_row(run, mask_name, weight, args, test, train_images, extractor, device))
+        inpainted.append(inpainting_row(run, configs[run], mask_name, weight, args, test, train_images, extractor,
+                                        device))
         progress(f"{inpainted[-1]['row']}: PSNR {inpainted[-1]['psnr_model']:.2f} dB (mean fill "
                  f"{inpainted[-1]['psnr_mean_fill']:.2f}, nearest {inpainted[-1]['psnr_nearest']:.2f}), class kept "
                  f"{inpainted[-1]['class_agreement_model']:.3f}")
