@@ -127,7 +127,7 @@ class DDEModelConfig:
     z_dim: int = 100
     g_width: int = 64
     g_depth: int = 3
-    arch: one_of("denoiser_arch") = "unet"   # the two density networks (unconditional, at one σ)
+    arch: one_of("denoiser_arch") = "unet"   # the two density networks (σ-conditional with dde.sigma_max)
     width: int = 64
     mults: list[int] = (1, 2, 2)
     blocks: int = 2
@@ -137,12 +137,13 @@ class DDEModelConfig:
         require_positive(self, path, "z_dim", "g_width", "g_depth", "width", "blocks", "depth")
         require(len(self.mults) > 0 and all(m > 0 for m in self.mults), f"{path}.mults: positive integers")
 
-    # What the denoiser architectures' builders read beyond the fields: both densities are
-    # unconditional energies at the one smoothing σ, with no patch folding and no classes.
+    # What the denoiser architectures' builders read beyond the fields: no patch folding and no
+    # classes; the densities read σ (scale and shift of each block's features) when there is a range of
+    # it (dde.sigma_max), DDE's `density_config` sets `conditional`.
     conditional = False
     patch = 1
     num_classes = 0
-    adaptive_norm = True  # no σ embedding in either density: nothing to read it
+    adaptive_norm = True
 
 
 @dataclass
@@ -154,12 +155,27 @@ class DDEOptimConfig(OptimConfig):
 
 @dataclass
 class DDEConfig:
-    sigma: float = 0.1                        # the smoothing noise of both densities
+    sigma: float = 0.1                        # the smoothing noise of both densities (the lowest, with sigma_max)
+    # null: one smoothing level σ (Bigdeli et al. 2020). A value: a range [sigma, sigma_max] of them,
+    # log-uniform: both densities are σ-conditional, each level's DSM trains them, and the generator
+    # descends the KL of every level at once, weighted (σ/sigma)² (denoising/dde.py)
+    sigma_max: Optional[float] = None
     sigma_data: float = 0.5
+    weighting: one_of("dsm_weighting") = "score"   # the densities' DSM (denoising/losses.py)
+    # energy: each density is a scalar, log p̃ = −E (Bigdeli et al.), trained through −∇ₓE (double
+    # backprop). direct: each is a denoiser D (the DAE's), whose score (D − x)/σ² is all the
+    # generator's gradient needs; no scalar density to evaluate, at a third of the step's cost
+    parametrization: Literal["energy", "direct"] = "energy"
     q_steps: int = 1                          # updates of the generator's density per generator update
+    # q̃ starts as a copy of p̃, so the generator's first gradient, ∇(E_p − E_q), is 0 and then only
+    # what DSM taught the two apart; false: two independent initialisations, whose difference is a
+    # random field of the network's own that the generator follows from step 0
+    same_init: bool = True
 
     def check(self, path):
         require_positive(self, path, "sigma", "sigma_data")
+        require(self.sigma_max is None or self.sigma_max > self.sigma,
+                f"{path}.sigma_max: must exceed sigma ({self.sigma}), or null for one smoothing level")
         require(self.q_steps >= 1, f"{path}.q_steps: must be >= 1")
 
 

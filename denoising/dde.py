@@ -13,8 +13,23 @@ networks receive exactly their DSM gradients, G reaches L only through KL_sg(x̃
 computes no weight gradient of p or q. (The seed's form added [KL(x̃) − KL(sg(x̃))], zero in value
 but cancelling the densities' share of ∇KL only up to rounding.) One optimizer with a parameter
 group per network steps all three together.
+
+With `dde.sigma_max`, both densities are σ-conditional and every term is taken at σ log-uniform in
+[σ_lo, σ_hi] (σ_lo = dde.sigma), each example its own: the generator then descends the KL between the
+smoothed densities of every level at once (the integral KL of Diff-Instruct, Luo et al. 2023), with
+weight (σ/σ_lo)², under which level σ's gradient is (D_q − D_p)(x̃; σ)/σ_lo², the difference of the two
+denoisers' estimates, bounded at every σ. One level alone only sees the generator's errors at its own
+scale: at σ = 2 a pixel-scale defect hardly changes the smoothed density, so it goes uncorrected.
+
+The generator needs only the gradient of log q̃ − log p̃, the difference of the two scores. With
+`dde.parametrization: direct` each density is a denoiser D (the DAE's parametrisation), whose score is
+(D − x)/σ²: no scalar density, but no double backpropagation either, and the generator's term is two
+forward passes with no graph (a step costs about a third of the energy form's; configs/
+fashion_mnist_dde_cpu.yaml). q̃ starts as a copy of p̃ (`dde.same_init`), so G's first gradient is 0.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 
@@ -26,8 +41,9 @@ from networks import DCGANGenerator, MLPGenerator
 from networks.dcgan import require_dcgan_size
 from . import architectures  # noqa: F401  (registers the density networks' architectures)
 from .config import DDEConfig, DDEModelConfig, DDEOptimConfig
-from .denoiser import Denoiser
+from .denoiser import Denoiser, per_example
 from .losses import dsm_loss
+from .schedule import log_uniform
 
 
 @register("generator_arch", "dcgan")
@@ -54,11 +70,12 @@ def build_generator(m: DDEModelConfig, info) -> torch.nn.Module:
 class DDE(GeneratorMethod):
     ModelConfig, OptimConfig, Config = DDEModelConfig, DDEOptimConfig, DDEConfig
     networks = ("G", "p", "q")
+    saved_defaults = {"dde": {"same_init": False}}  # what configs saved before a key meant by it
     ema_networks = ("G",)
 
     @classmethod
     def needs_double_backward(cls, cfg):
-        return True  # both densities are trained through −∇E
+        return cfg.dde.parametrization == "energy"  # both densities are trained through −∇E
 
     @classmethod
     def check_config(cls, cfg):
@@ -70,13 +87,30 @@ class DDE(GeneratorMethod):
         self.add_network("G", build_generator(cfg.model, info))
         density = lookup("denoiser_arch", cfg.model.arch)
         for name in ("p", "q"):
-            self.add_network(name, density(cfg.model, info))
+            self.add_network(name, density(self.density_config(cfg), info))
+        if cfg.dde.same_init:
+            self.nets["q"].load_state_dict(self.nets["p"].state_dict())
         o = cfg.optim
         self.optimizers = {"all": self.adam({"G": o.lr_g, "p": o.lr_d, "q": o.lr_d})}
 
+    @staticmethod
+    def density_config(cfg) -> DDEModelConfig:
+        """The model section as the density networks' builder reads it: σ-conditional over a range."""
+        m = copy.copy(cfg.model)
+        m.conditional = cfg.dde.sigma_max is not None
+        return m
+
     def density(self, name: str) -> Denoiser:
-        """The energy-parametrised denoiser of network p (data) or q (generator); log density = −E."""
-        return Denoiser(self.training_net(name), "energy", self.cfg.dde.sigma_data)
+        """The denoiser of network p (data) or q (generator): energy-parametrised (log density = −E)
+        or direct (dde.parametrization)."""
+        return Denoiser(self.training_net(name), self.cfg.dde.parametrization, self.cfg.dde.sigma_data)
+
+    def smoothing(self, n: int) -> torch.Tensor:
+        """n smoothing levels: dde.sigma, or log-uniform over [sigma, sigma_max]."""
+        d = self.cfg.dde
+        if d.sigma_max is None:
+            return torch.full((n,), d.sigma, device=self.device)
+        return log_uniform(n, torch.tensor([d.sigma_max, d.sigma], device=self.device), d, self.device)
 
     def example_inputs(self, name, n):
         if name == "G":
@@ -84,7 +118,7 @@ class DDE(GeneratorMethod):
         return (torch.randn(n, *self.info.shape, device=self.device), torch.full((n,), self.cfg.dde.sigma, device=self.device))
 
     def training_step(self, batch, labels=None):  # unconditional: labels unused
-        sigma, opt = self.cfg.dde.sigma, self.optimizers["all"]
+        opt, weighting = self.optimizers["all"], self.cfg.dde.weighting
         P, Q = self.density("p"), self.density("q")
 
         def catch_up(part):
@@ -92,22 +126,39 @@ class DDE(GeneratorMethod):
             with torch.no_grad(), self.autocast():
                 fakes = self.training_net("G")(self.sample_latents(x.shape[0]))
             with self.autocast():
-                return dsm_loss(Q, fakes, sigma).mean(), {}
+                return dsm_loss(Q, fakes, self.smoothing(x.shape[0]), weighting).mean(), {}
 
         def objective(part):
             with self.autocast():
-                return self.objective(part[0], P, Q, sigma)
+                return self.objective(part[0], P, Q)
         for _ in range(self.cfg.dde.q_steps - 1):  # let q̃ catch up with the moving generator
             self.optimizer_step(opt, catch_up, self.micro_batches(batch))
         return self.optimizer_step(opt, objective, self.micro_batches(batch), "G", "p", "q")
 
-    def objective(self, x, P, Q, sigma):
+    def objective(self, x, P, Q):
         """L = DSM_p(x) + DSM_q(sg(G(z))) + KL_sg(x̃) and its terms (module docstring)."""
-        x_fake = self.training_net("G")(self.sample_latents(x.shape[0]))
-        dsm_p = dsm_loss(P, x, sigma).mean()
-        dsm_q = dsm_loss(Q, x_fake.detach(), sigma).mean()
-        x_noisy = x_fake + sigma * torch.randn_like(x_fake)
-        P_sg, Q_sg = (Denoiser(frozen(d.net), "energy", d.sigma_data) for d in (P, Q))
-        g_loss = (P_sg.energy(x_noisy, sigma) - Q_sg.energy(x_noisy, sigma)).mean()  # log q̃ − log p̃ + const
-        stats = {"dsm_p": dsm_p.detach(), "dsm_q": dsm_q.detach(), "g_loss": g_loss.detach()}
-        return dsm_p + dsm_q + g_loss, stats
+        n, weighting = x.shape[0], self.cfg.dde.weighting
+        x_fake = self.training_net("G")(self.sample_latents(n))
+        dsm_p = dsm_loss(P, x, self.smoothing(n), weighting).mean()
+        dsm_q = dsm_loss(Q, x_fake.detach(), self.smoothing(n), weighting).mean()
+        sigma = self.smoothing(n)
+        x_noisy = x_fake + per_example(sigma, x_fake) * torch.randn_like(x_fake)
+        P_sg, Q_sg = (Denoiser(frozen(d.net), d.parametrization, d.sigma_data) for d in (P, Q))
+        g_loss, g_stats = self.kl(x_noisy, sigma, P_sg, Q_sg)
+        return dsm_p + dsm_q + g_loss, {"dsm_p": dsm_p.detach(), "dsm_q": dsm_q.detach(), **g_stats}
+
+    def kl(self, x_noisy, sigma, P, Q) -> tuple[torch.Tensor, dict]:
+        """The generator's loss at smoothed samples x̃ (σ per example) and what to log of it: the batch
+        mean of (σ/σ_lo)²·(log q̃ − log p̃)(x̃; σ) up to a constant (`g_loss`), whose gradient in x̃ is
+        (D_q − D_p)(x̃; σ)/(n σ_lo²) (module docstring). Direct densities have no log density: their
+        loss is ⟨sg(that gradient), x̃⟩ (the same gradient, from two forward passes with no graph;
+        its value is not the KL), and the log has `d_gap`, the rms pixel of D_q − D_p."""
+        weight = (sigma / self.cfg.dde.sigma) ** 2  # 1 at one level
+        if P.parametrization == "energy":
+            g_loss = (weight * (P.energy(x_noisy, sigma) - Q.energy(x_noisy, sigma))).mean()
+            return g_loss, {"g_loss": g_loss.detach()}
+        with torch.no_grad():
+            s = per_example(sigma, x_noisy)
+            gap = Q(x_noisy, s) - P(x_noisy, s)
+        loss = (gap * x_noisy).flatten(1).sum(1).mean() / self.cfg.dde.sigma ** 2
+        return loss, {"d_gap": gap.float().pow(2).mean().sqrt()}

@@ -218,26 +218,76 @@ def test_dde_generator_matches_the_data_moments(tmp_path):
     assert (torch.cov(x.T) - cov).norm() < 0.1
 
 
-def test_dde_one_loss_gives_each_network_its_own_gradient():
+@pytest.mark.parametrize("smoothing", [[], ["dde.sigma_max=2.0"], ["dde.sigma_max=2.0", "dde.parametrization=direct"]],
+                         ids=["one_level", "range", "range_direct"])
+def test_dde_one_loss_gives_each_network_its_own_gradient(smoothing):
     from data import DataInfo
-    cfg = quick_config("dde_toy.yaml")
+    cfg = quick_config("dde_toy.yaml", "dde.same_init=false", *smoothing)
     torch.manual_seed(0)
     m = build(cfg, "cpu", info=DataInfo("toy", (2,), 1, "points"))
-    P, Q, sigma = m.density("p"), m.density("q"), cfg.dde.sigma
+    P, Q = m.density("p"), m.density("q")
     x = torch.randn(64, 2)
     torch.manual_seed(1)
-    total, stats = m.objective(x, P, Q, sigma)
+    total, stats = m.objective(x, P, Q)
     total.backward()
     got = {n: [p.grad.clone() for p in m.nets[n].parameters()] for n in ("G", "p", "q")}
-    torch.manual_seed(1)  # same draws, same order: z, the two DSM noises, the smoothing noise
+    torch.manual_seed(1)  # same draws, same order: z, then each term's levels and noise
     fake = m.training_net("G")(m.sample_latents(64))
-    refs = {"p": dsm_loss(P, x, sigma).mean(), "q": dsm_loss(Q, fake.detach(), sigma).mean()}
-    y = fake + sigma * torch.randn_like(fake)
-    refs["G"] = (P.energy(y, sigma) - Q.energy(y, sigma)).mean()
+    refs = {"p": dsm_loss(P, x, m.smoothing(64)).mean(), "q": dsm_loss(Q, fake.detach(), m.smoothing(64)).mean()}
+    sigma = m.smoothing(64)
+    assert (sigma == cfg.dde.sigma).all() != bool(smoothing)  # one level, or a spread of them
+    y = fake + sigma[:, None] * torch.randn_like(fake)
+    if P.parametrization == "energy":
+        refs["G"] = ((sigma / cfg.dde.sigma) ** 2 * (P.energy(y, sigma) - Q.energy(y, sigma))).mean()
+    else:  # ∇ₓ(log q̃ − log p̃) = s_q − s_p, weighted as the energy's
+        push = (sigma[:, None] / cfg.dde.sigma) ** 2 * (Q.score(y, sigma) - P.score(y, sigma))
+        refs["G"] = (push.detach() * y).sum(1).mean()
     for name, loss in refs.items():
         ref = torch.autograd.grad(loss, list(m.nets[name].parameters()), allow_unused=True)
         for a, b in zip(got[name], ref):
             assert torch.allclose(a, b if b is not None else torch.zeros_like(a), rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("parametrization", ["energy", "direct"])
+def test_dde_kl_gradient_is_the_difference_of_the_two_denoisers(parametrization):
+    """At every level the generator's push on a smoothed sample is (D_q − D_p)(x̃; σ)/(n σ_lo²): the
+    (σ/σ_lo)² weight turns each level's score difference, (D_q − D_p)/σ², into a bounded one. Energy
+    densities get it by differentiating log q̃ − log p̃, direct ones from the two denoisers."""
+    from data import DataInfo
+    cfg = quick_config("dde_toy.yaml", "dde.sigma_max=3.0", "dde.same_init=false",
+                       f"dde.parametrization={parametrization}")
+    torch.manual_seed(0)
+    m = build(cfg, "cpu", info=DataInfo("toy", (2,), 1, "points"))
+    P, Q = m.density("p"), m.density("q")
+    y = torch.randn(32, 2, dtype=torch.float64, requires_grad=True)
+    for net in m.nets.values():
+        net.double()
+    sigma = torch.logspace(math.log10(0.3), math.log10(3.0), 32, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(m.kl(y, sigma, P, Q)[0], y)
+    s = sigma[:, None]
+    want = (Q(y, s) - P(y, s)) / (32 * cfg.dde.sigma ** 2)
+    assert torch.allclose(grad, want, rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(P(y, s), P(y, 2 * s))  # the densities read σ
+    assert (grad.abs() > 1e-6).float().mean() > 0.9   # and differ
+
+
+def test_dde_densities_start_equal_so_the_generator_starts_still():
+    """q̃ starts as a copy of p̃ (dde.same_init): the generator's first gradient is 0 (to rounding: the
+    two energies' input gradients cancel), not the difference of two random networks."""
+    from data import DataInfo
+    largest = {}
+    for same in (True, False):
+        cfg = quick_config("dde_toy.yaml", f"dde.same_init={str(same).lower()}")
+        torch.manual_seed(0)
+        m = build(cfg, "cpu", info=DataInfo("toy", (2,), 1, "points"))
+        total, stats = m.objective(torch.randn(64, 2), m.density("p"), m.density("q"))
+        total.backward()
+        largest[same] = max(p.grad.abs().max().item() for p in m.nets["G"].parameters())
+        assert (stats["g_loss"] == 0) == same  # log q̃ − log p̃
+    assert largest[True] < 1e-7 * largest[False], largest
+    from common.config import load_config, upgrade_saved  # a run saved before the key: as it was trained
+    raw = {"method": "dde", "data": {"name": "fashion_mnist"}, "dde": {"sigma": 2.0}}
+    assert load_config(raw=raw).dde.same_init and not load_config(raw=upgrade_saved(raw)).dde.same_init
 
 
 QUICK = [("dae_toy.yaml", []), ("ncsn_toy.yaml", []), ("ebm_toy.yaml", []), ("dde_toy.yaml", []),
