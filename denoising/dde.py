@@ -92,6 +92,9 @@ class DDE(GeneratorMethod):
             self.nets["q"].load_state_dict(self.nets["p"].state_dict())
         o = cfg.optim
         self.optimizers = {"all": self.adam({"G": o.lr_g, "p": o.lr_d, "q": o.lr_d})}
+        d = cfg.dde  # the smoothing range, σ_hi > σ_lo as the σ samplers read a ladder; None: one level
+        self.smoothing_range = (None if d.sigma_max is None
+                                else torch.tensor([d.sigma_max, d.sigma], device=self.device))
 
     @staticmethod
     def density_config(cfg) -> DDEModelConfig:
@@ -107,10 +110,9 @@ class DDE(GeneratorMethod):
 
     def smoothing(self, n: int) -> torch.Tensor:
         """n smoothing levels: dde.sigma, or log-uniform over [sigma, sigma_max]."""
-        d = self.cfg.dde
-        if d.sigma_max is None:
-            return torch.full((n,), d.sigma, device=self.device)
-        return log_uniform(n, torch.tensor([d.sigma_max, d.sigma], device=self.device), d, self.device)
+        if self.smoothing_range is None:
+            return torch.full((n,), self.cfg.dde.sigma, device=self.device)
+        return log_uniform(n, self.smoothing_range, self.cfg.dde, self.device)
 
     def example_inputs(self, name, n):
         if name == "G":
@@ -153,8 +155,8 @@ class DDE(GeneratorMethod):
         (D_q − D_p)(x̃; σ)/(n σ_lo²) (module docstring). Direct densities have no log density: their
         loss is ⟨sg(that gradient), x̃⟩ (the same gradient, from two forward passes with no graph;
         its value is not the KL), and the log has `d_gap`, the rms pixel of D_q − D_p."""
-        weight = (sigma / self.cfg.dde.sigma) ** 2  # 1 at one level
         if P.parametrization == "energy":
+            weight = (sigma / self.cfg.dde.sigma) ** 2  # 1 at one level
             g_loss = (weight * (P.energy(x_noisy, sigma) - Q.energy(x_noisy, sigma))).mean()
             return g_loss, {"g_loss": g_loss.detach()}
         with torch.no_grad():

@@ -108,8 +108,9 @@ def gaussian_inpainting(n: int = 20_000):
 
 def test_inpainting_with_langevin_samples_the_exact_conditional_gaussian():
     """Data N(μ, Σ) in 4 dimensions, the first two known (y): annealed Langevin through the Inpainting
-    wrapper gives the unknown two the closed-form conditional, mean within 0.02 and covariance within 5% (20,000 samples: about 1% sampling
-    error; σ_L = 0.05 adds O(σ_L²)), and the known two come out exactly y. Without the projection
+    wrapper gives the unknown two the closed-form conditional, mean within 0.02 and covariance within
+    5% (20,000 samples: about 1% sampling error; σ_L = 0.05 adds O(σ_L²)), and the known two come out
+    exactly y. Without the projection
     (the known pixels left to the sampler) the unknown ones follow their marginal instead."""
     mu, cov, known, known_mask, cond_mean, cond_cov = gaussian_inpainting()
     (n, d), k, u = known.shape, GAUSSIAN_KNOWN, GAUSSIAN_UNKNOWN
