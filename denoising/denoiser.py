@@ -8,6 +8,8 @@ A raw network F(x, σ) becomes a denoiser through one of three parametrisations:
                                                                  with preconditioning: edm reads F as
                                                                  "direct" does: EDM's score)
     energy  (EBM):  E = ½‖x − (c_skip·x + c_out·F)‖²/σ²,  s = −∇ₓE,  D = x + σ²s
+                    (confined: + ½·c_skip‖x‖²/(σ² + σ_d²), so that far from the data s → −x/(σ² + σ_d²)
+                    as the direct form's does, not the −σ²x/(σ² + σ_d²)² of the plain energy)
 with c_skip = σ_d²/(σ² + σ_d²), c_out = σσ_d/√(σ² + σ_d²). Without c_skip the network would have to
 copy x to within σ at small σ (F ≈ identity), which a plain net does poorly; with it, F's target has
 unit scale at every σ. The energy is Salimans & Ho's (2021) "energy of a denoiser", ½‖x − D̂‖²/σ².
@@ -34,12 +36,13 @@ def per_example(sigma, x: torch.Tensor) -> torch.Tensor:
 
 
 class Denoiser(nn.Module):
-    def __init__(self, net: nn.Module, parametrization: str, sigma_data: float = 0.5, scale_input: bool = True):
+    def __init__(self, net: nn.Module, parametrization: str, sigma_data: float = 0.5, scale_input: bool = True,
+                 confined: bool = False):
         super().__init__()
         if parametrization not in PARAMETRIZATIONS:
             raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}")
         self.net, self.parametrization = net, parametrization
-        self.sigma_data, self.scale_input = sigma_data, scale_input
+        self.sigma_data, self.scale_input, self.confined = sigma_data, scale_input, confined
 
     def _F(self, x, sigma, labels=None):
         c_in = (sigma ** 2 + self.sigma_data ** 2).rsqrt() if self.scale_input else 1.0
@@ -49,12 +52,17 @@ class Denoiser(nn.Module):
 
     def energy(self, x, sigma, labels=None) -> torch.Tensor:
         """E(x; σ) per example (energy parametrisation); log p_σ(x) = −E + const.
-        Written as ½‖σx/v − (σ_d/√v)F‖² (v = σ² + σ_d²), the same value without cancellation."""
+        Written as ½‖σx/v − (σ_d/√v)F‖² (v = σ² + σ_d²), the same value without cancellation; a
+        confined energy adds ½(σ_d²/v²)‖x‖² (= ½·c_skip‖x‖²/v)."""
         s = per_example(sigma, x)
         v = s ** 2 + self.sigma_data ** 2
         r = s * x / v - self.sigma_data * v.rsqrt() * self._F(x, s, labels)
         r = r.to(torch.promote_types(r.dtype, torch.float32))  # bf16 forward, fp32 (or fp64) energy
-        return 0.5 * r.pow(2).flatten(1).sum(1)
+        e = 0.5 * r.pow(2).flatten(1).sum(1)
+        if self.confined:
+            x = x.to(r.dtype)
+            e = e + 0.5 * (self.sigma_data / v.to(r.dtype)).pow(2).flatten() * x.pow(2).flatten(1).sum(1)
+        return e
 
     def score(self, x, sigma, create_graph: bool = False, labels=None) -> torch.Tensor:
         """s(x; σ) ≈ ∇ₓ log p_σ(x). For an energy model, −∇ₓE by autograd (create_graph=True keeps

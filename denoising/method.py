@@ -22,7 +22,7 @@ from common.registry import lookup, register
 from common.schema import require
 from data.base import to_unit_range
 from . import architectures  # noqa: F401  (registers the architectures)
-from .config import (DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, NCSNConfig, NoiseConfig,
+from .config import (DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, EBMConfig, NCSNConfig, NoiseConfig,
                      upgrade_noise_section)
 from .denoiser import Denoiser
 from .guidance import Guided, Inpainting, evaluations
@@ -103,8 +103,10 @@ class DenoisingMethod(Method):
         cache = self.__dict__.setdefault("_denoisers", {})
         if cache.get(id(net)) is None or cache[id(net)].net is not net:
             cache[id(net)] = Denoiser(net, self.output_parametrization, self.noise.sigma_data,
-                                      self.cfg.model.input_scaling)
+                                      self.cfg.model.input_scaling, confined=self.confined_energy)
         return cache[id(net)]
+
+    confined_energy = False  # an energy model's far field (denoising/config.py, EBMConfig.energy)
 
     @property
     def output_parametrization(self) -> str:
@@ -244,6 +246,13 @@ class NCSN(DenoisingMethod):
 @register("method", "ebm")
 class EBM(DenoisingMethod):
     parametrization = "energy"
+    Config = EBMConfig
+    fixed_by_training = (*DenoisingMethod.fixed_by_training, "ebm.energy")
+    saved_defaults = {**DenoisingMethod.saved_defaults, "ebm": {"energy": "denoiser"}}
+
+    @property
+    def confined_energy(self) -> bool:
+        return self.noise.energy == "confined"
 
     @classmethod
     def needs_double_backward(cls, cfg):

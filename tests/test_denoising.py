@@ -30,13 +30,13 @@ class Linear(nn.Module):
         return self.lin(x)
 
 
-@pytest.mark.parametrize("parametrization", ["direct", "score", "energy"])
+@pytest.mark.parametrize("parametrization", ["direct", "score", "energy", "energy_confined"])
 def test_dsm_recovers_the_optimal_denoiser_of_gaussian_data(parametrization):
     """For x ~ N(μ, s²I) and x̃ = x + σε the optimal denoiser is D*(x̃) = μ + s²/(s² + σ²)(x̃ − μ)."""
     torch.manual_seed(0)
     d, s, sigma = 4, 0.7, 0.5
     mu = torch.tensor([0.5, -1.0, 0.25, 2.0])
-    D = Denoiser(Linear(d), parametrization, sigma_data=0.5)
+    D = Denoiser(Linear(d), parametrization.split("_")[0], sigma_data=0.5, confined="confined" in parametrization)
     opt = torch.optim.Adam(D.parameters(), lr=2e-2)
     for step in range(1500):
         if step == 1000:
@@ -151,22 +151,23 @@ def test_tweedie_identity_between_score_and_denoiser():
     """s = (D − x)/σ² holds for every parametrisation (energy: s = −∇E by autograd)."""
     torch.manual_seed(0)
     x = torch.randn(6, 2, dtype=torch.float64)
-    for p in ("direct", "score", "energy"):
-        D = Denoiser(MLP(2, 16, 2).double(), p, 0.5)
+    for p, confined in (("direct", False), ("score", False), ("energy", False), ("energy", True)):
+        D = Denoiser(MLP(2, 16, 2).double(), p, 0.5, confined=confined)
         for sigma in (0.03, 1.0, 20.0):
             assert torch.allclose(D.score(x, sigma), (D(x, sigma) - x) / sigma ** 2, rtol=1e-8, atol=1e-8)
 
 
-def test_energy_score_matches_finite_differences():
+@pytest.mark.parametrize("confined", [False, True])
+def test_energy_score_matches_finite_differences(confined):
     torch.manual_seed(0)
-    D = Denoiser(MLP(2, 32, 2).double(), "energy", 0.5)
+    D = Denoiser(MLP(2, 32, 2).double(), "energy", 0.5, confined=confined)
     x = torch.randn(5, 2, dtype=torch.float64)
     h = 1e-5
     for sigma in (0.1, 2.0):
         fd = torch.stack([(D.energy(x + h * e, sigma) - D.energy(x - h * e, sigma)) / (2 * h)
                           for e in torch.eye(2, dtype=torch.float64)], 1)
         assert torch.allclose(D.score(x, sigma), -fd, rtol=1e-6, atol=1e-8)
-    img = Denoiser(UNet(1, 8, (1, 2), 1).double(), "energy", 0.5)
+    img = Denoiser(UNet(1, 8, (1, 2), 1).double(), "energy", 0.5, confined=confined)
     for p in img.parameters():  # a non-trivial output head (it starts at zero)
         p.data.add_(0.05 * torch.randn_like(p))
     x = torch.randn(1, 1, 8, 8, dtype=torch.float64)
@@ -174,6 +175,43 @@ def test_energy_score_matches_finite_differences():
     e[0, 0, 3, 4] = 1
     fd = (img.energy(x + h * e, 0.3) - img.energy(x - h * e, 0.3)) / (2 * h)
     assert img.score(x, 0.3)[0, 0, 3, 4].item() == pytest.approx(-fd.item(), rel=1e-5)
+
+
+class Zero(nn.Module):
+    def forward(self, x, sigma):
+        return torch.zeros_like(x)
+
+
+def test_confined_energy_pulls_as_the_direct_denoiser_does_where_the_net_is_flat():
+    """Where F is flat (F = 0 here; far from the data a normalised net's output stops growing), the
+    confined energy is ½‖x‖²/(σ² + σ_d²): the exact model of data N(0, σ_d²I), whose D = c_skip·x is
+    the direct denoiser's with the same F. The plain energy's pull, −σ²x/(σ² + σ_d²)², is weaker by
+    σ²/(σ² + σ_d²): D = (1 − σ⁴/(σ² + σ_d²)²)·x, near the identity at small σ."""
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    sd = 0.7
+    confined, plain, direct = (Denoiser(Zero(), p, sd, confined=c)
+                               for p, c in (("energy", True), ("energy", False), ("direct", False)))
+    for sigma in (0.03, 0.7, 5.0):
+        v = sigma ** 2 + sd ** 2
+        assert torch.allclose(confined.energy(x, sigma), 0.5 * x.pow(2).flatten(1).sum(1) / v, rtol=1e-12)
+        assert torch.allclose(confined(x, sigma), direct(x, sigma), rtol=1e-12, atol=1e-14)
+        assert torch.allclose(confined(x, sigma), sd ** 2 / v * x, rtol=1e-12, atol=1e-14)
+        assert torch.allclose(plain(x, sigma), (1 - sigma ** 4 / v ** 2) * x, rtol=1e-12, atol=1e-14)
+
+
+def test_the_ebm_energy_form_is_fixed_by_training_and_old_runs_keep_theirs(tmp_path):
+    """A run saved before ebm.energy existed was trained with the plain energy and loads as such; a
+    checkpoint cannot be read with the other form (the same weights would be another model)."""
+    from common.config import load_config, upgrade_saved
+    raw = {"method": "ebm", "data": {"name": "fashion_mnist"}, "ebm": {"sigma_max": 1.0, "num_scales": 2}}
+    assert load_config(raw=raw).ebm.energy == "confined"
+    assert load_config(raw=upgrade_saved(raw)).ebm.energy == "denoiser"
+    cfg = quick_config("ebm_toy.yaml", "train.steps=1", "data.toy_size=64", "train.batch_size=8")
+    train(cfg, tmp_path)
+    method, _ = load_method(tmp_path / "checkpoints" / "last.pt", "cpu")
+    assert method.denoiser().confined
+    with pytest.raises(CheckpointError, match="^ebm.energy: the checkpoint's network was trained with 'confined'"):
+        load_method(tmp_path / "checkpoints" / "last.pt", "cpu", ["ebm.energy=denoiser"])
 
 
 def score_errors(method, mix):
