@@ -125,7 +125,7 @@ class NCSNConfig(NoiseConfig):
 class EBMConfig(NoiseConfig):
     # The energy of the denoiser D̂ = c_skip·x + c_out·F (denoising/denoiser.py):
     #   denoiser  ½‖x − D̂‖²/σ² (Salimans & Ho 2021). Away from the data, where F flattens out, its score
-    #             is −σ²x/(σ² + σ_d²)²: a pull 540× weaker than the DAE's −x/(σ² + σ_d²) at σ = 0.03,
+    #             is −σ²x/(σ² + σ_d²)²: a pull 545× weaker than the DAE's −x/(σ² + σ_d²) at σ = 0.03,
     #             so the noise a stochastic sampler injects walks unopposed onto plateaus of E;
     #   confined  the same plus ½·c_skip‖x‖²/(σ² + σ_d²) = ½‖x‖²/(σ² + σ_d²) − a learnt scalar: the
     #             energy of the Gaussian N(0, (σ² + σ_d²)I) in the far field, whose score is the DAE's
