@@ -48,6 +48,7 @@ def data_sample(dataset, n: int = 5000, seed: int = 0) -> torch.Tensor:
 
 class DenoisingMethod(Method):
     parametrization = "score"
+    confined_energy = False  # an energy model's far field (denoising/config.py, EBMConfig.energy)
     ModelConfig, OptimConfig, Config = DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig
     networks = ("net",)
     ema_networks = ("net",)
@@ -105,8 +106,6 @@ class DenoisingMethod(Method):
             cache[id(net)] = Denoiser(net, self.output_parametrization, self.noise.sigma_data,
                                       self.cfg.model.input_scaling, confined=self.confined_energy)
         return cache[id(net)]
-
-    confined_energy = False  # an energy model's far field (denoising/config.py, EBMConfig.energy)
 
     @property
     def output_parametrization(self) -> str:
