@@ -2,6 +2,7 @@
 import argparse
 import difflib
 import functools
+import signal
 import sys
 
 
@@ -65,6 +66,8 @@ def cli(main):
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        if getattr(signal.getsignal(signal.SIGINT), "during_imports", False):  # scripts/_bootstrap.py's
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is a KeyboardInterrupt again
         try:
             return main(*args, **kwargs)
         except UserError as e:

@@ -1,5 +1,6 @@
 """Lets `python scripts/x.py` find the project's packages even when it is not pip-installed, and
 makes Ctrl-C during the imports (torch takes seconds) one line, not a KeyboardInterrupt traceback."""
+import os
 import signal
 import sys
 from pathlib import Path
@@ -10,10 +11,15 @@ if str(ROOT) not in sys.path:
 
 
 def _interrupted(signum, frame):
-    # SystemExit unwinds the import quietly; `cli` in common/errors.py takes over once main() runs.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    print("interrupted", file=sys.stderr)
-    raise SystemExit(130)
+    # Exit at once rather than raise: an exception raised by a signal handler inside an import can be
+    # swallowed (torch's C extension imports numpy and carries on without it if that fails; importlib's
+    # lock callbacks print "Exception ignored") and the run would go on, half imported. Nothing has
+    # been written yet; `cli` in common/errors.py puts Python's handler back before main() runs.
+    print("interrupted", file=sys.stderr, flush=True)
+    os._exit(130)
+
+
+_interrupted.during_imports = True  # what `cli` looks for
 
 
 def _run_as_script() -> bool:
