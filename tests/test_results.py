@@ -122,8 +122,8 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
         assert cells[2].strip() == ("35" if w in (0, 1) else "70")
     inpainting = [line for line in text.splitlines() if line.startswith("| inpaint_dae_")]
     assert len(inpainting) == 3 and all(re.search(r"\| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \|", line) for line in inpainting)
-    assert [line.split(" | ")[3] for line in inpainting] == [  # the guidance each row was sampled with
-        "heun, reconstruction guidance λ = 1", "heun, replacement only", "heun, reconstruction guidance λ = 1"]
+    assert [line.split(" | ")[3] for line in inpainting] == [  # the config's sampler and the guidance
+        "edm, reconstruction guidance λ = 1", "edm, replacement only", "edm, reconstruction guidance λ = 1"]
     for name in ("inpaint_dae_right", "inpaint_dae_right_replacement", "inpaint_dae_centre", "gan_conditional"):
         assert (out / "docs" / "results" / f"{name}.png").is_file()
     curves = [line for line in text.splitlines() if line.startswith("| ncsn | ")]  # KID against NFE
