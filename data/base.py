@@ -21,14 +21,16 @@ class DataInfo:
     shape: tuple          # one sample: (C, H, W) for images, (D,) for points
     num_classes: int
     kind: str = "image"   # image | points
+    classes: tuple = ()   # the class names in label order, where the data set names them
 
     def to_dict(self):
         return {"name": self.name, "shape": list(self.shape), "num_classes": self.num_classes,
-                "kind": self.kind}
+                "kind": self.kind, "classes": list(self.classes)}
 
     @classmethod
-    def from_dict(cls, d):
-        return cls(d["name"], tuple(d["shape"]), d["num_classes"], d.get("kind", "image"))
+    def from_dict(cls, d):  # checkpoints written before `classes` have none
+        return cls(d["name"], tuple(d["shape"]), d["num_classes"], d.get("kind", "image"),
+                   tuple(d.get("classes", ())))
 
 
 @dataclass

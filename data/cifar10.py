@@ -45,7 +45,12 @@ def read_batch(path: Path) -> dict:
     return entry
 
 
-@register("dataset", "cifar10")
+# torchvision's CIFAR10.classes (batches.meta's label_names): the names of labels 0 to 9, which are
+# also the class folders of a JPEG copy in image_folder's sorted order
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@register("dataset", "cifar10", classes=CLASSES)
 def load(cfg, seed: int = 0) -> TensorData:
     folder = Path(cfg.root) / FOLDER
     paths = [folder / b for b in BATCHES[cfg.split]]
@@ -68,4 +73,5 @@ def load(cfg, seed: int = 0) -> TensorData:
             raise DataError(f"{p} is not a CIFAR-10 batch ({type(e).__name__}{detail}): delete "
                             f"{folder} and download it again") from None
     x = fit_size(torch.from_numpy(np.concatenate(images)), cfg.image_size)
-    return TensorData(x, torch.tensor(labels, dtype=torch.int64), DataInfo("cifar10", tuple(x.shape[1:]), 10))
+    info = DataInfo("cifar10", tuple(x.shape[1:]), 10, classes=CLASSES)
+    return TensorData(x, torch.tensor(labels, dtype=torch.int64), info)

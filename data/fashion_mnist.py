@@ -57,7 +57,12 @@ def find(stem: str, dirs) -> Path | None:
     return None
 
 
-@register("dataset", "fashion_mnist")
+# torchvision's FashionMNIST.classes: the names of labels 0 to 9
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+           "Ankle boot")
+
+
+@register("dataset", "fashion_mnist", classes=CLASSES)
 def load(cfg, seed: int = 0) -> TensorData:
     images_stem, labels_stem = FILES[cfg.split]
     dirs = candidate_dirs(cfg.root)
@@ -75,6 +80,7 @@ def load(cfg, seed: int = 0) -> TensorData:
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{images_path} and {labels_path} disagree on the number of examples")
     images = fit_size(images, cfg.image_size)
-    dataset = TensorData(images, labels, DataInfo("fashion_mnist", tuple(images.shape[1:]), 10))
+    dataset = TensorData(images, labels, DataInfo("fashion_mnist", tuple(images.shape[1:]), 10,
+                                                   classes=CLASSES))
     dataset.found_in = images_path.parent.absolute()  # where the search found it: a run records it
     return dataset

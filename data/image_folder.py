@@ -205,4 +205,5 @@ def decode_all(path: Path, cfg) -> TensorData:
     if len({tuple(i.shape) for i in images}) > 1:
         raise DataError(f"images under {path} differ in size: set data.image_size to resize them")
     x = torch.stack(images)
-    return TensorData(x, torch.tensor(labels, dtype=torch.int64), DataInfo("image_folder", tuple(x.shape[1:]), len(classes)))
+    info = DataInfo("image_folder", tuple(x.shape[1:]), len(classes), classes=tuple(classes))
+    return TensorData(x, torch.tensor(labels, dtype=torch.int64), info)

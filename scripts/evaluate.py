@@ -119,9 +119,9 @@ def main(argv=None):
         cfg = load_config(args.config, args.overrides)
     features = args.features or cfg.eval.features
     extractor = build_extractor(features, device, args.download or cfg.eval.download)
-    require_fits(extractor, cfg.data.name, "--features" if args.features else "eval.features")
     start = time.monotonic()
     dataset = build_dataset(cfg.data, cfg.seed)
+    require_fits(extractor, dataset.info, "--features" if args.features else "eval.features")
     reference = reference_stats(dataset, cfg.data, extractor, device, args.batch_size,
                                 Path(args.stats_dir) if args.stats_dir else None)
     if args.inpaint:

@@ -300,8 +300,8 @@ def ensure_classifier(args, device) -> dict:
         model, acc = fit_classifier(*splits, device, flip=dataset.flip, log=progress, **settings)
         arch = {"in_channels": splits[0].info.shape[0], "num_classes": splits[0].info.num_classes,
                 "width": settings["width"]}
-        save_classifier(path, model, arch, splits[0].info.shape, dataset.name, acc, loss="ce",
-                        epochs=settings["epochs"], seconds=time.monotonic() - start)
+        save_classifier(path, model, arch, splits[0].info.shape, dataset.name, acc, splits[0].info.classes,
+                        loss="ce", epochs=settings["epochs"], seconds=time.monotonic() - start)
     _, ckpt = load_classifier(path)
     if ckpt.get("data") != dataset.name:
         raise ConfigError(f"--classifier {path} was trained on {ckpt.get('data')}, not {dataset.name}: "

@@ -8,7 +8,8 @@
     python scripts/sample.py --checkpoint ... --out fill.png --inpaint right --n 8      # complete test images
 
 Trailing key=value overrides change the checkpoint's config for sampling (e.g. the sampler).
---class takes a class, a comma-separated list (one row each) or "all"; --guidance is classifier-free
+--class takes a class (its index or, for data that names them, its name: --class Sneaker), a
+comma-separated list (one row each) or "all"; --guidance is classifier-free
 guidance's w (0 unconditional, 1 conditional; a denoising model's). --inpaint MASK completes the first
 --n test images of the checkpoint's data set with any denoising model, the missing part named by MASK
 (left, right, top, bottom: that half; centre; random:F, a fraction F of the pixels), and writes three
@@ -58,7 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--interpolate", type=int, metavar="COLS",
                    help="rows of COLS latent interpolations (--n // COLS rows)")
     p.add_argument("--class", dest="classes", metavar="C",
-                   help="class-conditional models: a class, a list (1,4,7: a row each) or all (a row per class)")
+                   help="class-conditional models: a class (index or name), a list (1,4,7 or bag,coat: a row "
+                        "each) or all (a row per class)")
     p.add_argument("--guidance", type=float, metavar="W", help="classifier-free guidance weight (denoising models)")
     p.add_argument("--inpaint", metavar="MASK", help=f"complete --n test images: {', '.join(MASKS)}")
     p.add_argument("--real-path", help="--inpaint with image_folder data: the test folder or .zip")
@@ -97,20 +99,23 @@ def guidance_override(ckpt: dict, weight: float) -> str:
     return f"{name}.guidance={weight}"
 
 
-def requested_classes(spec: str, num_classes: int, n: int):
+def requested_classes(spec: str, num_classes: int, n: int, names=()):
     """(labels, row length) for --class: one class (n samples), a list or "all" (a row of about
-    n/rows samples each)."""
+    n/rows samples each). A class is its index or, where the training data named its classes (`names`,
+    DataInfo.classes), its name in any case."""
     if not num_classes:
         raise ConfigError("--class: this model is not class-conditional (model.num_classes: 0); drop --class")
-    if spec == "all":
-        classes = list(range(num_classes))
-    else:
-        try:
-            classes = [int(c) for c in spec.split(",")]
-        except ValueError:
-            classes = [-1]
+    by_name = {name.lower(): i for i, name in enumerate(names)}
+
+    def index(c: str) -> int:
+        c = c.strip()
+        if c.lower() in by_name:
+            return by_name[c.lower()]
+        return int(c) if c.lstrip("-").isdigit() else -1
+    classes = list(range(num_classes)) if spec == "all" else [index(c) for c in spec.split(",")]
     if not classes or min(classes) < 0 or max(classes) >= num_classes:
-        raise ConfigError(f"--class {spec}: classes are 0..{num_classes - 1} (a list: 1,4,7; or all)")
+        named = f" or their names ({', '.join(names[:4])}{', …' if len(names) > 4 else ''})" if names else ""
+        raise ConfigError(f"--class {spec}: classes are 0..{num_classes - 1}{named} (a list: 1,4,7; or all)")
     if len(classes) == 1:
         return torch.full((n,), classes[0], dtype=torch.long), None
     cols = max(1, n // len(classes))
@@ -140,7 +145,7 @@ def main(argv=None):
     gen = torch.Generator(device=method.device).manual_seed(args.seed)
     latents, nrow, labels = None, None, None
     if args.classes is not None:
-        labels, nrow = requested_classes(args.classes, method.num_classes, args.n)
+        labels, nrow = requested_classes(args.classes, method.num_classes, args.n, method.info.classes)
     if args.inpaint:
         samples, nrow = inpainting_grid(method, args, labels[:args.n] if labels is not None else None, gen)
         save_grid(samples, args.out, nrow=nrow)

@@ -22,6 +22,7 @@ from common.schema import check_seed, parse
 from engine import TensorData, build_dataset, materialize, resolve_device
 from engine.evaluation.classifier import finite_weights, save_classifier
 from engine.evaluation.classifier_training import fit_classifier
+from engine.evaluation.features import describe_classes
 
 
 def load_split(args, split: str) -> TensorData:
@@ -83,6 +84,10 @@ def main(argv=None):
     if train.info.shape != test.info.shape:
         raise ConfigError(f"train images are {train.info.shape}, test images {test.info.shape}: "
                           f"pass --image-size")
+    if train.info.classes != test.info.classes:  # image_folder: labels are indices of sorted folder names
+        raise ConfigError(f"the train images have {describe_classes(train.info.classes)}, the test images "
+                          f"{describe_classes(test.info.classes)}: their labels would not agree; pass a "
+                          f"--test-path with the same class folders")
     flip = train.info.shape[0] == 3 if args.flip is None else args.flip
     start = time.monotonic()
     model, acc = fit_classifier(train, test, device, width=args.width, epochs=args.epochs,
@@ -92,8 +97,8 @@ def main(argv=None):
     require_trained(model, acc)
     arch = {"in_channels": train.info.shape[0], "num_classes": train.info.num_classes, "width": args.width}
     data = args.data if args.data != "image_folder" else f"image_folder:{args.path}"
-    save_classifier(args.out, model, arch, train.info.shape, data, acc, loss=args.loss,
-                    epochs=args.epochs, seconds=seconds)
+    save_classifier(args.out, model, arch, train.info.shape, data, acc, train.info.classes,
+                    loss=args.loss, epochs=args.epochs, seconds=seconds)
     print(json.dumps({"out": args.out, "data": data, "test_accuracy": round(acc, 4),
                       "n_train": len(train), "n_test": len(test), "epochs": args.epochs,
                       "loss": args.loss, "seconds": round(seconds, 1), "device": str(device)}))

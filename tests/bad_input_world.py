@@ -53,6 +53,8 @@ def _zips(world: Path):
     write_class_zip(world / "no_classes.zip", 2, 0, classes=[""])  # CIFAR-like JPEGs, but at the zip's top
     write_class_zip(world / "grey.zip", 2, 0, classes=["cat", "dog"], mode="L")
     write_class_zip(world / "size30.zip", 2, 0, classes=["cat", "dog"], size=30)
+    write_class_zip(world / "cat_dog_frog.zip", 2, 0, classes=["cat", "dog", "frog"])
+    write_class_zip(world / "cat_frog.zip", 2, 1, classes=["cat", "frog"])
     for cls, data in (("cat", _png(10)), ("dog", b"\x89PNG but truncated")):
         (world / "broken_folder" / cls).mkdir(parents=True)
         (world / "broken_folder" / cls / "0000.png").write_bytes(data)
@@ -156,8 +158,8 @@ def _clf(w, *args, out="clf.pt", data="fashion_mnist", root=None):
             "--epochs", "1", "--width", "2", "--device", "cpu", *args]
 
 
-def _folder_clf(w, path):
-    return ["--data", "image_folder", "--path", str(w["w"] / path), "--test-path", str(w["w"] / path),
+def _folder_clf(w, path, test_path=None):
+    return ["--data", "image_folder", "--path", str(w["w"] / path), "--test-path", str(w["w"] / (test_path or path)),
             "--out", str(w["w"] / "folder_clf.pt"), "--epochs", "1", "--width", "2", "--device", "cpu"]
 
 

@@ -14,6 +14,7 @@ from common.registry import lookup, names
 from networks.spectral import power_iteration
 from conftest import quick_config
 from data import DataInfo
+from data.fashion_mnist import CLASSES as FASHION_NAMES
 from denoising.denoiser import Denoiser
 from denoising.guidance import Guided, Inpainting, mask
 from denoising.samplers import annealed_langevin, heun
@@ -330,7 +331,7 @@ def test_configs_refuse_class_conditioning_where_it_does_not_fit(fashion_root):
 
 @pytest.mark.parametrize("config", ["gan_fashion.yaml", "ncsn_fashion.yaml"])
 def test_a_conditional_run_resumes_bitwise_and_samples_by_class(fashion_root, tmp_path, config, capsys):
-    from sample import main
+    from sample import main, requested_classes
     from test_loop import flat_state
     common = [f"data.root={fashion_root}", "model.num_classes=10", "train.ckpt_every=3", "train.n_samples=20"]
     train(quick_config(config, *common, "train.steps=6"), tmp_path / "straight")
@@ -345,6 +346,10 @@ def test_a_conditional_run_resumes_bitwise_and_samples_by_class(fashion_root, tm
     ckpt = str(tmp_path / "straight" / "checkpoints" / "last.pt")
     main(["--checkpoint", ckpt, "--out", str(tmp_path / "all.png"), "--n", "20", "--class", "all"])
     main(["--checkpoint", ckpt, "--out", str(tmp_path / "three.png"), "--n", "4", "--class", "3"])
+    assert torch.equal(requested_classes("Sneaker, ankle BOOT,3", 10, 6, FASHION_NAMES)[0],
+                       torch.tensor([7, 7, 9, 9, 3, 3]))  # by name, in any case, or by index
+    assert requested_classes("dress", 10, 4, FASHION_NAMES)[0].tolist() == [3] * 4
+    main(["--checkpoint", ckpt, "--out", str(tmp_path / "named.png"), "--n", "4", "--class", "trouser,bag"])
     if config.startswith("ncsn"):
         main(["--checkpoint", ckpt, "--out", str(tmp_path / "guided.png"), "--n", "4", "--class", "1,2",
               "--guidance", "2"])
@@ -352,7 +357,9 @@ def test_a_conditional_run_resumes_bitwise_and_samples_by_class(fashion_root, tm
         assert (tmp_path / "guided.png").is_file() and (tmp_path / "fill.png").is_file()
     assert (tmp_path / "all.png").is_file() and (tmp_path / "three.png").is_file()
     sample_refuses(ckpt, tmp_path, capsys, (["--class", "10"], "--class 10: classes are 0..9"),
-                   (["--class", "x"], "--class x: classes are 0..9"),
+                   (["--class", "x"], "--class x: classes are 0..9 or their names (T-shirt/top, Trouser, "
+                                      "Pullover, Dress, …)"),
+                   (["--class", "-1"], "--class -1: classes are 0..9"),
                    (["--guidance", "-1"], "--guidance: a finite weight >= 0"))
 
 

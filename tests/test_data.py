@@ -7,12 +7,13 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from common.config import DataConfig
 from conftest import ROOT
 from common.errors import DataError
-from data import build_dataset, build_stream, from_unit_range, to_unit_range
+from data import build_dataset, build_stream, cifar10, fashion_mnist, from_unit_range, to_unit_range
 from data.stream import DeviceStream, LoaderStream
 from oracles import eight_gaussians
 
@@ -23,6 +24,7 @@ def cfg(**kw):
 
 def test_fashion_mnist_idx_gz(fashion_root):
     train = build_dataset(cfg(name="fashion_mnist", root=str(fashion_root)))
+    assert train.info.classes == fashion_mnist.CLASSES == tuple(torchvision.datasets.FashionMNIST.classes)
     assert train.data.shape == (256, 1, 28, 28) and train.data.dtype == torch.uint8
     assert train.info.shape == (1, 28, 28) and train.info.num_classes == 10
     # fixture brightness encodes the label: the pairing survived parsing
@@ -124,6 +126,7 @@ def test_shared_cifar10_jpeg_zip_reads_as_cifar10():
     ds = build_dataset(cfg(name="image_folder", path=str(SHARED_TEST_ZIP)))
     assert ds.data.shape == (10000, 3, 32, 32) and ds.info.num_classes == 10
     assert torch.bincount(ds.labels).tolist() == [1000] * 10
+    assert ds.info.classes == cifar10.CLASSES  # its folders in sorted order are torchvision's labels
 
 
 def test_toy_sets_and_the_mixture_score_identity():

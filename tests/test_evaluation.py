@@ -5,6 +5,7 @@ an 8-step GAN) to JSON and TensorBoard; the training loop's periodic evaluation 
 bitwise unchanged; missing Inception weights and bad extractor specs are one line each."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -16,10 +17,12 @@ from common.errors import ConfigError, UserError
 from engine import train
 from engine.evaluation import reference as reference_module
 from engine.evaluation.evaluate import METRICS
-from engine.evaluation.features import INCEPTION_FILE, build_extractor, inception_weights_path
+from engine.evaluation.classifier import Classifier, save_classifier
+from engine.evaluation.features import INCEPTION_FILE, build_extractor, inception_weights_path, require_fits
 from engine.evaluation.reference import image_batches, reference_stats
-from conftest import quick_config
-from data import build_dataset
+from conftest import CIFAR10_CLASSES, ROOT, quick_config
+from common.config import DataConfig
+from data import DataInfo, build_dataset
 
 WIDTH = 4
 
@@ -193,3 +196,47 @@ def test_eval_config_is_checked():
         quick_config("gan_fashion.yaml", "eval.features=vgg")
     with pytest.raises(ConfigError, match="unknown key 'eval.evry'; did you mean 'eval.every'"):
         quick_config("gan_fashion.yaml", "eval.evry=5")
+
+
+def tiny_classifier(path, data: str, classes=()):
+    """An untrained 3-channel classifier file as results.py (`data` cifar10) or train_classifier.py
+    (`image_folder:PATH`) writes one; `classes` empty: a file from before class names were recorded."""
+    save_classifier(path, Classifier(3, 10, 2), {"in_channels": 3, "num_classes": 10, "width": 2}, (3, 32, 32),
+                    data, 0.1, classes)
+    return build_extractor(f"classifier:{path}", "cpu")
+
+
+def test_a_classifier_scores_the_data_of_its_classes_whichever_loader_reads_them(
+        cifar_root, cifar_jpeg_root, fashion_root, class_zip, tmp_path):
+    batches = build_dataset(DataConfig(name="cifar10", root=str(cifar_root))).info
+    zipped = build_dataset(DataConfig(name="image_folder", path=str(cifar_jpeg_root / "train.zip"))).info
+    assert batches.classes == zipped.classes == tuple(CIFAR10_CLASSES)  # the same names in the same label order
+    fashion = build_dataset(DataConfig(name="fashion_mnist", root=str(fashion_root))).info
+    three = build_dataset(DataConfig(name="image_folder", path=str(class_zip))).info  # airplane, bird, cat
+    assert DataInfo.from_dict(zipped.to_dict()) == zipped  # what a training checkpoint records
+    assert DataInfo.from_dict({k: v for k, v in zipped.to_dict().items() if k != "classes"}).classes == ()
+    extractors = (tiny_classifier(tmp_path / "r.pt", "cifar10", batches.classes),  # results.py's
+                  tiny_classifier(tmp_path / "old.pt", "cifar10"),  # one from before: cifar10's own names
+                  tiny_classifier(tmp_path / "z.pt", "image_folder:train.zip", zipped.classes))  # train_classifier.py's
+    for extractor in extractors:
+        for info in (batches, zipped):
+            require_fits(extractor, info, "eval.features")  # no error
+        for info, named in ((fashion, "fashion_mnist (10 classes: T-shirt/top, Trouser, Pullover, …)"),
+                            (three, "image_folder (3 classes: airplane, bird, cat)")):
+            with pytest.raises(ConfigError, match=re.escape(f"these samples are {named}")):
+                require_fits(extractor, info, "eval.features")
+    legacy = tiny_classifier(tmp_path / "legacy.pt", "image_folder:train.zip")  # no names: any image_folder
+    require_fits(legacy, three, "eval.features")
+    with pytest.raises(ConfigError, match="trained on image_folder:train.zip, these samples are cifar10:"):
+        require_fits(legacy, batches, "eval.features")
+
+
+def test_evaluate_scores_cifar10_zips_in_a_cifar10_classifier(cifar_jpeg_root, tmp_path):
+    """evaluate.py once refused results.py's CIFAR-10 classifier for the CPU configs' image_folder data."""
+    tiny_classifier(tmp_path / "c.pt", "cifar10", CIFAR10_CLASSES)
+    out = tmp_path / "e.json"
+    evaluate_cli.main(["--real", "--config", str(ROOT / "configs" / "cifar10_dae_cpu.yaml"),
+                       f"data.path={cifar_jpeg_root / 'train.zip'}", "--real-path", str(cifar_jpeg_root / "test.zip"),
+                       "--features", f"classifier:{tmp_path / 'c.pt'}", "--device", "cpu", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert all(math.isfinite(result[k]) for k in METRICS)

@@ -58,12 +58,14 @@ def finite_weights(model: nn.Module) -> bool:
 
 
 def save_classifier(path, model: Classifier, arch: dict, image_shape, data: str, test_accuracy: float,
-                    **extra):
-    """Atomic write (common/checkpoint.py) under this module's own format tag."""
+                    classes=(), **extra):
+    """Atomic write (common/checkpoint.py) under this module's own format tag. `classes`: the training
+    data's class names in label order (DataInfo.classes), what decides which data its features fit."""
     save_tagged(path, FORMAT, VERSION, {"arch": arch, "state": {k: v.cpu() for k, v in model.state_dict().items()},
                                         "num_classes": arch["num_classes"], "feature_dim": model.feature_dim,
                                         "image_shape": list(image_shape), "data": data,
-                                        "test_accuracy": float(test_accuracy), **extra})
+                                        "classes": list(classes), "test_accuracy": float(test_accuracy),
+                                        **extra})
 
 
 def load_classifier(path, device="cpu") -> tuple[Classifier, dict]:

@@ -116,7 +116,7 @@ class TrainingEvaluator:
                               f"holds {dataset.info.kind}: set eval.every=0")
         with untouched_rng(self.device):
             self.extractor = build_extractor(cfg.eval.features, self.device, cfg.eval.download)
-        require_fits(self.extractor, cfg.data.name, "eval.features")
+        require_fits(self.extractor, dataset.info, "eval.features")
         self.reference = None
 
     def __call__(self, method) -> dict[str, float]:

@@ -20,6 +20,7 @@ from torch import nn
 
 from common.checkpoint import LOAD_ERRORS
 from common.errors import ConfigError, UserError
+from common.registry import lookup, names
 from data import to_unit_range
 from data.base import fit_size
 from .classifier import load_classifier
@@ -84,6 +85,9 @@ class ClassifierFeatures(nn.Module):
         self.num_features, self.num_classes = ckpt["feature_dim"], ckpt["num_classes"]
         self.image_shape = tuple(ckpt["image_shape"])
         self.path, self.data = Path(path), str(ckpt.get("data", ""))  # e.g. fashion_mnist, image_folder:x.zip
+        # its classes in label order; a file written before they were recorded: its data set's own, if
+        # that data set has fixed ones (fashion_mnist, cifar10)
+        self.classes = tuple(ckpt.get("classes") or known_classes(self.data.split(":", 1)[0]))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         channels, size = self.image_shape[0], self.image_shape[-1]
@@ -109,11 +113,32 @@ def build_extractor(spec: str, device, download: bool = False) -> nn.Module:
     return extractor.to(device).eval().requires_grad_(False)
 
 
-def require_fits(extractor, data_name: str, what: str):
-    """A data-set classifier's features mean something only on the data set it was trained on
-    (the classifier file records it): refuse another one, naming the option `what`."""
+def known_classes(data_name: str) -> tuple:
+    """The class names a registered data set always has (`@register("dataset", ..., classes=...)`)."""
+    return getattr(lookup("dataset", data_name), "classes", ()) if data_name in names("dataset") else ()
+
+
+def describe_classes(classes) -> str:
+    shown = ", ".join(classes[:3]) + (", …" if len(classes) > 3 else "")
+    return f"{len(classes)} classes: {shown}"
+
+
+def require_fits(extractor, info, what: str):
+    """A data-set classifier's features, and its labels, mean something only on the data it was trained
+    on: the same classes in the same label order (CIFAR-10 from torchvision's batches or from a zip of
+    its class folders alike), or, where the classifier or the data (`info`, a DataInfo) names none,
+    the same data set. Refuse other data, naming the option `what`."""
     trained_on = getattr(extractor, "data", None)
-    if trained_on and trained_on.split(":", 1)[0] != data_name:
-        raise ConfigError(f"{what}: the classifier {extractor.path} was trained on {trained_on}, these "
-                          f"samples are {data_name}: train one with scripts/train_classifier.py --data "
-                          f"{data_name}")
+    if not trained_on:  # Inception: any images
+        return
+    theirs, ours = tuple(getattr(extractor, "classes", ())), tuple(info.classes)
+    if theirs and ours:
+        if theirs == ours:
+            return
+        trained_on, data = f"{trained_on} ({describe_classes(theirs)})", f"{info.name} ({describe_classes(ours)})"
+    elif trained_on.split(":", 1)[0] == info.name:
+        return
+    else:
+        data = info.name
+    raise ConfigError(f"{what}: the classifier {extractor.path} was trained on {trained_on}, these samples "
+                      f"are {data}: train one with scripts/train_classifier.py --data {info.name}")
