@@ -10,6 +10,7 @@ knows only the ladder's levels). So a new sampler is one function and one datacl
     langevin  annealed Langevin dynamics (Song & Ermon 2019, NCSNv2's step rule)
     heun      Heun's method on the probability-flow ODE (Karras et al. 2022, algorithm 1)
     edm       EDM's stochastic sampler: Heun with churn (Karras et al. 2022, algorithm 2)
+    restart   Heun with K jumps back up a σ interval and down again (Xu et al. 2023, algorithm 1)
     euler_maruyama   the reverse-time VE SDE, Euler–Maruyama in τ = σ² (Song et al. 2021)
     ancestral the VE process's ancestral (posterior) steps (DDPM's sampler; Song et al. 2021)
     pc        predictor–corrector: reverse diffusion + Langevin at a target signal-to-noise ratio
@@ -23,7 +24,7 @@ x ← x + (α/2) s + √α z, so an ε read from its algorithm 1 is 2ε here, wh
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 import torch
@@ -96,9 +97,17 @@ def edm_stochastic(denoise_fn, x, sigmas, churn: float, tmin: float = 0.0, tmax:
     sigmas = [float(s) for s in sigmas]
     n = len(sigmas) - 1
     gamma = min(churn / n, math.sqrt(2) - 1) if n else 0.0
-    steps = stoppable(list(zip(sigmas[:-1], sigmas[1:])), "EDM steps" if churn else "Heun steps", progress)
-    for t_cur, t_next in steps:
-        t_hat = round_sigma(t_cur * (1 + gamma)) if gamma and tmin <= t_cur <= tmax else t_cur
+    plan = [(t_cur, round_sigma(t_cur * (1 + gamma)) if gamma and tmin <= t_cur <= tmax else t_cur, t_next)
+            for t_cur, t_next in zip(sigmas[:-1], sigmas[1:])]
+    return noised_heun(denoise_fn, x, plan, s_noise, generator, progress, "EDM steps" if churn else "Heun steps")
+
+
+def noised_heun(denoise_fn, x, plan, s_noise: float = 1.0, generator=None, progress: bool = False,
+                desc: str = "steps"):
+    """Heun's steps on the probability-flow ODE, each after an optional rise of the noise: for each
+    (t, t̂, t_next) in `plan`, add fresh noise of variance (t̂² − t²)·s_noise² when t̂ > t, then step
+    from t̂ to t_next (Euler when t_next = 0). EDM's churn and Restart's jumps are such rises."""
+    for t_cur, t_hat, t_next in stoppable(plan, desc, progress):
         if t_hat > t_cur:
             x = x + math.sqrt(t_hat ** 2 - t_cur ** 2) * s_noise * _noise(x, generator)
         d = (x - denoise_fn(x, t_hat)) / t_hat
@@ -108,6 +117,26 @@ def edm_stochastic(denoise_fn, x, sigmas, churn: float, tmin: float = 0.0, tmax:
             x_next = x + (t_next - t_hat) * 0.5 * (d + d_next)
         x = x_next
     return x
+
+
+def restart_plan(sigmas, intervals, rho: float = 7.0, round_sigma=float) -> list[tuple[float, float, float]]:
+    """Restart's steps (Xu et al. 2023, algorithm 1) as noised_heun's plan: Heun down `sigmas`
+    (ending at 0), and on reaching the level nearest each interval's t_min, K times over: jump to
+    t_max with fresh noise and come back down to that level with Heun on `steps` ρ-spaced levels.
+    `intervals`: (steps, K, t_min, t_max) each. Levels pass through `round_sigma`."""
+    sigmas = [float(s) for s in sigmas]
+    restarts = {}  # index of a main level > 0 -> the restarts made on reaching it
+    for steps, k, t_min, t_max in intervals:
+        at = min(range(1, len(sigmas) - 1), key=lambda i: abs(sigmas[i] - t_min))
+        back = [round_sigma(float(s)) for s in edm_sigmas(steps, sigmas[at], t_max, rho)[:-1]]
+        restarts.setdefault(at, []).extend([back] * k)
+    plan = []
+    for i, (t_cur, t_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+        plan.append((t_cur, t_cur, t_next))
+        for back in restarts.get(i + 1, ()):
+            plan.append((t_next, back[0], back[1]))
+            plan.extend((t, t, t_after) for t, t_after in zip(back[1:-1], back[2:]))
+    return plan
 
 
 def reverse_sde(denoise_fn, x, sigmas, generator=None, progress: bool = False):
@@ -300,6 +329,35 @@ def edm_sampler(denoiser, x, settings: EDMSettings, schedule: Schedule, generato
     """EDM's stochastic sampler on the same levels as Heun."""
     return edm_stochastic(denoiser, x, settings.levels(schedule), settings.churn, settings.tmin, settings.tmax,
                           settings.noise, schedule.round_sigma, generator, progress)
+
+
+@dataclass
+class RestartSettings(HeunSettings):
+    # (steps, K, t_min, t_max) per interval: K restarts from the main level nearest t_min up to t_max,
+    # each back down on `steps` levels (2·(steps − 1) evaluations); Xu et al.'s CIFAR-10 EDM setting
+    restarts: list[tuple[int, int, float, float]] = field(default_factory=lambda: [(3, 2, 0.14, 0.30)])
+    noise: float = 1.003                    # S_noise of the jumps' fresh noise
+
+    def check(self, path):
+        super().check(path)
+        require_positive(self, path, "noise")
+        for i, (steps, k, t_min, t_max) in enumerate(self.restarts):
+            require(steps >= 2 and k >= 0 and 0 < t_min < t_max,
+                    f"{path}.restarts[{i}]: must be [steps >= 2, K >= 0, t_min, t_max] with 0 < t_min < t_max, "
+                    f"got {[steps, k, t_min, t_max]}")
+
+    def plan(self, schedule: Schedule):
+        return restart_plan(self.levels(schedule), self.restarts, self.rho, schedule.round_sigma)
+
+    def nfe(self, schedule):
+        return sum(2 - (t_next == 0) for _, _, t_next in self.plan(schedule))
+
+
+@register("sampler", "restart", settings=RestartSettings, needs_range=True)
+def restart_sampler(denoiser, x, settings: RestartSettings, schedule: Schedule, generator=None,
+                    progress: bool = False):
+    """Restart (Xu et al. 2023): Heun's ODE with jumps back up a σ interval, fresh noise each time."""
+    return noised_heun(denoiser, x, settings.plan(schedule), settings.noise, generator, progress, "Restart steps")
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Sampler and noise-schedule facts: driven by exact scores, annealed Langevin reproduces a
 mixture's weights and means and the variance NCSNv2's step rule predicts, Heun is second order on a
 Gaussian's probability-flow ODE and steps where the network was trained, EDM's stochastic sampler is
-Heun without churn and samples a Gaussian's moments with it, Euler–Maruyama and predictor–corrector
+Heun without churn and samples a Gaussian's moments with it, Restart is Heun without restarts and
+forgets Heun's start error with them, Euler–Maruyama and predictor–corrector
 converge to a Gaussian as their steps grow; the schedule rules hold; sample.py picks the sampler by
 override."""
 import math
@@ -10,8 +11,8 @@ import pytest
 import torch
 
 from conftest import quick_config
-from denoising.samplers import (ancestral, ancestral_step, annealed_langevin, edm_stochastic, heun,
-                                predictor_corrector, reverse_sde, reverse_sde_step)
+from denoising.samplers import (ancestral, ancestral_step, annealed_langevin, edm_stochastic, heun, noised_heun,
+                                predictor_corrector, restart_plan, reverse_sde, reverse_sde_step)
 from denoising.schedule import edm_sigmas, geometric_sigmas, ncsnv2_ratio, ncsnv2_step_size
 from engine import build, train
 from oracles import GaussianMixture
@@ -176,6 +177,41 @@ def test_edm_sampler_with_churn_samples_a_gaussian_with_its_moments():
     out = edm_stochastic(denoise, x, edm_sigmas(160, 0.002, 10.0), churn=48.0, tmin=0.01, tmax=5.0, generator=g)
     mean_err, cov_err = moment_errors(out, mu, cov)
     assert mean_err < 0.005 and cov_err < 0.02
+
+
+def restart(denoise, x, levels, intervals, g, s_noise=1.0):
+    return noised_heun(denoise, x, restart_plan(levels, intervals), s_noise, g)
+
+
+def test_restart_without_restarts_is_heun_exactly_and_its_plan_jumps_where_asked():
+    mu, cov, denoise = gaussian()
+    x, g = start(2000)
+    levels = edm_sigmas(12, 0.002, 10.0)
+    ref = heun(denoise, x, levels)
+    assert torch.equal(restart(denoise, x, levels, [], g), ref)
+    assert torch.equal(restart(denoise, x, levels, [(3, 0, 0.1, 1.0)], g), ref)  # K = 0
+    plan = restart_plan(levels, [(3, 2, 0.1, 1.0)])
+    at = min(range(1, 12), key=lambda i: abs(float(levels[i]) - 0.1))  # the level nearest t_min
+    jumps = [step for step in plan if step[1] > step[0]]
+    assert jumps == [(float(levels[at]), 1.0, pytest.approx(float(edm_sigmas(3, float(levels[at]), 1.0)[1])))] * 2
+    assert len(plan) == 12 + 2 * 2  # 12 main steps, two restarts of 2 steps each
+    i = plan.index(jumps[0])
+    assert plan[i - 1][2] == plan[i + 1][2] == plan[i + 3][2] == float(levels[at])  # each comes back to it
+    assert plan[i + 4] == (float(levels[at]), float(levels[at]), float(levels[at + 1]))  # then goes on
+
+
+def test_restart_forgets_heuns_start_error_on_a_gaussian():
+    """Restart (Xu et al. 2023) on N(μ, Σ)'s exact denoiser: Heun's 160 levels from N(0, σ_max²I)
+    keep the error of that start (mean 0.041 and covariance 1.5% off), and restarts, jumps from
+    σ 0.05 to 5 with fresh noise, contract it: 4 of them leave 0.0006 and 0.4% (the sampling error
+    of 100,000 samples is about 0.5%)."""
+    mu, cov, denoise = gaussian()
+    x, g = start()
+    levels = edm_sigmas(160, 0.002, 10.0)
+    heun_err = moment_errors(heun(denoise, x, levels), mu, cov)
+    mean_err, cov_err = moment_errors(restart(denoise, x, levels, [(40, 4, 0.05, 5.0)], g), mu, cov)
+    assert heun_err[0] > 0.03 and heun_err[1] > 0.01, heun_err
+    assert mean_err < 0.003 and cov_err < 0.006, (mean_err, cov_err)
 
 
 def test_an_ancestral_step_lands_on_the_next_noise_level_whatever_its_size():
