@@ -107,6 +107,11 @@ SAMPLER_ROWS = [
     ("pc20", "predictor–corrector, 10 levels", {"name": "pc", "steps": 10}),
     ("anc50", "ancestral, 50 levels", {"name": "ancestral", "steps": 50}),
     ("anc20", "ancestral, 20 levels", {"name": "ancestral", "steps": 20}),
+    ("dpm50", "DPM-Solver++(2M) SDE, 50 levels", {"name": "dpmpp_2m_sde", "steps": 50}),
+    ("dpm20", "DPM-Solver++(2M) SDE, 20 levels", {"name": "dpmpp_2m_sde", "steps": 20}),
+    # Xu et al.'s CIFAR-10 EDM setting: two restarts from σ 0.14 to 0.30, 3 levels back down each
+    ("rs43", "Restart, 18 levels + 2 restarts on [0.14, 0.30]", {"name": "restart", "steps": 18}),
+    ("rs19", "Restart, 6 levels + 2 restarts on [0.14, 0.30]", {"name": "restart", "steps": 6}),
 ]
 
 

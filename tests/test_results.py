@@ -105,8 +105,10 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
     by_name = {r[0]: r for r in body}
     assert by_name["gan_one_loss"][4] == "3" and by_name["real_train"][4] == "–"
     assert by_name["ncsn_heun19"][7] == "19" and by_name["ncsn_heun35"][7] == "35"
-    nfe = {suffix: by_name[f"ebm_{suffix}"][7] for suffix in ("edm35", "edm19", "em50", "em20", "pc50", "pc20", "anc20")}
-    assert nfe == {"edm35": "35", "edm19": "19", "em50": "50", "em20": "20", "pc50": "50", "pc20": "20", "anc20": "20"}
+    nfe = {suffix: by_name[f"ebm_{suffix}"][7] for suffix in ("edm35", "edm19", "em50", "em20", "pc50", "pc20", "anc20",
+                                                               "dpm50", "dpm20", "rs43", "rs19")}
+    assert nfe == {"edm35": "35", "edm19": "19", "em50": "50", "em20": "20", "pc50": "50", "pc20": "20", "anc20": "20",
+                   "dpm50": "50", "dpm20": "20", "rs43": "43", "rs19": "19"}
     assert by_name["dae_langevin"][7] == "4"  # 3 levels × 1 step + the final denoising step (smoke ladder)
     for r in body:  # the model's bits/dim in its three sampler rows, none for generators
         assert (re.match(r"^\d+\.\d+ ± \d+\.\d+$", r[14]) is not None) == (r[1] in ("ncsn", "dae", "ebm")), r
@@ -128,7 +130,8 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
         assert (out / "docs" / "results" / f"{name}.png").is_file()
     curves = [line for line in text.splitlines() if line.startswith("| ncsn | ")]  # KID against NFE
     assert {line.split(" | ")[1] for line in curves} == {"annealed Langevin", "Heun", "EDM stochastic",
-                                                         "Euler–Maruyama", "predictor–corrector", "ancestral"}
+                                                         "Euler–Maruyama", "predictor–corrector", "ancestral",
+                                                         "DPM-Solver++(2M) SDE", "Restart"}
 
 
 def test_results_never_retrains_a_finished_run_unasked(smoke):
