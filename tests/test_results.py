@@ -125,7 +125,8 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
     inpainting = [line for line in text.splitlines() if line.startswith("| inpaint_dae_")]
     assert len(inpainting) == 3 and all(re.search(r"\| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \|", line) for line in inpainting)
     assert [line.split(" | ")[3] for line in inpainting] == [  # the config's sampler and the guidance
-        "edm, reconstruction guidance λ = 1", "edm, replacement only", "edm, reconstruction guidance λ = 1"]
+        "dpmpp_2m_sde, reconstruction guidance λ = 1", "dpmpp_2m_sde, replacement only",
+        "dpmpp_2m_sde, reconstruction guidance λ = 1"]
     for name in ("inpaint_dae_right", "inpaint_dae_right_replacement", "inpaint_dae_centre", "gan_conditional"):
         assert (out / "docs" / "results" / f"{name}.png").is_file()
     curves = [line for line in text.splitlines() if line.startswith("| ncsn | ")]  # KID against NFE
