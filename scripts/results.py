@@ -117,9 +117,8 @@ SAMPLER_ROWS = [
 
 
 def sampler_overrides(method: str, settings: dict) -> list[str]:
-    return [f"{method}.sampler={settings['name']}"] + [
-        f"{method}.sampler.{k}={json.dumps(v) if isinstance(v, (list, tuple)) else v}"
-        for k, v in settings.items() if k != "name"]
+    return [f"{method}.sampler={settings['name']}"] + [f"{method}.sampler.{k}={v}" for k, v in settings.items()
+                                                       if k != "name"]
 
 
 def denoising_rows(method: str) -> list[Row]:
@@ -350,10 +349,11 @@ def inpainting_row(run: str, cfg, mask_name: str, weight: float, args, test, tra
     """A denoising run's (config `cfg`) completions of the first --n-inpaint test images under a mask,
     with reconstruction guidance of weight λ, scored (engine/evaluation/inpainting.py), and a grid of
     masked input, completion and original. The sampler is the config's as it is now (a run reused from
-    before a config changed its sampler samples with the new one)."""
-    sampler = dataclasses.asdict(getattr(cfg, cfg.method).sampler)
+    before a config changed its sampler samples with the new one), given as one mapping: the config's
+    own settings, never refused as a step count its net would ignore."""
+    sampler = json.dumps(dataclasses.asdict(getattr(cfg, cfg.method).sampler))
     method, _ = load_method(Path(args.runs) / run / "checkpoints" / "last.pt", args.device,
-                            [f"{cfg.method}.inpaint_guidance={weight}", *sampler_overrides(cfg.method, sampler)])
+                            [f"{cfg.method}.inpaint_guidance={weight}", f"{cfg.method}.sampler={sampler}"])
     n = min(args.n_inpaint, len(test))
     images, labels = to_unit_range(test.data[:n]), test.labels[:n]
     known = mask(mask_name, tuple(images.shape), torch.Generator().manual_seed(args.seed))
