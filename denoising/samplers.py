@@ -197,7 +197,7 @@ def dpmpp_2m_sde(denoise_fn, x, sigmas, eta: float = 1.0, s_noise: float = 1.0, 
         x = s_next / s_cur * math.exp(-eta_h) * x + decay * denoised
         if old is not None:
             weight = 0.5 * decay if solver == "midpoint" else decay / (-h - eta_h) + 1
-            x = x + weight * (1 / (h_last / h)) * (denoised - old)
+            x = x + weight * h / h_last * (denoised - old)
         if eta:
             x = x + _noise(x, generator) * s_next * math.sqrt(-math.expm1(-2 * eta_h)) * s_noise
         old, h_last = denoised, h
@@ -398,6 +398,7 @@ def restart_sampler(denoiser, x, settings: RestartSettings, schedule: Schedule, 
 
 @dataclass
 class SDESettings(LevelSettings):
+    """Settings of a sampler that evaluates the net once a level."""
     steps: int = 50
 
     def nfe(self, schedule):
@@ -418,7 +419,7 @@ def ancestral_sampler(denoiser, x, settings: SDESettings, schedule: Schedule, ge
 
 
 @dataclass
-class DPMSolverSettings(LevelSettings):
+class DPMSolverSettings(SDESettings):
     steps: int = 20
     eta: float = 1.0                        # the fresh noise: 1 the reverse SDE's, 0 the ODE
     noise: float = 1.0                      # s_noise
@@ -428,9 +429,6 @@ class DPMSolverSettings(LevelSettings):
         super().check(path)
         require(self.eta >= 0, f"{path}.eta: must be >= 0 (0: the ODE), got {self.eta}")
         require_positive(self, path, "noise")
-
-    def nfe(self, schedule):
-        return len(self.levels(schedule)) - 1
 
 
 @register("sampler", "dpmpp_2m_sde", settings=DPMSolverSettings, needs_range=True)
