@@ -159,7 +159,7 @@ class EvalConfig:
                 f"{path}.features: must be 'inception' or 'classifier:PATH', got {self.features!r}")
 
 
-PRECISIONS = Literal["fp32", "bf16", "fp16"]
+PRECISIONS = Literal["fp32", "bf16", "fp16", "auto"]
 TOP_KEYS = ("method", "seed", "device", "precision", "data", "model", "init", "optim", "train", "eval")
 
 
@@ -176,7 +176,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     device: str = "auto"               # auto | cpu | cuda | cuda:N
-    precision: PRECISIONS = "fp32"     # fp16: autocast with a gradient scaler
+    precision: PRECISIONS = "fp32"     # fp16: autocast with a gradient scaler; auto: bf16 where the hardware
+                                       # runs it fast, else fp32 (engine/runtime.py's resolve_precision)
 
     def to_dict(self) -> dict:
         out = {"method": self.method, "seed": self.seed, "device": self.device,

@@ -110,14 +110,15 @@ def fast_overrides(device, compile_: bool) -> list[str]:
     fast = ["precision=bf16", "optim.fused=true"]
     if device.type == "cuda":
         fast += ["train.channels_last=true", "train.cuda_graph=true"]
-    if compile_:
-        fast.append("train.compile=true")
+    fast.append(f"train.compile={str(compile_).lower()}")
     return fast
 
 
 
 def variants(device, args):
-    return (("fp32 eager", []), ("fast", fast_overrides(device, args.compile)))
+    # The baseline is set outright: a CPU config may ask for precision auto and compile itself.
+    return (("fp32 eager", ["precision=fp32", "train.compile=false"]),
+            ("fast", fast_overrides(device, args.compile)))
 
 
 def step_fn(config, overrides, shape, batch, device):

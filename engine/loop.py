@@ -68,7 +68,12 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
     if t.cuda_graph:
         step_fn = GraphedStep(step_fn)
     logger = RunLogger(run.root, start_step=step, enabled=ctx.main)
-    logger.config(step, cfg.to_dict())
+    shown = cfg.to_dict()  # with `precision: auto` as what it is here (config.yaml keeps "auto")
+    if cfg.precision == "auto":
+        shown["precision"] = f"auto: {method.runtime.precision} on this {device.type}"
+        if ctx.main:
+            print(f"precision: {shown['precision']}")
+    logger.config(step, shown)
     probe = probe_batches(cfg, dataset, method) if ctx.main else None
     evaluate = None
     if cfg.eval.every and ctx.main:
@@ -82,7 +87,8 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
                disable=not ctx.main)
     stop = StopRequests()  # SIGTERM/SIGINT: checkpoint at the next step boundary, then exit
     scheduled = lr_schedule.scheduled(cfg.optim)
-    guard = functools.partial(checked_means, meter, ctx, run=run, precision=cfg.precision, scale=scale)
+    guard = functools.partial(checked_means, meter, ctx, run=run, precision=method.runtime.precision,
+                              scale=scale)
 
     method.train()
     with stop:
@@ -134,11 +140,11 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
                 raise Stopped(stop_message(stop.name, step, run), 128 + stop.signum)
         finally:
             bar.close()
-            logger.hparams(step, cfg.to_dict())  # with this session's last values, however it ends
+            logger.hparams(step, shown)  # with this session's last values, however it ends
             logger.close()
     distributed.barrier(ctx)
     return {"step": step, "run_dir": str(run.root), "metrics": last, "main": ctx.main,
-            "seconds": time.monotonic() - start_time}
+            "seconds": time.monotonic() - start_time, "precision": method.runtime.precision}
 
 
 def record_used(cfg: Config, dataset, device, ctx) -> Config:

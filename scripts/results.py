@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from common.checkpoint import load_checkpoint
-from common.config import DataConfig, load_config
+from common.config import DataConfig, load_config, read_yaml
 from common.errors import ArgumentParser, ConfigError, DataError, cli
 from common.paths import require_writable, write_text_atomic
 from common.schema import parse
@@ -243,7 +243,7 @@ def run_config(name: str, args):
                  f"device={args.device}"]
     if args.smoke:
         overrides += [*run.smoke, "train.steps=3", "train.max_minutes=null", "train.log_every=1",
-                      "train.sample_every=3", "train.ckpt_every=3", "train.n_samples=4", "train.batch_size=8"]
+                      "train.compile=false", "train.sample_every=3", "train.ckpt_every=3", "train.n_samples=4", "train.batch_size=8"]
     return load_config(ROOT / "configs" / run.config, overrides)
 
 
@@ -290,7 +290,7 @@ def train_run(name: str, cfg, args) -> dict:
     images = summary["step"] * cfg.train.batch_size * (cfg.gan.n_critic if cfg.method == "gan" else 1)
     done = {"run": name, "config": run.config, "overrides": run.overrides,
             "seconds": summary["seconds"], "steps": summary["step"], "images": images,
-            "threads": torch.get_num_threads(), **({"smoke": True} if args.smoke else {})}
+            "threads": torch.get_num_threads(), "precision": summary["precision"], **({"smoke": True} if args.smoke else {})}
     write_text_atomic(run_dir / "results_training.json", json.dumps(done, indent=1) + "\n")
     return done
 
@@ -393,20 +393,32 @@ def real_rows(args, train_images: torch.Tensor, n: int):
 
 
 def describe_run(name: str, args) -> str:
-    """A run's config and overrides as the table shows them, with what its checkpoint says where the
-    code's default has changed since it was trained (a U-Net saved before model.adaptive_norm)."""
+    """A run's config and overrides as the table shows them, with how its checkpoint says it ran where
+    that is not plain fp32 eager or differs from the config now (a U-Net saved before
+    model.adaptive_norm; a run trained before its config asked for `precision: auto` and compile)."""
     run = args.dataset.runs[name]
     text = f"{run.config} {' '.join(run.overrides)}".strip()
     path = Path(args.runs) / name / "checkpoints" / "last.pt"
-    if path.is_file() and saved_model(path, path.stat().st_mtime_ns).get("adaptive_norm") is False:
+    if not path.is_file():
+        return text
+    saved = saved_config(path, path.stat().st_mtime_ns)
+    if (saved.get("model") or {}).get("adaptive_norm") is False:
         text += " (trained with model.adaptive_norm=false)"
+    done = Path(args.runs) / name / "results_training.json"
+    precision = json.loads(done.read_text()).get("precision") if done.is_file() else None
+    precision = precision or saved.get("precision", "fp32")
+    compiled = bool((saved.get("train") or {}).get("compile"))
+    now = read_yaml(ROOT / "configs" / run.config)
+    fast_now = now.get("precision", "fp32") != "fp32" or (now.get("train") or {}).get("compile")
+    if precision != "fp32" or compiled or fast_now:
+        text += f" (trained in {precision}, {'compiled' if compiled else 'eager'})"
     return text
 
 
 @functools.cache
-def saved_model(path: Path, mtime_ns: int) -> dict:
-    """A checkpoint's model section, read once per file version (every row of a run asks)."""
-    return load_checkpoint(path)["config"].get("model") or {}
+def saved_config(path: Path, mtime_ns: int) -> dict:
+    """A checkpoint's config, read once per file version (every row of a run asks)."""
+    return load_checkpoint(path)["config"]
 
 
 def merge_with_previous(path: Path, header: dict, results: list, inpainted: list, args):

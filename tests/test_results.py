@@ -27,7 +27,9 @@ def test_there_is_a_cpu_config_for_every_method():
 @pytest.mark.parametrize("name", CPU_CONFIGS)
 def test_every_cpu_config_trains_five_steps_and_samples(name, fashion_root, tmp_path):
     from common.config import load_config
+    # Eager: compiling (tests/test_fast_paths.py checks it) would cost each 5-step run half a minute.
     cfg = load_config(ROOT / "configs" / name, [f"data.root={fashion_root}", "device=cpu", "train.steps=5",
+                                                "train.compile=false",
                                                 "train.batch_size=16", "train.sample_every=5", "train.n_samples=4",
                                                 "train.ckpt_every=5"])
     summary = train(cfg, tmp_path / "run")

@@ -121,6 +121,51 @@ def test_fp16_training_runs_under_autocast_and_resumes_its_scale(tmp_path):
     assert method.scaler.get_scale() == state["scaler"]["scale"]
 
 
+@pytest.mark.parametrize("amx, isa, expected", [
+    (True, None, "bf16"), (True, "AVX512_CORE_AMX", "bf16"), (True, "AVX2", "fp32"),
+    (True, "AVX512_CORE_BF16", "fp32"), (False, None, "fp32")])
+def test_auto_precision_is_bf16_only_on_a_cpu_whose_onednn_may_use_amx(monkeypatch, amx, isa, expected):
+    from engine.runtime import resolve_precision
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if isa is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+    assert [resolve_precision(p, torch.device("cpu")) for p in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
+    method = build(quick_config("dae_toy.yaml", "precision=auto", "train.ema=null"), "cpu", info=TOY)
+    assert method.runtime.precision == expected and (method.scaler is None)
+    with method.runtime.autocast():
+        y = torch.nn.functional.linear(torch.randn(3, 4), torch.randn(5, 4))
+    assert y.dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_auto_precision_on_cuda_follows_the_gpus_native_bf16(monkeypatch, bf16):
+    from engine.runtime import resolve_precision
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16 and not including_emulation)
+    assert resolve_precision("auto", torch.device("cuda", 0)) == ("bf16" if bf16 else "fp32")
+
+
+def test_an_auto_precision_run_keeps_auto_in_its_config_and_reports_what_it_used(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    summary = train(quick_config("dae_toy.yaml", "precision=auto", "train.steps=2", "train.sample_every=2",
+                                 "train.n_samples=4", "train.ckpt_every=2"), tmp_path)
+    assert summary["precision"] == "fp32"
+    from common.config import read_yaml
+    assert read_yaml(tmp_path / "config.yaml")["precision"] == "auto"  # resolved again wherever it resumes
+
+
+def test_compiling_on_a_cpu_without_a_cpp_compiler_is_one_line(monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(ConfigError) as e:
+        build(quick_config("dae_toy.yaml", "train.compile=true"), "cpu", info=TOY)
+    assert str(e.value).startswith("train.compile") and "train.compile=false" in str(e.value)
+    build(quick_config("dae_toy.yaml", "train.compile=false"), "cpu", info=TOY)  # eager needs none
+
+
 @pytest.mark.parametrize("overrides, named", [
     (["optim.schedule=cosinus"], "optim.schedule"),
     (["optim.warmup=-1"], "optim.warmup"),
