@@ -133,8 +133,9 @@ def conditional_table(results: list[dict]) -> str:
 
 
 def inpainting_table(rows: list[dict]) -> str:
-    """Inpainting rows: PSNR of the missing pixels for the model and the two baselines, and how often
-    the classifier gives each completion the original's class."""
+    """Inpainting rows: PSNR of the missing pixels for the model (one draw, and the mean of k draws
+    where there are k > 1) and the two baselines, and how often the classifier gives each completion
+    the original's class."""
     if not rows:
         return ""
     lines = ["Inpainting of the first n test images (`scripts/evaluate.py --inpaint MASK`): the model fills the "
@@ -143,13 +144,21 @@ def inpainting_table(rows: list[dict]) -> str:
              "the net's Jacobian (ΠGDM's reconstruction guidance, one backward pass per evaluation; "
              "denoising/guidance.py). PSNR (dB) of the missing pixels against the truth, beside filling them "
              "with the training mean or from the training image nearest on the visible pixels; and the share "
-             "of completions the classifier gives the original's class.", "",
-             "| row | mask | missing | sampler | n | PSNR model | PSNR mean fill | PSNR nearest | class kept: model "
-             "| mean fill | nearest | sampling s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "of completions the classifier gives the original's class. A completion is one draw of the missing "
+             "pixels, whose expected squared error is twice their conditional variance; the mean of k draws "
+             "(`--draws k`) estimates the conditional mean, the PSNR-optimal fill, at (1 + 1/k) times it, and is "
+             "blurrier for it (the perception–distortion trade-off).", "",
+             "| row | mask | missing | sampler | n | PSNR: one draw | mean of k draws | mean fill | nearest "
+             "| class kept: one draw | mean of k | mean fill | nearest | sampling s (one draw) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        k = r.get("draws", 1)
+        mean_psnr = f"{r['psnr_posterior_mean']:.2f} (k {k})" if "psnr_posterior_mean" in r else "–"
         lines.append(f"| {r['row']} | {r['mask']} | {r['missing_fraction']:.0%} | {r['sampler']} | {r['n']:,} "
-                     f"| {r['psnr_model']:.2f} | {r['psnr_mean_fill']:.2f} | {r['psnr_nearest']:.2f} "
-                     f"| {fmt(r.get('class_agreement_model'), '.3f')} | {fmt(r.get('class_agreement_mean_fill'), '.3f')} "
+                     f"| {r['psnr_model']:.2f} | {mean_psnr} | {r['psnr_mean_fill']:.2f} | {r['psnr_nearest']:.2f} "
+                     f"| {fmt(r.get('class_agreement_model'), '.3f')} "
+                     f"| {fmt(r.get('class_agreement_posterior_mean'), '.3f')} "
+                     f"| {fmt(r.get('class_agreement_mean_fill'), '.3f')} "
                      f"| {fmt(r.get('class_agreement_nearest'), '.3f')} | {fmt(r['sample_seconds'], '.1f')} |")
     return "\n".join(lines) + "\n"
 

@@ -20,7 +20,8 @@ conditional accuracy (the agreement of a classifier of this data set, --features
 with the requested class) and FID and KID per class, against the reference's images of that class.
 --inpaint MASK scores a denoising model's completion of --n test images instead (denoising/guidance.py
 masks): the PSNR of the missing pixels beside the mean-fill and nearest-training-image baselines, and
-with a classifier, how often the completion keeps the original's class.
+with a classifier, how often the completion keeps the original's class; --draws k completes each image
+k times and adds the PSNR of the k completions' mean (engine/evaluation/inpainting.py says why).
 """
 import argparse
 import math
@@ -61,6 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--download", action="store_true", help="let torch-fidelity fetch the Inception weights")
     p.add_argument("--stats-dir", help="reference statistics cache (default $GENMODELS_CACHE/stats)")
     p.add_argument("--inpaint", metavar="MASK", help="score inpainting of the test split with this mask instead")
+    p.add_argument("--draws", type=int, default=1, help="--inpaint: completions per image; with k > 1 also the "
+                   "PSNR of their mean (the conditional mean's estimate)")
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", help="dotted overrides: a checkpoint's sampler (ncsn.sampler=edm), or "
                                                 "--config's settings (data.root=datasets)")
@@ -69,6 +72,8 @@ def parse_args(argv=None):
         raise ConfigError("pass --checkpoint CKPT (or --real --config PATH to score the real test split)")
     if args.n is not None and args.n < 2 or args.batch_size <= 0:
         raise ConfigError("--n must be at least 2 and --batch-size positive")
+    if args.draws < 1 or (args.draws > 1 and args.inpaint is None):
+        raise ConfigError(f"--draws {args.draws}: give a count of at least 1, and more than 1 only with --inpaint")
     check_seed(args.seed, "--seed")
     if args.json:
         require_writable(args.json, "--json")
@@ -82,7 +87,7 @@ def parse_args(argv=None):
 
 
 def inpainting(method, extractor, args, device) -> dict:
-    """--inpaint: the checkpoint's completions of the first --n test images, scored."""
+    """--inpaint: the checkpoint's completions (--draws of each) of the first --n test images, scored."""
     require_denoiser(method)
     test, train = test_split(method.cfg.data, args.real_path, "--inpaint"), build_dataset(method.cfg.data)
     if not (hasattr(test, "data") and hasattr(train, "data")):
@@ -91,8 +96,9 @@ def inpainting(method, extractor, args, device) -> dict:
     images, labels = to_unit_range(test.data[:n]), test.labels[:n]
     known = mask(args.inpaint, tuple(images.shape), torch.Generator().manual_seed(args.seed))
     gen = torch.Generator(device=method.device).manual_seed(args.seed)
-    completed = complete(method, images, known, args.batch_size, gen, not args.no_ema,
-                         labels if method.num_classes else None, bar=True)
+    completed = torch.stack([complete(method, images, known, args.batch_size, gen, not args.no_ema,
+                                      labels if method.num_classes else None, bar=True)
+                             for _ in range(args.draws)])  # the generator runs on: independent draws
     is_classifier = getattr(extractor, "num_classes", None) == method.info.num_classes
     classify = (lambda x: extractor(from_unit_range(x).to(device))[1]) if is_classifier else None
     with torch.no_grad():

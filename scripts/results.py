@@ -346,8 +346,8 @@ def sample_row(row: Row, args, device, n: int):
 
 def inpainting_row(run: str, cfg, mask_name: str, weight: float, args, test, train_images, extractor,
                    device) -> dict:
-    """A denoising run's (config `cfg`) completions of the first --n-inpaint test images under a mask,
-    with reconstruction guidance of weight λ, scored (engine/evaluation/inpainting.py), and a grid of
+    """A denoising run's (config `cfg`) completions (--inpaint-draws of each) of the first --n-inpaint
+    test images under a mask, with reconstruction guidance of weight λ, scored (engine/evaluation/inpainting.py), and a grid of
     masked input, completion and original. The sampler is the config's as it is now (a run reused from
     before a config changed its sampler samples with the new one), given as one mapping: the config's
     own settings, never refused as a step count its net would ignore."""
@@ -359,13 +359,13 @@ def inpainting_row(run: str, cfg, mask_name: str, weight: float, args, test, tra
     known = mask(mask_name, tuple(images.shape), torch.Generator().manual_seed(args.seed))
     gen = torch.Generator(device=device).manual_seed(args.seed)
     start = time.monotonic()
-    completed = complete(method, images, known, args.batch_size, gen)
-    seconds = time.monotonic() - start
+    completed = torch.stack([complete(method, images, known, args.batch_size, gen) for _ in range(args.inpaint_draws)])
+    seconds = (time.monotonic() - start) / args.inpaint_draws  # one draw's, as every other row's
     with torch.no_grad():
         scores = inpainting_scores(completed, images, labels, known, train_images,
                                    lambda x: extractor(from_unit_range(x).to(device))[1])
     name = f"inpaint_{run}_{mask_name.replace(':', '')}" + ("" if weight else "_replacement")
-    grid = comparison_rows(images[:8], known[:8], completed[:8])
+    grid = comparison_rows(images[:8], known[:8], completed[0, :8])
     save_grid(grid, Path(args.out) / args.dataset.stem / f"{name}.png", nrow=8)
     guide = f"reconstruction guidance λ = {weight:g}" if weight else "replacement only"
     return {"row": name, "run": run, "mask": mask_name, "sampler": f"{method.noise.sampler.name}, {guide}",
@@ -471,6 +471,8 @@ def parse_args(argv=None):
     p.add_argument("--n-langevin", type=int, default=300, help="samples scored per annealed-Langevin row")
     p.add_argument("--n-bpd", type=int, help="test images for bits/dim (0: skip; default 200, CIFAR-10 0)")
     p.add_argument("--n-inpaint", type=int, default=500, help="test images completed per inpainting row")
+    p.add_argument("--inpaint-draws", type=int, default=4, help="completions of each image per inpainting row "
+                   "(its PSNR column is one draw's; another gives their mean's)")
     p.add_argument("--bpd-methods", default="ncsn,dae", help="runs given a bits/dim (ebm: slow on a CPU)")
     p.add_argument("--batch-size", type=int, default=500, help="samples drawn at once")
     p.add_argument("--seed", type=int, default=0)
@@ -496,9 +498,10 @@ def parse_args(argv=None):
         args.n, args.n_langevin, args.batch_size, args.n_bpd, args.n_inpaint = 16, 8, 8, min(args.n_bpd, 4), 8
     args.out = args.out or str(ROOT / "docs")
     args.runs = args.runs or str(Path(args.out) / "runs" if args.smoke else ROOT / "runs" / dataset.stem)
-    if min(args.n, args.n_langevin, args.n_inpaint) < 4 or args.batch_size < 1 or args.n_bpd < 0:
-        raise ConfigError("--n, --n-langevin and --n-inpaint must be at least 4, --batch-size positive and "
-                          "--n-bpd >= 0")
+    if min(args.n, args.n_langevin, args.n_inpaint) < 4 or args.batch_size < 1 or args.n_bpd < 0 \
+            or args.inpaint_draws < 1:
+        raise ConfigError("--n, --n-langevin and --n-inpaint must be at least 4, --batch-size and --inpaint-draws "
+                          "positive and --n-bpd >= 0")
     args.bpd_methods = [m.strip() for m in args.bpd_methods.split(",") if m.strip()]
     if set(args.bpd_methods) - {"ncsn", "dae", "ebm"}:
         raise ConfigError(f"--bpd-methods: choose from ncsn,dae,ebm, not {','.join(args.bpd_methods)}")

@@ -125,7 +125,8 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
         assert 0 <= float(cells[3]) <= 1
         assert cells[2].strip() == ("35" if w in (0, 1) else "70")
     inpainting = [line for line in text.splitlines() if line.startswith("| inpaint_dae_")]
-    assert len(inpainting) == 3 and all(re.search(r"\| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \|", line) for line in inpainting)
+    assert len(inpainting) == 3 and all(re.search(r"\| \d+\.\d\d \| \d+\.\d\d \(k 4\) \| \d+\.\d\d \| \d+\.\d\d \|", line)
+                                             for line in inpainting)
     assert [line.split(" | ")[3] for line in inpainting] == [  # the config's sampler and the guidance
         "dpmpp_2m_sde, reconstruction guidance λ = 1", "dpmpp_2m_sde, replacement only",
         "dpmpp_2m_sde, reconstruction guidance λ = 1"]

@@ -4,6 +4,12 @@ often the evaluation classifier gives the completed image the original's class.
     mean fill  the training images' per-pixel mean in the missing pixels
     nearest    the training image closest to the test image on its visible pixels (L2), its
                missing pixels pasted in: what memorising the training set would give
+
+A completion is one draw from the model's conditional distribution of the missing pixels, and its
+expected squared error is twice that distribution's variance (plus the model's bias). PSNR, a
+distortion, is best served by that distribution's mean (Blau & Michaeli 2018: the perception-distortion
+trade-off), estimated by averaging k draws: its expected squared error is (1 + 1/k) times the variance.
+With k > 1 draws, the scores give both: the single draw's (averaged over the k) and the k-draw mean's.
 """
 from __future__ import annotations
 
@@ -67,15 +73,27 @@ def nearest_fill(images: torch.Tensor, known: torch.Tensor, train: torch.Tensor,
 
 def inpainting_scores(completed: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, known: torch.Tensor,
                       train: torch.Tensor, classify=None) -> dict:
-    """PSNR of the filled pixels for the model's `completed` images and the two baselines, and with
+    """PSNR of the filled pixels for the model's completions and the two baselines, and with
     `classify` (images in [−1, 1] → logits of this data set's classes) the share of completions,
-    and of each baseline's, given the original's class. Images float in [−1, 1] (train: uint8 or float)."""
+    and of each baseline's, given the original's class. Images float in [−1, 1] (train: uint8 or float).
+    `completed`: one completion per image (N, ...) or k of them (k, N, ...), drawn independently; then
+    the model's scores are the mean over the k draws, and "posterior_mean" scores their average."""
     train = to_unit_range(train)
-    fills = {"model": completed, "mean_fill": mean_fill(images, known, train),
-             "nearest": nearest_fill(images, known, train)}
-    out = {"n": len(images), "missing_fraction": (~known).float().mean().item()}
+    draws = completed if completed.dim() == images.dim() + 1 else completed.unsqueeze(0)
+    fills = {"mean_fill": mean_fill(images, known, train), "nearest": nearest_fill(images, known, train)}
+    out = {"n": len(images), "missing_fraction": (~known).float().mean().item(), "draws": len(draws)}
+    out["psnr_model"] = torch.stack([psnr_missing(d, images, known) for d in draws]).mean().item()
+    if classify is not None:
+        out["class_agreement_model"] = torch.stack([agreement(classify, d, labels) for d in draws]).mean().item()
+    if len(draws) > 1:
+        fills["posterior_mean"] = draws.float().mean(0)
     for name, filled in fills.items():
         out[f"psnr_{name}"] = psnr_missing(filled, images, known).mean().item()
         if classify is not None:
-            out[f"class_agreement_{name}"] = (classify(filled).argmax(1).cpu() == labels.cpu()).float().mean().item()
+            out[f"class_agreement_{name}"] = agreement(classify, filled, labels).item()
     return out
+
+
+def agreement(classify, filled: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The share of `filled` images the classifier gives their label."""
+    return (classify(filled).argmax(1).cpu() == labels.cpu()).float().mean()
