@@ -96,9 +96,8 @@ def inpainting(method, extractor, args, device) -> dict:
     images, labels = to_unit_range(test.data[:n]), test.labels[:n]
     known = mask(args.inpaint, tuple(images.shape), torch.Generator().manual_seed(args.seed))
     gen = torch.Generator(device=method.device).manual_seed(args.seed)
-    completed = torch.stack([complete(method, images, known, args.batch_size, gen, not args.no_ema,
-                                      labels if method.num_classes else None, bar=True)
-                             for _ in range(args.draws)])  # the generator runs on: independent draws
+    completed = complete(method, images, known, args.batch_size, gen, not args.no_ema,
+                         labels if method.num_classes else None, bar=True, draws=args.draws)
     is_classifier = getattr(extractor, "num_classes", None) == method.info.num_classes
     classify = (lambda x: extractor(from_unit_range(x).to(device))[1]) if is_classifier else None
     with torch.no_grad():

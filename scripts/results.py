@@ -347,8 +347,8 @@ def sample_row(row: Row, args, device, n: int):
 def inpainting_row(run: str, cfg, mask_name: str, weight: float, args, test, train_images, extractor,
                    device) -> dict:
     """A denoising run's (config `cfg`) completions (--inpaint-draws of each) of the first --n-inpaint
-    test images under a mask, with reconstruction guidance of weight λ, scored (engine/evaluation/inpainting.py), and a grid of
-    masked input, completion and original. The sampler is the config's as it is now (a run reused from
+    test images under a mask, with reconstruction guidance of weight λ, scored
+    (engine/evaluation/inpainting.py), and a grid of masked input, its first completion and original. The sampler is the config's as it is now (a run reused from
     before a config changed its sampler samples with the new one), given as one mapping: the config's
     own settings, never refused as a step count its net would ignore."""
     sampler = json.dumps(dataclasses.asdict(getattr(cfg, cfg.method).sampler))
@@ -359,7 +359,7 @@ def inpainting_row(run: str, cfg, mask_name: str, weight: float, args, test, tra
     known = mask(mask_name, tuple(images.shape), torch.Generator().manual_seed(args.seed))
     gen = torch.Generator(device=device).manual_seed(args.seed)
     start = time.monotonic()
-    completed = torch.stack([complete(method, images, known, args.batch_size, gen) for _ in range(args.inpaint_draws)])
+    completed = complete(method, images, known, args.batch_size, gen, draws=args.inpaint_draws)
     seconds = (time.monotonic() - start) / args.inpaint_draws  # one draw's, as every other row's
     with torch.no_grad():
         scores = inpainting_scores(completed, images, labels, known, train_images,

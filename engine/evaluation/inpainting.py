@@ -29,10 +29,15 @@ def require_denoiser(method, what: str = "--inpaint"):
 
 
 def complete(method, images: torch.Tensor, known: torch.Tensor, batch_size: int, generator, ema: bool = True,
-             labels: torch.Tensor | None = None, bar: bool = False) -> torch.Tensor:
+             labels: torch.Tensor | None = None, bar: bool = False, draws: int | None = None) -> torch.Tensor:
     """`method`'s completions (on the CPU) of `images` in [−1, 1] whose `known` pixels are given,
-    drawn batch_size at a time with `generator`; `labels`: a class-conditional model's classes."""
+    drawn batch_size at a time with `generator`; `labels`: a class-conditional model's classes.
+    With `draws` = k, k independent completions of every image, stacked (k, N, ...) as
+    inpainting_scores takes them (the generator runs on from one draw to the next)."""
     require_denoiser(method)
+    if draws is not None:
+        return torch.stack([complete(method, images, known, batch_size, generator, ema, labels, bar)
+                            for _ in range(draws)])
     parts = range(0, len(images), batch_size)
     return torch.cat([method.sample(len(images[i:i + batch_size]), generator=generator, ema=ema, progress=True,
                                     labels=None if labels is None else labels[i:i + batch_size],
