@@ -80,6 +80,11 @@ class NoiseConfig:
     # the denoised estimate of the missing pixels toward agreement with the known ones through the
     # net's Jacobian (ΠGDM's step, denoising/guidance.py); 0 = replacement of the known pixels only
     inpaint_guidance: float = 1.0
+    # autoguidance (Karras et al. 2024): the checkpoint of a weaker model of the same data and method
+    # (e.g. this config with half the width, trained a quarter of the time) that guides the samples,
+    # D_w = D_g + w·(D − D_g) with w = autoguide_weight (denoising/guidance.py); null: off
+    autoguide: Optional[str] = None
+    autoguide_weight: float = 2.0
     # The sampler and its own settings (denoising/samplers.py), e.g. {name: edm, steps: 18, churn: 10};
     # the name alone takes its defaults.
     sampler: choice_of("sampler", SamplerSettings) = field(
@@ -100,6 +105,8 @@ class NoiseConfig:
                                     f"got {self.guidance}")
         require(self.inpaint_guidance >= 0,  # finite: every float setting is (common/schema.py)
                 f"{path}.inpaint_guidance: a finite weight >= 0 (0 = replacement only), got {self.inpaint_guidance}")
+        require(self.autoguide_weight >= 0, f"{path}.autoguide_weight: must be >= 0 (0 the guide, 1 the model "
+                                            f"alone), got {self.autoguide_weight}")
 
 
 @dataclass

@@ -4,6 +4,10 @@ sampler gets both without a change (a sampler sees only D(x; σ) and s(x; σ)).
     Guided      D_w(x; σ) = D(x; σ, ∅) + w·(D(x; σ, c) − D(x; σ, ∅))        (Ho & Salimans 2022)
                 w = 0 is the unconditional denoiser and w = 1 the conditional one, exactly (one
                 network pass each); other w evaluate both in one batch (two evaluations per call).
+    AutoGuided  D_w(x; σ) = D_g(x; σ) + w·(D(x; σ) − D_g(x; σ))               (Karras et al. 2024)
+                autoguidance: D_g is a weaker model of the same data (a smaller net trained for less
+                time), whose errors point the same way as D's but further, so extrapolating away from
+                it removes them, with no class labels. w = 0 is the guide and w = 1 the model, exactly.
     Inpainting  D(x̂; σ) with x̂ = x on the unknown pixels and y + σz on the known ones: the real
                 image noised to the level being sampled, as NCSNv2's and score_sde's inpainting do
                 after each step (NCSNv2's anneal_Langevin_dynamics_inpainting, score_sde's
@@ -71,6 +75,35 @@ class Guided(nn.Module):
     def score(self, x, sigma, create_graph: bool = False):
         """s_w = s_∅ + w·(s_c − s_∅), the same combination (D = x + σ²s is affine in s)."""
         return self._guided(lambda y, s, c: self.denoiser.score(y, s, create_graph, labels=c), x, sigma)
+
+
+class AutoGuided(nn.Module):
+    """`denoiser` guided away from the weaker `guide` with weight w (autoguidance; module docstring)."""
+
+    def __init__(self, denoiser: nn.Module, guide: nn.Module, weight: float):
+        super().__init__()
+        self.denoiser, self.guide, self.weight = denoiser, guide, float(weight)
+
+    @property
+    def evaluations(self) -> int:
+        """Network passes per call: the model's and the guide's, or one of them at w = 1 or 0."""
+        return evaluations(self.weight)
+
+    def _guided(self, model, guide):
+        if self.weight == 1.0:
+            return model()
+        if self.weight == 0.0:
+            return guide()
+        g = guide()
+        return g + self.weight * (model() - g)
+
+    def forward(self, x, sigma):
+        return self._guided(lambda: self.denoiser(x, sigma), lambda: self.guide(x, sigma))
+
+    def score(self, x, sigma, create_graph: bool = False):
+        """s_w = s_g + w·(s − s_g): D = x + σ²s is affine in s."""
+        return self._guided(lambda: self.denoiser.score(x, sigma, create_graph),
+                            lambda: self.guide.score(x, sigma, create_graph))
 
 
 class Inpainting(nn.Module):

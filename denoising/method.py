@@ -25,7 +25,7 @@ from . import architectures  # noqa: F401  (registers the architectures)
 from .config import (DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, EBMConfig, NCSNConfig, NoiseConfig,
                      upgrade_noise_section)
 from .denoiser import Denoiser
-from .guidance import Guided, Inpainting, evaluations
+from .guidance import AutoGuided, Guided, Inpainting, evaluations
 from .losses import dsm_loss, dsm_objective
 from .samplers import Schedule
 from .schedule import geometric_sigmas, langevin_step_size, max_pairwise_distance, ncsnv2_num_scales
@@ -52,7 +52,8 @@ class DenoisingMethod(Method):
     ModelConfig, OptimConfig, Config = DenoiserModelConfig, DenoiserOptimConfig, NoiseConfig
     networks = ("net",)
     ema_networks = ("net",)
-    resume_may_change = ("{method}.sampler*", "{method}.guidance", "{method}.inpaint_guidance")  # how samples are drawn
+    resume_may_change = ("{method}.sampler*", "{method}.guidance", "{method}.inpaint_guidance",
+                         "{method}.autoguide*")  # how samples are drawn
     fixed_by_training = ("{method}.sigma_data", "{method}.preconditioning")  # how D is read from F
     saved_defaults = {"model": {"adaptive_norm": False}}  # what configs saved before a key meant by it
 
@@ -191,8 +192,39 @@ class DenoisingMethod(Method):
         return Guided(D, labels, self.noise.guidance, self.null_class)
 
     def passes_per_evaluation(self) -> int:
-        """Network passes per denoiser evaluation: 2 for a guided class-conditional net (w ∉ {0, 1})."""
-        return evaluations(self.noise.guidance) if self.num_classes else 1
+        """Network passes per denoiser evaluation: 2 for a guided class-conditional net (w ∉ {0, 1}),
+        and 2 for an autoguided net (w ∉ {0, 1}; the guide's pass counted as one of the net's)."""
+        cfg_passes = evaluations(self.noise.guidance) if self.num_classes else 1
+        return cfg_passes * (evaluations(self.noise.autoguide_weight) if self.guide is not None else 1)
+
+    guide = None  # the autoguidance guide (set_guide), sampled with its EMA weights
+
+    def set_guide(self, guide: "DenoisingMethod | None"):
+        """The weaker model that autoguides this one's samples (<method>.autoguide; engine/build.py
+        loads it): a denoising model of the same data shape whose noise levels cover this one's."""
+        path = f"{self.name}.autoguide"
+        if guide is not None:
+            if not isinstance(guide, DenoisingMethod):
+                raise ConfigError(f"{path}: the guide is a {guide.name} checkpoint; it must be a denoising model "
+                                  f"(dae, ncsn or ebm) of the same data")
+            if tuple(guide.info.shape) != tuple(self.info.shape):
+                raise ConfigError(f"{path}: the guide's images are {tuple(guide.info.shape)}, this model's "
+                                  f"{tuple(self.info.shape)}: train the guide on the same data")
+            if self.num_classes or guide.num_classes:
+                raise ConfigError(f"{path}: autoguidance here guides unconditional nets; a class-conditional "
+                                  f"net has classifier-free guidance ({self.name}.guidance): drop {path}")
+            lo, hi = float(self.sigmas[-1]), float(self.sigmas[0])
+            if float(guide.sigmas[-1]) > lo * 1.001 or float(guide.sigmas[0]) < hi * 0.999:
+                raise ConfigError(f"{path}: the guide was trained on σ in [{float(guide.sigmas[-1]):.4g}, "
+                                  f"{float(guide.sigmas[0]):.4g}], which does not cover this model's "
+                                  f"[{lo:.4g}, {hi:.4g}]: train it with the same sigma_min and sigma_max")
+        self.guide = guide
+
+    def autoguided(self, fn):
+        """fn (the model's denoiser for a sampler) autoguided by the guide, when there is one."""
+        if self.guide is None:
+            return fn
+        return AutoGuided(fn, self.guide.denoiser(ema=True), self.noise.autoguide_weight)
 
     @torch.no_grad()
     def sample(self, n, generator=None, ema=True, latents=None, progress=False, labels=None,
@@ -215,7 +247,7 @@ class DenoisingMethod(Method):
             for chunk in z.split(1000):
                 rows = slice(start, start + len(chunk))
                 start += len(chunk)
-                fn = self.guided(D, labels[rows] if labels is not None else None)
+                fn = self.autoguided(self.guided(D, labels[rows] if labels is not None else None))
                 if inpaint is not None:
                     fn = Inpainting(fn, inpaint[0][rows].to(self.device), inpaint[1][rows].to(self.device), generator,
                                     self.noise.inpaint_guidance)

@@ -1,0 +1,92 @@
+"""Autoguidance (Karras et al. 2024): a weaker model of the same data guides a denoising model's samples,
+D_w = D_g + w·(D − D_g) (denoising/guidance.py AutoGuided, <method>.autoguide)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import quick_config
+from denoising.denoiser import Denoiser
+from denoising.guidance import AutoGuided
+from denoising.samplers import langevin
+from engine import load_method, train
+from networks import UNet
+from test_conditional import GaussianDenoiser, sample_refuses
+
+
+@pytest.mark.parametrize("parametrization", ["direct", "score", "energy"])
+def test_autoguidance_at_w0_and_w1_is_the_guide_and_the_model_exactly(parametrization):
+    torch.manual_seed(0)
+    model, guide = (Denoiser(UNet(1, 8, (1, 2), 1).double(), parametrization, 0.5) for _ in range(2))
+    for p in [*model.net.parameters(), *guide.net.parameters()]:  # zero-initialised outputs would agree
+        p.data.add_(0.2 * torch.randn_like(p))
+    x, sigma = torch.randn(4, 1, 28, 28, dtype=torch.float64), torch.tensor([0.1, 0.5, 2.0, 5.0]).double()
+    d, g = model(x, sigma), guide(x, sigma)
+    assert (d - g).abs().max() > 1e-3  # two different nets
+    assert torch.equal(AutoGuided(model, guide, 1.0)(x, sigma), d)
+    assert torch.equal(AutoGuided(model, guide, 0.0)(x, sigma), g)
+    w = 2.5
+    assert torch.allclose(AutoGuided(model, guide, w)(x, sigma), g + w * (d - g), rtol=1e-9, atol=1e-9)
+    s_d, s_g = model.score(x, sigma), guide.score(x, sigma)
+    assert torch.equal(AutoGuided(model, guide, 1.0).score(x, sigma), s_d)
+    assert torch.equal(AutoGuided(model, guide, 0.0).score(x, sigma), s_g)
+    assert torch.allclose(AutoGuided(model, guide, w).score(x, sigma), s_g + w * (s_d - s_g), rtol=1e-9, atol=1e-9)
+    assert [AutoGuided(model, guide, v).evaluations for v in (0.0, 1.0, 2.5)] == [1, 1, 2]
+
+
+def test_autoguidance_of_an_overdispersed_model_by_a_worse_one_recovers_the_data_variance():
+    """The guided score w·s + (1 − w)·s_g is that of p^w·g^(1−w): for a model N(0, a²) whose error
+    inflated the data's unit variance and a guide N(0, b²) inflated further (b > a), the product's
+    variance 1/(w/a² + (1 − w)/b²) is 1 at w* = (1 − 1/b²)/(1/a² − 1/b²) > 1: extrapolating away
+    from the worse model undoes the model's error. Langevin dynamics on the guided score at a small σ
+    (4,000 chains, 1,000 steps) has variance 1/(w/(a² + σ²) + (1 − w)/(b² + σ²)) within 4%; at
+    w = 1 it is the model's a² + σ²."""
+    a2, b2, sigma, dim = 1.2 ** 2, 1.4 ** 2, 0.05, 2
+    w_star = (1 - 1 / b2) / (1 / a2 - 1 / b2)
+    model = GaussianDenoiser(torch.zeros(dim, dtype=torch.float64), a2 * torch.eye(dim, dtype=torch.float64))
+    guide = GaussianDenoiser(torch.zeros(dim, dtype=torch.float64), b2 * torch.eye(dim, dtype=torch.float64))
+    for w in (1.0, w_star):
+        gen = torch.Generator().manual_seed(0)
+        x = langevin(AutoGuided(model, guide, w).score, torch.randn(4000, dim, generator=gen, dtype=torch.float64),
+                     sigma, 1000, 0.02, gen)
+        expected = 1 / (w / (a2 + sigma ** 2) + (1 - w) / (b2 + sigma ** 2))
+        assert abs(x.var(0).mean().item() / expected - 1) < 0.04, (w, x.var(0).mean().item(), expected)
+    assert abs(1 / (w_star / a2 + (1 - w_star) / b2) - 1) < 1e-12 and w_star > 2
+
+
+@pytest.fixture(scope="module")
+def toy_runs(tmp_path_factory):
+    """Two short runs of the toy DAE config: a model and its guide (fewer steps, half the width), and
+    one whose σ range does not cover the model's."""
+    root = tmp_path_factory.mktemp("autoguide")
+    train(quick_config("dae_toy.yaml", "train.steps=40", "train.ckpt_every=40"), root / "model")
+    train(quick_config("dae_toy.yaml", "train.steps=10", "train.ckpt_every=10", "model.width=64"), root / "guide")
+    train(quick_config("dae_toy.yaml", "train.steps=2", "train.ckpt_every=2", "dae.sigma_max=1.0"), root / "narrow")
+    return {name: str(root / name / "checkpoints" / "last.pt") for name in ("model", "guide", "narrow")}
+
+
+def samples(ckpt, *overrides, n=200):
+    method, _ = load_method(ckpt, "cpu", list(overrides))
+    return method, method.sample(n, generator=torch.Generator().manual_seed(7))
+
+
+def test_a_checkpoint_autoguided_at_w1_samples_as_itself_and_at_w0_as_its_guide(toy_runs):
+    guide_key = f"dae.autoguide={toy_runs['guide']}"
+    _, own = samples(toy_runs["model"])
+    _, guide_own = samples(toy_runs["guide"])
+    assert (own - guide_own).abs().max() > 1e-2  # the two nets sample differently
+    m1, at1 = samples(toy_runs["model"], guide_key, "dae.autoguide_weight=1")
+    _, at0 = samples(toy_runs["model"], guide_key, "dae.autoguide_weight=0")
+    m2, at2 = samples(toy_runs["model"], guide_key, "dae.autoguide_weight=2")
+    assert torch.equal(at1, own) and torch.equal(at0, guide_own)
+    assert (at2 - own).abs().max() > 1e-2  # guidance moves the samples
+    assert m1.guide is not None and m1.passes_per_evaluation() == 1 and m2.passes_per_evaluation() == 2
+
+
+def test_bad_autoguidance_settings_are_one_line(toy_runs, tmp_path, capsys):
+    from sample import main  # noqa: F401  (sample_refuses runs it)
+    cases = [([f"dae.autoguide={tmp_path / 'missing.pt'}"], "dae.autoguide: "),
+             ([f"dae.autoguide={toy_runs['narrow']}"], "dae.autoguide: the guide was trained on σ in"),
+             ([f"dae.autoguide={toy_runs['guide']}", "dae.autoguide_weight=-1"], "dae.autoguide_weight: must be >= 0")]
+    sample_refuses(toy_runs["model"], tmp_path, capsys, *[(["--n", "4", *bad], msg) for bad, msg in cases])
+    assert not (tmp_path / "x.png").exists()
