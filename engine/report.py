@@ -75,7 +75,7 @@ def dates_note(results: list[dict], header: dict) -> str:
 def nfe_table(results: list[dict]) -> str:
     """KID ×10³ against network evaluations per sample: one row per denoising method and sampler,
     one column per budget the table's rows sampled at (each sampler's cost-quality curve)."""
-    rows = [r for r in results if r["method"] in ("dae", "ncsn", "ebm")]
+    rows = [r for r in results if r["method"].removesuffix("_autoguided") in ("dae", "ncsn", "ebm")]
     if not rows:
         return ""
     budgets = sorted({r["nfe"] for r in rows})

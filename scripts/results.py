@@ -68,6 +68,7 @@ class Row:
     sampler: str                # as shown in the table
     overrides: list[str] = field(default_factory=list)  # sampling-time config overrides
     langevin: bool = False      # scored on --n-langevin samples
+    guide: str | None = None    # the run whose checkpoint autoguides the samples (<method>.autoguide)
 
 
 TINY_UNET = ["model.width=8", "model.mults=[1,2]", "model.blocks=1"]
@@ -75,6 +76,7 @@ SMALL_GAN = ["model.g_width=8", "model.d_width=8"]
 # Every method gets the same wall-clock budget, not the same steps: what 12 minutes of training buy on
 # the machine at hand (a step of the DAE took 158 ms on one 2-core machine and 310 ms on another).
 BUDGET = ["train.steps=1000000", "train.max_minutes=12"]
+GUIDE_BUDGET = ["train.steps=1000000", "train.max_minutes=3"]
 RUNS = {
     "gan_one_loss": Run("fashion_mnist_dcgan_cpu.yaml", [*BUDGET], SMALL_GAN),
     "gan_alternating": Run("fashion_mnist_dcgan_cpu.yaml", [*BUDGET, "gan.step=alternating"],
@@ -88,6 +90,10 @@ RUNS = {
     "gan_conditional": Run("fashion_mnist_dcgan_cpu.yaml", [*BUDGET, "model.num_classes=10"],
                            SMALL_GAN),
     "dae_conditional": Run("fashion_mnist_dae_cpu.yaml", [*BUDGET, "model.num_classes=10"], TINY_UNET),
+    # autoguidance's guides (Karras et al. 2024): the same configs at half the width for a quarter of the
+    # time, each the weaker model its method's autoguided rows extrapolate away from
+    **{f"{m}_guide": Run(f"fashion_mnist_{m}_cpu.yaml", [*GUIDE_BUDGET, "model.width=8"], [*TINY_UNET, "model.width=4"])
+       for m in ("dae", "ncsn", "ebm")},
 }
 
 
@@ -127,6 +133,21 @@ def denoising_rows(method: str) -> list[Row]:
               for suffix, label, settings in SAMPLER_ROWS)]
 
 
+# Autoguided rows: each denoiser's 12-minute run guided by its guide run (3 minutes, width 8) at the
+# weight w that a sweep picked (against the training images, n 1,000, DPM-Solver++ 20: DAE w 1.5, 1.75,
+# 2, 2.5, 3 gave KID ×10³ 73, 54, 46, 76, 119; NCSN w 1.5, 2, 2.5 gave 34, 85, 100; the EBM, n 500 and
+# Heun 35, w 1.5, 2 gave 1442, 1211), at the two budgets, 40 and 20 network evaluations a sample.
+AUTOGUIDE_WEIGHTS = {"dae": 2.0, "ncsn": 1.5, "ebm": 2.0}
+
+
+def autoguided_rows(method: str) -> list[Row]:
+    w = AUTOGUIDE_WEIGHTS[method]
+    return [Row(f"{method}_ag_dpm{steps}", f"{method}_autoguided", method,
+                f"DPM-Solver++(2M) SDE, {steps} levels, autoguided by {method}_guide, w = {w:g}",
+                [f"{method}.autoguide_weight={w}", *sampler_overrides(method, {"name": "dpmpp_2m_sde", "steps": steps})],
+                guide=f"{method}_guide") for steps in (20, 10)]
+
+
 GUIDANCE = (0, 0.5, 1, 1.5, 2, 3, 4)  # classifier-free guidance weights of the conditional DAE's rows
 # Inpainting with the unconditional DAE (the best denoiser of the table): (run, mask, weight λ of the
 # reconstruction guidance; 0 = replacement only, the method of NCSNv2's and score_sde's code) per row.
@@ -134,7 +155,8 @@ INPAINTING = [("dae", "right", 1.0), ("dae", "right", 0.0), ("dae", "centre", 1.
 ROWS = [Row("real_train", "real", None, "the training split"),
         Row("gan_one_loss", "gan", "gan_one_loss", "generator"),
         Row("gan_alternating", "gan", "gan_alternating", "generator"),
-        *denoising_rows("ncsn"), *denoising_rows("dae"), *denoising_rows("ebm"),
+        *denoising_rows("ncsn"), *autoguided_rows("ncsn"), *denoising_rows("dae"), *autoguided_rows("dae"),
+        *denoising_rows("ebm"), *autoguided_rows("ebm"),
         Row("dde", "dde", "dde", "generator"),
         Row("gan_conditional", "gan_conditional", "gan_conditional", "generator, uniform classes"),
         *(Row(f"dae_conditional_w{w:g}", "dae_conditional", "dae_conditional",
@@ -331,8 +353,9 @@ def sample_row(row: Row, args, device, n: int):
     section = row.overrides[0].split(".", 1)[0] if row.overrides else None  # the model's method: dae, ncsn, ebm
     smoke = [f"{section}.num_scales=3"] if args.smoke and section else []
     smoke += [f"{section}.sampler.steps=1"] if smoke and row.langevin else []
+    guide = [f"{section}.autoguide={Path(args.runs) / row.guide / 'checkpoints' / 'last.pt'}"] if row.guide else []
     method, ckpt = load_method(Path(args.runs) / row.run / "checkpoints" / "last.pt", args.device,
-                               [*row.overrides, *smoke])
+                               [*row.overrides, *guide, *smoke])
     cfg = method.cfg
     gen = torch.Generator(device=device).manual_seed(args.seed)
     labels = balanced_labels(n, method.num_classes) if method.num_classes else None
@@ -521,7 +544,7 @@ def main(argv=None):
     rows = [r for r in dataset.rows if r.method in args.methods]
     inpaint = dataset.inpainting if "inpaint" in args.methods else []
     # Every input is checked before any run is trained or deleted (--retrain): configs, then data.
-    runs = [*(r.run for r in rows if r.run), *(run for run, _, _ in inpaint)]
+    runs = [*(name for r in rows for name in (r.run, r.guide) if name), *(run for run, _, _ in inpaint)]
     configs = {name: run_config(name, args) for name in dict.fromkeys(runs)}
     test_cfg = data_config(args, "test")
     test = build_dataset(test_cfg)
@@ -549,6 +572,10 @@ def main(argv=None):
         else:
             images, seconds, nfe, _, labels = sample_row(row, args, device, n)
             run, config = trained[row.run], describe_run(row.run, args)
+            if row.guide:  # the guide's training counts toward the row's
+                guide = trained[row.guide]
+                run = dict(run, seconds=run["seconds"] + guide["seconds"])
+                config += f"; guide {row.guide}: {describe_run(row.guide, args)}, {guide['steps']:,} steps"
         if labels is not None:  # a conditional model's grid: a row per class, its first 6 samples
             order = torch.cat([torch.nonzero(labels == c).flatten()[:6] for c in range(int(labels.max()) + 1)])
             save_grid(images[order].float() / 127.5 - 1, out / dataset.stem / f"{row.name}.png", nrow=6)
@@ -562,7 +589,7 @@ def main(argv=None):
         results.append({"row": row.name, "method": row.method, "config": config, "sampler": row.sampler,
                         "train_seconds": run.get("seconds"), "steps": run.get("steps"),
                         "images": run.get("images"), "nfe": nfe, "sample_seconds": seconds, **scores,
-                        "likelihood": likelihoods.get(row.run)})
+                        "likelihood": None if row.guide else likelihoods.get(row.run)})  # guided: another density
         progress(f"{row.name}: FID {scores['fid']:.2f}, KID {scores['kid']:.4f}, precision "
                  f"{scores['precision']:.3f}, recall {scores['recall']:.3f} (n {scores['n']})"
                  + (f", class accuracy {scores['class_accuracy']:.3f}" if "class_accuracy" in scores else ""))
