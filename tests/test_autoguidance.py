@@ -90,3 +90,20 @@ def test_bad_autoguidance_settings_are_one_line(toy_runs, tmp_path, capsys):
              ([f"dae.autoguide={toy_runs['guide']}", "dae.autoguide_weight=-1"], "dae.autoguide_weight: must be >= 0")]
     sample_refuses(toy_runs["model"], tmp_path, capsys, *[(["--n", "4", *bad], msg) for bad, msg in cases])
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_likelihood_of_an_autoguided_checkpoint_is_its_guided_flows(toy_runs):
+    """bits/dim follows the autoguided flow: at w = 0 it is the guide's likelihood, at w = 1 the model's,
+    and the two nets' differ."""
+    from engine.evaluation.bits_per_dim import model_log_likelihood
+    x = torch.randn(12, 2, generator=torch.Generator().manual_seed(0))
+
+    def log_p(ckpt, *overrides):
+        method, _ = load_method(ckpt, "cpu", list(overrides))
+        return model_log_likelihood(method, x, exact_trace=True)[0]
+
+    guide_key = f"dae.autoguide={toy_runs['guide']}"
+    own, guide_own = log_p(toy_runs["model"]), log_p(toy_runs["guide"])
+    assert (own - guide_own).abs().max() > 1e-2
+    assert torch.allclose(log_p(toy_runs["model"], guide_key, "dae.autoguide_weight=0"), guide_own, atol=1e-6)
+    assert torch.allclose(log_p(toy_runs["model"], guide_key, "dae.autoguide_weight=1"), own, atol=1e-6)

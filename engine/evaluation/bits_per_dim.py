@@ -78,10 +78,12 @@ def model_log_likelihood(method, x_all: torch.Tensor, *, solver: str = "rk45", s
     """log p_σmin(x) in nats of points x_all (N, …) on the model's scale under a denoising method
     (dae, ncsn, ebm), by the probability-flow ODE (denoising/likelihood.py), batch by batch; the
     probes are drawn from `generator`. Returns (log_p, Hutchinson standard error, NFE per batch);
-    `unit(log_p)` is what the progress bar shows (default: nats)."""
+    `unit(log_p)` is what the progress bar shows (default: nats). An autoguided method's
+    (<method>.autoguide) is the likelihood of its guided flow, the density its ODE samples have."""
     from denoising.likelihood import draw_probes, log_likelihood
     n = method.noise
     D = method.denoiser(ema)
+    field = method.autoguided(D)
     levels = heun_levels(method, steps) if solver == "heun" else None
     unit = unit or (lambda log_p: log_p)
     was_training = D.net.training
@@ -92,7 +94,7 @@ def model_log_likelihood(method, x_all: torch.Tensor, *, solver: str = "rk45", s
         for x in x_all.split(batch_size):
             x = x.to(method.device)
             eps = None if exact_trace else draw_probes(x.shape, probes, probe, generator, x.device, x.dtype)
-            ll = log_likelihood(D, x, n.sigma_min, n.sigma_max, solver, levels, eps, rtol, atol)
+            ll = log_likelihood(field, x, n.sigma_min, n.sigma_max, solver, levels, eps, rtol, atol)
             log_p.append(ll.log_p.cpu())
             se.append(ll.stderr.cpu())
             nfe.append(ll.nfe)
