@@ -83,7 +83,7 @@ def model_log_likelihood(method, x_all: torch.Tensor, *, solver: str = "rk45", s
     from denoising.likelihood import draw_probes, log_likelihood
     n = method.noise
     D = method.denoiser(ema)
-    field = method.autoguided(D)
+    field = method.autoguided(D) if hasattr(method, "autoguided") else D  # any object with a denoiser
     levels = heun_levels(method, steps) if solver == "heun" else None
     unit = unit or (lambda log_p: log_p)
     was_training = D.net.training
