@@ -62,7 +62,8 @@ def toy_runs(tmp_path_factory):
     train(quick_config("dae_toy.yaml", "train.steps=40", "train.ckpt_every=40"), root / "model")
     train(quick_config("dae_toy.yaml", "train.steps=10", "train.ckpt_every=10", "model.width=64"), root / "guide")
     train(quick_config("dae_toy.yaml", "train.steps=2", "train.ckpt_every=2", "dae.sigma_max=1.0"), root / "narrow")
-    return {name: str(root / name / "checkpoints" / "last.pt") for name in ("model", "guide", "narrow")}
+    train(quick_config("gan_toy.yaml", "train.steps=2", "train.ckpt_every=2"), root / "gan")
+    return {name: str(root / name / "checkpoints" / "last.pt") for name in ("model", "guide", "narrow", "gan")}
 
 
 def samples(ckpt, *overrides, n=200):
@@ -87,6 +88,7 @@ def test_bad_autoguidance_settings_are_one_line(toy_runs, tmp_path, capsys):
     from sample import main  # noqa: F401  (sample_refuses runs it)
     cases = [([f"dae.autoguide={tmp_path / 'missing.pt'}"], "dae.autoguide: "),
              ([f"dae.autoguide={toy_runs['narrow']}"], "dae.autoguide: the guide was trained on σ in"),
+             ([f"dae.autoguide={toy_runs['gan']}"], "dae.autoguide: the guide is a gan checkpoint"),
              ([f"dae.autoguide={toy_runs['guide']}", "dae.autoguide_weight=-1"], "dae.autoguide_weight: must be >= 0")]
     sample_refuses(toy_runs["model"], tmp_path, capsys, *[(["--n", "4", *bad], msg) for bad, msg in cases])
     assert not (tmp_path / "x.png").exists()
