@@ -199,25 +199,24 @@ class DenoisingMethod(Method):
 
     guide = None  # the autoguidance guide (set_guide), sampled with its EMA weights
 
-    def set_guide(self, guide: "DenoisingMethod | None"):
+    def set_guide(self, guide: "DenoisingMethod"):
         """The weaker model that autoguides this one's samples (<method>.autoguide; engine/build.py
         loads it): a denoising model of the same data shape whose noise levels cover this one's."""
         path = f"{self.name}.autoguide"
-        if guide is not None:
-            if not isinstance(guide, DenoisingMethod):
-                raise ConfigError(f"{path}: the guide is a {guide.name} checkpoint; it must be a denoising model "
-                                  f"(dae, ncsn or ebm) of the same data")
-            if tuple(guide.info.shape) != tuple(self.info.shape):
-                raise ConfigError(f"{path}: the guide's images are {tuple(guide.info.shape)}, this model's "
-                                  f"{tuple(self.info.shape)}: train the guide on the same data")
-            if self.num_classes or guide.num_classes:
-                raise ConfigError(f"{path}: autoguidance here guides unconditional nets; a class-conditional "
-                                  f"net has classifier-free guidance ({self.name}.guidance): drop {path}")
-            lo, hi = float(self.sigmas[-1]), float(self.sigmas[0])
-            if float(guide.sigmas[-1]) > lo * 1.001 or float(guide.sigmas[0]) < hi * 0.999:
-                raise ConfigError(f"{path}: the guide was trained on σ in [{float(guide.sigmas[-1]):.4g}, "
-                                  f"{float(guide.sigmas[0]):.4g}], which does not cover this model's "
-                                  f"[{lo:.4g}, {hi:.4g}]: train it with the same sigma_min and sigma_max")
+        if not isinstance(guide, DenoisingMethod):
+            raise ConfigError(f"{path}: the guide is a {guide.name} checkpoint; it must be a denoising model "
+                              f"(dae, ncsn or ebm) of the same data")
+        if tuple(guide.info.shape) != tuple(self.info.shape):
+            raise ConfigError(f"{path}: the guide's images are {tuple(guide.info.shape)}, this model's "
+                              f"{tuple(self.info.shape)}: train the guide on the same data")
+        if self.num_classes or guide.num_classes:
+            raise ConfigError(f"{path}: autoguidance here guides unconditional nets; a class-conditional "
+                              f"net has classifier-free guidance ({self.name}.guidance): drop {path}")
+        lo, hi = float(self.sigmas[-1]), float(self.sigmas[0])
+        if float(guide.sigmas[-1]) > lo * 1.001 or float(guide.sigmas[0]) < hi * 0.999:
+            raise ConfigError(f"{path}: the guide was trained on σ in [{float(guide.sigmas[-1]):.4g}, "
+                              f"{float(guide.sigmas[0]):.4g}], which does not cover this model's "
+                              f"[{lo:.4g}, {hi:.4g}]: train it with the same sigma_min and sigma_max")
         self.guide = guide
 
     def autoguided(self, fn):
