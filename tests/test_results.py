@@ -54,7 +54,8 @@ def test_every_cifar10_cpu_config_trains_five_steps_and_samples(name, cifar_jpeg
     from common.config import load_config
     cfg = load_config(ROOT / "configs" / name, [f"data.path={cifar_jpeg_root / 'train.zip'}", "device=cpu",
                                                 "train.steps=5", "train.batch_size=16", "train.sample_every=5",
-                                                "train.n_samples=4", "train.ckpt_every=5"])
+                                                "train.n_samples=4", "train.ckpt_every=5",
+                                                "train.compile=false"])  # compiling: tests/test_fast_paths.py
     summary = train(cfg, tmp_path / "run")
     assert summary["step"] == 5 and (tmp_path / "run" / "samples" / "step_0000005.png").is_file()
     method, _ = load_method(tmp_path / "run" / "checkpoints" / "last.pt", "cpu")
@@ -185,7 +186,8 @@ def test_results_bad_input_is_one_line(extra, message, fashion_root, tmp_path, c
 @pytest.mark.parametrize("extra,message", [
     (["--data-root", "EMPTY"], "--data-root EMPTY: no CIFAR-10 there (neither train.zip of class folders nor "
                                "cifar-10-batches-py/)"),
-    (["--methods", "ebm"], "--methods: unknown method 'ebm' for --data cifar10; choose from dae,gan,inpaint,ncsn,real"),
+    (["--methods", "ebm"], "--methods: unknown method 'ebm' for --data cifar10; choose from dae,dae_autoguided,gan,inpaint,ncsn,"
+                          "ncsn_autoguided,real"),
 ])
 def test_results_cifar10_bad_input_is_one_line(extra, message, cifar_jpeg_root, tmp_path, capsys):
     (tmp_path / "EMPTY").mkdir()
