@@ -77,6 +77,12 @@ SMALL_GAN = ["model.g_width=8", "model.d_width=8"]
 # the machine at hand (a step of the DAE took 158 ms on one 2-core machine and 310 ms on another).
 BUDGET = ["train.steps=1000000", "train.max_minutes=12"]
 GUIDE_BUDGET = ["train.steps=1000000", "train.max_minutes=3"]
+def guide_runs(data: str, budget: list[str], methods) -> dict:
+    """Each method's guide run <method>_guide: its CPU config for `data` at half the width, for `budget`."""
+    return {f"{m}_guide": Run(f"{data}_{m}_cpu.yaml", [*budget, "model.width=8"], [*TINY_UNET, "model.width=4"])
+            for m in methods}
+
+
 RUNS = {
     "gan_one_loss": Run("fashion_mnist_dcgan_cpu.yaml", [*BUDGET], SMALL_GAN),
     "gan_alternating": Run("fashion_mnist_dcgan_cpu.yaml", [*BUDGET, "gan.step=alternating"],
@@ -92,8 +98,7 @@ RUNS = {
     "dae_conditional": Run("fashion_mnist_dae_cpu.yaml", [*BUDGET, "model.num_classes=10"], TINY_UNET),
     # autoguidance's guides (Karras et al. 2024): the same configs at half the width for a quarter of the
     # time, each the weaker model its method's autoguided rows extrapolate away from
-    **{f"{m}_guide": Run(f"fashion_mnist_{m}_cpu.yaml", [*GUIDE_BUDGET, "model.width=8"], [*TINY_UNET, "model.width=4"])
-       for m in ("dae", "ncsn", "ebm")},
+    **guide_runs("fashion_mnist", GUIDE_BUDGET, ("dae", "ncsn", "ebm")),
 }
 
 
@@ -179,8 +184,7 @@ CIFAR10_RUNS = {
     "dae": Run("cifar10_dae_cpu.yaml", [*CIFAR10_BUDGET], TINY_UNET),
     "ncsn": Run("cifar10_ncsn_cpu.yaml", [*CIFAR10_BUDGET], TINY_UNET),
     # autoguidance's guides, as Fashion-MNIST's: half the width for about a quarter of the time
-    **{f"{m}_guide": Run(f"cifar10_{m}_cpu.yaml", [*CIFAR10_GUIDE_BUDGET, "model.width=8"],
-                         [*TINY_UNET, "model.width=4"]) for m in ("dae", "ncsn")},
+    **guide_runs("cifar10", CIFAR10_GUIDE_BUDGET, ("dae", "ncsn")),
 }
 
 
@@ -197,12 +201,11 @@ CIFAR10_AUTOGUIDE_WEIGHT = 1.25
 
 
 def cifar10_denoising_rows(method: str) -> list[Row]:
-    w = CIFAR10_AUTOGUIDE_WEIGHT
     return [Row(f"{method}_langevin", method, method, "annealed Langevin, 2 steps per level",
                 [f"{method}.sampler=langevin", f"{method}.sampler.steps=2"], True),
             *(Row(f"{method}_{suffix}", method, method, label, sampler_overrides(method, settings))
               for suffix, label, settings in SAMPLER_ROWS if suffix == "heun35"),
-            autoguided_row(method, w, "heun19", "Heun, 10 levels", {"name": "heun", "steps": 10})]
+            autoguided_row(method, CIFAR10_AUTOGUIDE_WEIGHT, "heun19", "Heun, 10 levels", {"name": "heun", "steps": 10})]
 
 
 CIFAR10_ROWS = [Row("real_train", "real", None, "the training split"),
