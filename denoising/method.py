@@ -209,9 +209,11 @@ class DenoisingMethod(Method):
         if tuple(guide.info.shape) != tuple(self.info.shape):
             raise ConfigError(f"{path}: the guide's images are {tuple(guide.info.shape)}, this model's "
                               f"{tuple(self.info.shape)}: train the guide on the same data")
-        if self.num_classes or guide.num_classes:
-            raise ConfigError(f"{path}: autoguidance here guides unconditional nets; a class-conditional "
-                              f"net has classifier-free guidance ({self.name}.guidance): drop {path}")
+        if guide.num_classes != self.num_classes:
+            what = {0: "unconditional"}
+            raise ConfigError(f"{path}: the guide is {what.get(guide.num_classes, f'{guide.num_classes}-class')}, "
+                              f"this model {what.get(self.num_classes, f'{self.num_classes}-class')}: train the "
+                              f"guide with model.num_classes={self.num_classes}")
         lo, hi = float(self.sigmas[-1]), float(self.sigmas[0])
         if float(guide.sigmas[-1]) > lo * 1.001 or float(guide.sigmas[0]) < hi * 0.999:
             raise ConfigError(f"{path}: the guide was trained on σ in [{float(guide.sigmas[-1]):.4g}, "
@@ -219,11 +221,17 @@ class DenoisingMethod(Method):
                               f"[{lo:.4g}, {hi:.4g}]: train it with the same sigma_min and sigma_max")
         self.guide = guide
 
-    def autoguided(self, fn):
-        """fn (the model's denoiser for a sampler) autoguided by the guide, when there is one."""
+    def autoguided(self, fn, labels: torch.Tensor | None = None):
+        """fn (the model's denoiser for a sampler, at classes `labels`) autoguided by the guide, when
+        there is one. A class-conditional model's guide is conditional too, at the same classes and
+        classifier-free guidance weight (Karras et al. 2024 guide EDM2's conditional nets with a
+        conditional guide)."""
         if self.guide is None:
             return fn
-        return AutoGuided(fn, self.guide.denoiser(ema=True), self.noise.autoguide_weight)
+        guide = self.guide.denoiser(ema=True)
+        if self.num_classes:
+            guide = Guided(guide, labels, self.noise.guidance, self.guide.null_class)
+        return AutoGuided(fn, guide, self.noise.autoguide_weight)
 
     @torch.no_grad()
     def sample(self, n, generator=None, ema=True, latents=None, progress=False, labels=None,
@@ -246,7 +254,8 @@ class DenoisingMethod(Method):
             for chunk in z.split(1000):
                 rows = slice(start, start + len(chunk))
                 start += len(chunk)
-                fn = self.autoguided(self.guided(D, labels[rows] if labels is not None else None))
+                at = labels[rows] if labels is not None else None
+                fn = self.autoguided(self.guided(D, at), at)
                 if inpaint is not None:
                     fn = Inpainting(fn, inpaint[0][rows].to(self.device), inpaint[1][rows].to(self.device), generator,
                                     self.noise.inpaint_guidance)

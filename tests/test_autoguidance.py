@@ -109,3 +109,37 @@ def test_the_likelihood_of_an_autoguided_checkpoint_is_its_guided_flows(toy_runs
     assert (own - guide_own).abs().max() > 1e-2
     assert torch.allclose(log_p(toy_runs["model"], guide_key, "dae.autoguide_weight=0"), guide_own, atol=1e-6)
     assert torch.allclose(log_p(toy_runs["model"], guide_key, "dae.autoguide_weight=1"), own, atol=1e-6)
+
+
+def test_a_class_conditional_model_is_autoguided_by_a_conditional_guide_at_the_same_classes(fashion_root, tmp_path,
+                                                                                              capsys):
+    """A conditional net's guide is conditional too, called at the same classes with the same
+    classifier-free weight: at autoguide w = 1 the samples are the model's own, at w = 0 the guide's
+    own at those classes, and in between the extrapolation moves them. A guide of another kind is one line."""
+    common = [f"data.root={fashion_root}", "train.ckpt_every=3"]
+    for name, extra in (("model", ["model.num_classes=10", "train.steps=3"]),
+                        ("guide", ["model.num_classes=10", "train.steps=1", "train.ckpt_every=1", "seed=1"]),
+                        ("plain", ["train.steps=1", "train.ckpt_every=1"])):
+        train(quick_config("ncsn_fashion.yaml", *common, *extra), tmp_path / name)
+    ckpt = {name: str(tmp_path / name / "checkpoints" / "last.pt") for name in ("model", "guide", "plain")}
+    labels = torch.tensor([0, 3, 7, 9])
+
+    def draw(path, *overrides):
+        method, _ = load_method(path, "cpu", ["ncsn.guidance=1.5", *overrides])
+        return method, method.sample(4, generator=torch.Generator().manual_seed(3), labels=labels)
+
+    _, own = draw(ckpt["model"])
+    _, guide_own = draw(ckpt["guide"])
+    assert (own - guide_own).abs().max() > 1e-3
+    key = f"ncsn.autoguide={ckpt['guide']}"
+    _, at1 = draw(ckpt["model"], key, "ncsn.autoguide_weight=1")
+    _, at0 = draw(ckpt["model"], key, "ncsn.autoguide_weight=0")
+    m2, at2 = draw(ckpt["model"], key, "ncsn.autoguide_weight=2")
+    assert torch.equal(at1, own) and torch.equal(at0, guide_own)
+    assert (at2 - own).abs().max() > 1e-3 and m2.passes_per_evaluation() == 4  # 2 classifier-free × 2 nets
+    sample_refuses(ckpt["model"], tmp_path, capsys,
+                   ([f"ncsn.autoguide={ckpt['plain']}"], "ncsn.autoguide: the guide is unconditional, this model "
+                                                          "10-class: train the guide with model.num_classes=10"))
+    sample_refuses(ckpt["plain"], tmp_path, capsys,
+                   ([f"ncsn.autoguide={ckpt['guide']}"], "ncsn.autoguide: the guide is 10-class, this model "
+                                                          "unconditional: train the guide with model.num_classes=0"))
