@@ -462,6 +462,15 @@ def saved_config(path: Path, mtime_ns: int) -> dict:
     return load_checkpoint(path)["config"]
 
 
+def redescribed(row: dict, run: str | None, args) -> str:
+    """A kept row's config column, its run's part described again from the checkpoint (how it ran
+    against the config now); as it was when the run is gone. Its guide's part is kept as scored."""
+    if not run or not (Path(args.runs) / run / "checkpoints" / "last.pt").is_file():
+        return row["config"]
+    _, sep, guide = row["config"].partition("; guide ")
+    return describe_run(run, args) + sep + guide
+
+
 def merge_with_previous(path: Path, header: dict, results: list, inpainted: list, args):
     """The rows just scored, with the previous table's other rows when --methods chose only some:
     kept only if they were scored in the same features against the same reference (the same
@@ -481,8 +490,7 @@ def merge_with_previous(path: Path, header: dict, results: list, inpainted: list
     new = {r["row"] for r in [*results, *inpainted]}
     order = {r.name: i for i, r in enumerate(args.dataset.rows)}
     run_of = {r.name: r.run for r in args.dataset.rows}
-    kept = [dict(r, scored=r.get("scored", old.get("date")),
-                 config=describe_run(run_of[r["row"]], args) if run_of.get(r["row"]) else r["config"])
+    kept = [dict(r, scored=r.get("scored", old.get("date")), config=redescribed(r, run_of.get(r["row"]), args))
             for r in previous.get("rows", []) if r["row"] not in new and r["row"] in order]
     merged = sorted(kept + results, key=lambda r: order.get(r["row"], len(order)))
     kept_inpaint = [dict(r, scored=r.get("scored", old.get("date"))) for r in previous.get("inpainting", [])

@@ -156,6 +156,8 @@ def test_results_never_retrains_a_finished_run_unasked(smoke):
     assert last.stat().st_mtime_ns == before
     from results import ROWS  # the other rows are kept from the full scoring, not dropped; stale ones are
     assert [r[0] for r in table_rows(out / "docs" / "results.md")[1:]] == [r.name for r in ROWS]
+    described = {r["row"]: r["config"] for r in json.loads(saved.read_text())["rows"]}
+    assert all(described[r.name].count("; guide ") == 1 for r in ROWS if r.guide)  # a kept row keeps its guide
     summary = out / "runs" / "gan_one_loss" / "results_training.json"
     kept = summary.read_text()
     summary.unlink()  # as if training had been killed: an unfinished run is neither reused nor deleted
