@@ -210,10 +210,10 @@ class DenoisingMethod(Method):
             raise ConfigError(f"{path}: the guide's images are {tuple(guide.info.shape)}, this model's "
                               f"{tuple(self.info.shape)}: train the guide on the same data")
         if guide.num_classes != self.num_classes:
-            what = {0: "unconditional"}
-            raise ConfigError(f"{path}: the guide is {what.get(guide.num_classes, f'{guide.num_classes}-class')}, "
-                              f"this model {what.get(self.num_classes, f'{self.num_classes}-class')}: train the "
-                              f"guide with model.num_classes={self.num_classes}")
+            def kind(n):
+                return f"{n}-class" if n else "unconditional"
+            raise ConfigError(f"{path}: the guide is {kind(guide.num_classes)}, this model {kind(self.num_classes)}: "
+                              f"train the guide with model.num_classes={self.num_classes}")
         lo, hi = float(self.sigmas[-1]), float(self.sigmas[0])
         if float(guide.sigmas[-1]) > lo * 1.001 or float(guide.sigmas[0]) < hi * 0.999:
             raise ConfigError(f"{path}: the guide was trained on σ in [{float(guide.sigmas[-1]):.4g}, "
@@ -228,9 +228,7 @@ class DenoisingMethod(Method):
         conditional guide)."""
         if self.guide is None:
             return fn
-        guide = self.guide.denoiser(ema=True)
-        if self.num_classes:
-            guide = Guided(guide, labels, self.noise.guidance, self.guide.null_class)
+        guide = self.guided(self.guide.denoiser(ema=True), labels)  # set_guide: the same classes, null class
         return AutoGuided(fn, guide, self.noise.autoguide_weight)
 
     @torch.no_grad()
