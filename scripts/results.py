@@ -561,6 +561,7 @@ def parse_args(argv=None):
 @cli
 def main(argv=None):
     args = parse_args(argv)
+    start = time.monotonic()
     device = resolve_device(args.device)
     out = Path(args.out)
     for folder, what in ((out, "--out"), (Path(args.runs), "--runs")):
@@ -577,8 +578,10 @@ def main(argv=None):
     train_images = build_dataset(data_config(args)).data
     trained = {name: train_run(name, cfg, args) for name, cfg in configs.items()}
     classifier = ensure_classifier(args, device)
+    trained_at = time.monotonic()
     if args.train_only:
-        progress(f"trained: {', '.join(trained) or 'nothing'} and the classifier {args.classifier} in {args.runs}")
+        progress(f"trained: {', '.join(trained) or 'nothing'} and the classifier {args.classifier} in {args.runs} "
+                 f"({(trained_at - start) / 60:.1f} minutes)")
         return
     extractor = build_extractor(f"classifier:{args.classifier}", device, False)
     reference = reference_stats(test, test_cfg, extractor, device, cache=Path(args.runs) / "stats")
@@ -633,6 +636,9 @@ def main(argv=None):
                                                    "accuracy": classifier["test_accuracy"]}}
     results, inpainted = merge_with_previous(out / f"{dataset.stem}.json", header, results, inpainted, args)
     write_tables(dataset, out, header, results, inpainted)
+    end = time.monotonic()
+    progress(f"{(end - start) / 60:.1f} minutes in all: {(trained_at - start) / 60:.1f} reading the data and "
+             f"training (the runs and the classifier that were missing), {(end - trained_at) / 60:.1f} scoring")
 
 
 def write_tables(dataset: DataSet, out: Path, header: dict, results: list, inpainted: list):
