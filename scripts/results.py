@@ -287,6 +287,11 @@ def run_config(name: str, args):
     return load_config(ROOT / "configs" / run.config, overrides)
 
 
+def last_checkpoint(run: str, args) -> Path:
+    """The checkpoint a run's rows are drawn from: --runs/<run>/checkpoints/last.pt."""
+    return Path(args.runs) / run / "checkpoints" / "last.pt"
+
+
 def finished(run_dir: Path, run: Run, smoke: bool) -> dict | None:
     """The training summary results.py wrote when the run ended, if it did; a --smoke run is never
     taken for a real one, nor the reverse, nor a run trained with other settings than `run`'s."""
@@ -371,8 +376,8 @@ def sample_row(row: Row, args, device, n: int):
     section = row.overrides[0].split(".", 1)[0] if row.overrides else None  # the model's method: dae, ncsn, ebm
     smoke = [f"{section}.num_scales=3"] if args.smoke and section else []
     smoke += [f"{section}.sampler.steps=1"] if smoke and row.langevin else []
-    guide = [f"{section}.autoguide={Path(args.runs) / row.guide / 'checkpoints' / 'last.pt'}"] if row.guide else []
-    method, ckpt = load_method(Path(args.runs) / row.run / "checkpoints" / "last.pt", args.device,
+    guide = [f"{section}.autoguide={last_checkpoint(row.guide, args)}"] if row.guide else []
+    method, ckpt = load_method(last_checkpoint(row.run, args), args.device,
                                [*row.overrides, *guide, *smoke])
     cfg = method.cfg
     gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -393,7 +398,7 @@ def inpainting_row(run: str, cfg, mask_name: str, weight: float, args, test, tra
     before a config changed its sampler samples with the new one), given as one mapping: the config's
     own settings, never refused as a step count its net would ignore."""
     sampler = json.dumps(dataclasses.asdict(getattr(cfg, cfg.method).sampler))
-    method, _ = load_method(Path(args.runs) / run / "checkpoints" / "last.pt", args.device,
+    method, _ = load_method(last_checkpoint(run, args), args.device,
                             [f"{cfg.method}.inpaint_guidance={weight}", f"{cfg.method}.sampler={sampler}"])
     n = min(args.n_inpaint, len(test))
     images, labels = to_unit_range(test.data[:n]), test.labels[:n]
@@ -417,7 +422,7 @@ def model_likelihood(run: str, args, images: torch.Tensor) -> dict:
     """Bits/dim of the test images under a denoising run's EMA model (RK45 on the probability-flow
     ODE, one Rademacher probe per image; engine/evaluation/bits_per_dim.py), the same dequantisation
     for every model and baseline."""
-    method, _ = load_method(Path(args.runs) / run / "checkpoints" / "last.pt", args.device)
+    method, _ = load_method(last_checkpoint(run, args), args.device)
     progress(f"bits/dim of {run} on {len(images)} test images")
     return model_bits_per_dim(method, images, generator=torch.Generator().manual_seed(args.seed), progress=True)
 
@@ -439,7 +444,7 @@ def describe_run(name: str, args) -> str:
     model.adaptive_norm; a run trained before its config asked for `precision: auto` and compile)."""
     run = args.dataset.runs[name]
     text = f"{run.config} {' '.join(run.overrides)}".strip()
-    path = Path(args.runs) / name / "checkpoints" / "last.pt"
+    path = last_checkpoint(name, args)
     if not path.is_file():
         return text
     saved = saved_config(path, path.stat().st_mtime_ns)
@@ -465,7 +470,7 @@ def saved_config(path: Path, mtime_ns: int) -> dict:
 def redescribed(row: dict, run: str | None, args) -> str:
     """A kept row's config column, its run's part described again from the checkpoint (how it ran
     against the config now); as it was when the run is gone. Its guide's part is kept as scored."""
-    if not run or not (Path(args.runs) / run / "checkpoints" / "last.pt").is_file():
+    if not run or not last_checkpoint(run, args).is_file():
         return row["config"]
     _, sep, guide = row["config"].partition("; guide ")
     return describe_run(run, args) + sep + guide
