@@ -28,16 +28,22 @@ AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 def fast_bf16(device: torch.device) -> bool:
     """Whether bf16 autocast speeds training up on `device`: a CUDA GPU with bf16 (Ampere or newer),
-    or a CPU whose oneDNN may use AMX's bf16 tiles. Measured on a 2-core Xeon (DAE CPU config, ms a
-    step, fp32 → bf16): AMX 129 → 83; AVX512-BF16 without AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16)
-    146 → 139; AVX-512 without bf16 138 → 261; AVX2 169 → 1193. So a CPU gains only with AMX."""
+    or a CPU with native bf16 dot products (AVX512-BF16, or AMX's bf16 tiles) that oneDNN may use.
+    Measured, ms a DAE CPU-config step, fp32 → bf16: a 2-core Xeon with AMX 129 → 83, the same with
+    oneDNN limited to AVX512-BF16 (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16) 146 → 139, to AVX-512 without
+    bf16 138 → 261, to AVX2 169 → 1193; a 2-core AMD EPYC with AVX512-BF16 and no AMX (Zen 4,
+    2026-12-03) 235 → 137, and its EBM step 574 → 403. So a CPU gains only with native bf16."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type != "cpu":
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
     limit = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    return amx and (limit == "ALL" or "AMX" in limit) and torch.backends.mkldnn.is_available()
+    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    # oneDNN's ISA names past AVX-512 without bf16: AVX512_CORE_BF16, AVX512_CORE_FP16 (= AVX10_1_512),
+    # AVX512_CORE_AMX(_FP16) (= AVX10_1_512_AMX(_FP16)); ALL is no limit
+    allows_bf16 = limit == "ALL" or any(k in limit for k in ("BF16", "FP16", "AMX", "AVX10"))
+    return (amx or avx512_bf16) and allows_bf16
 
 
 def cpp_compiler() -> str | None:

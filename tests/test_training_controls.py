@@ -121,12 +121,16 @@ def test_fp16_training_runs_under_autocast_and_resumes_its_scale(tmp_path):
     assert method.scaler.get_scale() == state["scaler"]["scale"]
 
 
-@pytest.mark.parametrize("amx, isa, expected", [
-    (True, None, "bf16"), (True, "AVX512_CORE_AMX", "bf16"), (True, "AVX2", "fp32"),
-    (True, "AVX512_CORE_BF16", "fp32"), (False, None, "fp32")])
-def test_auto_precision_is_bf16_only_on_a_cpu_whose_onednn_may_use_amx(monkeypatch, amx, isa, expected):
+@pytest.mark.parametrize("amx, avx512_bf16, isa, expected", [
+    (True, True, None, "bf16"), (True, True, "AVX512_CORE_AMX", "bf16"), (True, True, "AVX2", "fp32"),
+    (True, True, "AVX512_CORE_BF16", "bf16"), (True, True, "AVX512_CORE_VNNI", "fp32"),
+    (False, True, None, "bf16"), (False, True, "avx10_1_512", "bf16"), (False, True, "AVX512_CORE", "fp32"),
+    (False, False, None, "fp32"), (False, False, "AVX512_CORE_BF16", "fp32")])
+def test_auto_precision_is_bf16_only_on_a_cpu_whose_onednn_may_use_native_bf16(monkeypatch, amx, avx512_bf16,
+                                                                             isa, expected):
     from engine.runtime import resolve_precision
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     if isa is None:
         monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
@@ -150,6 +154,7 @@ def test_auto_precision_on_cuda_follows_the_gpus_native_bf16(monkeypatch, bf16):
 
 def test_an_auto_precision_run_keeps_auto_in_its_config_and_reports_what_it_used(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     summary = train(quick_config("dae_toy.yaml", "precision=auto", "train.steps=2", "train.sample_every=2",
                                  "train.n_samples=4", "train.ckpt_every=2"), tmp_path)
     assert summary["precision"] == "fp32"
