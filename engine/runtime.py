@@ -41,8 +41,8 @@ def fast_bf16(device: torch.device) -> bool:
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
     avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
     # oneDNN's ISA names past AVX-512 without bf16: AVX512_CORE_BF16, AVX512_CORE_FP16 (= AVX10_1_512),
-    # AVX512_CORE_AMX(_FP16) (= AVX10_1_512_AMX(_FP16)); ALL is no limit
-    allows_bf16 = limit == "ALL" or any(k in limit for k in ("BF16", "FP16", "AMX", "AVX10"))
+    # AVX512_CORE_AMX(_FP16) (= AVX10_1_512_AMX(_FP16)); ALL and DEFAULT are no limit
+    allows_bf16 = limit in ("ALL", "DEFAULT") or any(k in limit for k in ("BF16", "FP16", "AMX", "AVX10"))
     return (amx or avx512_bf16) and allows_bf16
 
 

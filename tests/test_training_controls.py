@@ -124,7 +124,8 @@ def test_fp16_training_runs_under_autocast_and_resumes_its_scale(tmp_path):
 @pytest.mark.parametrize("amx, avx512_bf16, isa, expected", [
     (True, True, None, "bf16"), (True, True, "AVX512_CORE_AMX", "bf16"), (True, True, "AVX2", "fp32"),
     (True, True, "AVX512_CORE_BF16", "bf16"), (True, True, "AVX512_CORE_VNNI", "fp32"),
-    (False, True, None, "bf16"), (False, True, "avx10_1_512", "bf16"), (False, True, "AVX512_CORE", "fp32"),
+    (False, True, None, "bf16"), (False, True, "avx10_1_512", "bf16"), (False, True, "DEFAULT", "bf16"),
+    (False, True, "AVX512_CORE", "fp32"),
     (False, False, None, "fp32"), (False, False, "AVX512_CORE_BF16", "fp32")])
 def test_auto_precision_is_bf16_only_on_a_cpu_whose_onednn_may_use_native_bf16(monkeypatch, amx, avx512_bf16,
                                                                              isa, expected):
