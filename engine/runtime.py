@@ -32,7 +32,7 @@ def fast_bf16(device: torch.device) -> bool:
     Measured, ms a DAE CPU-config step, fp32 → bf16: a 2-core Xeon with AMX 129 → 83, the same with
     oneDNN limited to AVX512-BF16 (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16) 146 → 139, to AVX-512 without
     bf16 138 → 261, to AVX2 169 → 1193; a 2-core AMD EPYC with AVX512-BF16 and no AMX (Zen 4,
-    2026-12-03) 235 → 137, and its EBM step 574 → 403. So a CPU gains only with native bf16."""
+    2026-12-03) 235 → 137, and its EBM step 503 → 344 (interleaved). So a CPU gains only with native bf16."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
