@@ -98,6 +98,10 @@ class TrainConfig:
     compile: bool = False              # torch.compile every network (forward and backward graphs)
     cuda_graph: bool = False           # capture the whole step (fwd, bwd, optimizer, EMA) as one CUDA graph
     channels_last: bool = False        # NHWC memory format for conv nets and image batches
+    # Deterministic kernels (cuDNN without autotuning, torch.use_deterministic_algorithms): on a GPU the
+    # same run twice, or k steps + resume + k steps, gives the same weights bitwise; slower. The CPU's
+    # kernels are deterministic already.
+    deterministic: bool = False
 
     def check(self, path):
         require_positive(self, path, "steps", "batch_size", "log_every", "sample_every", "n_samples",
@@ -239,8 +243,13 @@ def build_config(raw: dict) -> Config:
 
 
 def check_fast_paths(cfg: Config):
-    """What a captured CUDA graph cannot replay: a learning rate that changes (the graph keeps the
-    one it captured) and fp16's gradient scaler (it reads the device to decide whether to step)."""
+    """Fast paths that do not combine: channels_last under torch.compile, and what a captured CUDA
+    graph cannot replay: a learning rate that changes (the graph keeps the one it captured) and
+    fp16's gradient scaler (it reads the device to decide whether to step)."""
+    require(not (cfg.train.compile and cfg.train.channels_last),
+            "train.channels_last: not with train.compile, which chooses the convolutions' memory layout "
+            "itself (on CUDA, torch 2.11's compiled backward fails on a channels_last transposed "
+            "convolution); set train.channels_last=false")
     if not cfg.train.cuda_graph:
         return
     require(not lr_schedule.scheduled(cfg.optim),

@@ -105,11 +105,12 @@ def reset_peak(device):
 
 
 def fast_overrides(device, compile_: bool) -> list[str]:
-    """bf16, fused Adam and, on CUDA, channels_last and the CUDA graph (on a CPU channels_last
-    slowed the U-Net's step 1.35× and 2× with bf16: oneDNN's NCHW kernels are the fast ones there)."""
+    """bf16, fused Adam and, on CUDA, the CUDA graph and channels_last unless compiled (compile
+    chooses the layouts itself; on a CPU channels_last slowed the U-Net's step 1.35× and 2× with
+    bf16: oneDNN's NCHW kernels are the fast ones there)."""
     fast = ["precision=bf16", "optim.fused=true"]
     if device.type == "cuda":
-        fast += ["train.channels_last=true", "train.cuda_graph=true"]
+        fast += ["train.cuda_graph=true"] + ([] if compile_ else ["train.channels_last=true"])
     fast.append(f"train.compile={str(compile_).lower()}")
     return fast
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import signal
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
                           ctx.rank, ctx.world)
     if ctx.enabled:
         seed_everything(cfg.seed + ctx.rank)  # but each rank its own noise
-    step = resume_from(run, cfg, dataset, method, stream, device, ctx) if resume else 0
+    step = resume_from(run, cfg, dataset, method, stream, ctx) if resume else 0
     if ctx.enabled:
         method.distribute()
     if ctx.main:
@@ -228,14 +229,24 @@ def devices(cfg: Config) -> tuple[torch.device, distributed.Context]:
     if cfg.train.cuda_graph and ctx.enabled:
         raise ConfigError("train.cuda_graph: not supported with several processes (DDP); "
                           "set train.cuda_graph=false or train.compile=true instead")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+    set_determinism(cfg.train.deterministic)
     return device, ctx
 
 
-def resume_from(run: RunDir, cfg: Config, dataset, method, stream, device, ctx) -> int:
+def set_determinism(deterministic: bool):
+    """Deterministic kernels, or cuDNN's autotuner (fixed shapes: let it pick its fastest kernels, at
+    the cost of bitwise repeatability on a GPU). Set both ways, so that one run's choice never leaks
+    into the next one in the same process."""
+    if deterministic:  # cuBLAS's reductions repeat only with a fixed workspace (read at its first use)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def resume_from(run: RunDir, cfg: Config, dataset, method, stream, ctx) -> int:
     """Load the run's last checkpoint into the method, the data stream and the RNGs; its step."""
-    ckpt = resume_state(run, cfg, dataset, method, device)
+    ckpt = resume_state(run, cfg, dataset, method)
     for change in method.load_state_dict(ckpt["state"]):
         if ctx.main:
             print(f"resume: {change} (the config's optimizer settings replace the checkpoint's)")

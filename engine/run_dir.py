@@ -107,10 +107,11 @@ def check_run_dir(run: RunDir, resume: bool):
     remove_stale_temporaries(run.checkpoints)  # left by a run killed mid-write; last.pt is intact
 
 
-def resume_state(run: RunDir, cfg: Config, dataset, method, device) -> dict:
+def resume_state(run: RunDir, cfg: Config, dataset, method) -> dict:
     """The checkpoint to continue, checked against the config: same method, same networks (every
-    model.* setting), same optimizers, same data shape, and steps left to train."""
-    ckpt = load_checkpoint(run.last, map_location=device)
+    model.* setting), same optimizers, same data shape, and steps left to train. Loaded on the CPU:
+    load_state_dict copies each tensor to its parameter's device, and the RNG states must stay there."""
+    ckpt = load_checkpoint(run.last)
     if ckpt["method"] != cfg.method:
         raise ConfigError(f"{run.last} is a '{ckpt['method']}' run, the config says "
                           f"'{cfg.method}': resume with the run's own config.yaml")
@@ -141,6 +142,7 @@ def resume_state(run: RunDir, cfg: Config, dataset, method, device) -> dict:
 RESUME_MAY_CHANGE = (
     "train.steps", "train.log_every", "train.sample_every", "train.n_samples", "train.ckpt_every",
     "train.keep_every", "train.max_minutes", "train.compile", "train.cuda_graph", "train.channels_last",
+    "train.deterministic",
     "optim.*", "eval.*", "init.*", "device", "precision",
     "data.root", "data.path", "data.download", "data.loader", "data.num_workers",
 )

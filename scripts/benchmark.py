@@ -13,10 +13,10 @@ anywhere, `--sizes tiny` is a smoke test, not a measurement (49 s on 2 CPU cores
 Every row is timed after warm-up, with the device synchronised, as the median of many repeats (CUDA
 events on a GPU), in the fp32 eager baseline and with the fast paths on (bf16 autocast, fused Adam
 and, on CUDA, channels_last and the whole step captured as one CUDA graph; --compile adds
-torch.compile). The GAN trainers of one model are timed interleaved, step by step, so that they
-share the machine's state: alternating, one-loss and the bracket form with the config's critic, and
-alternating, one-loss and the fused step with a critic without BatchNorm (logistic loss). Their
-speedup is against the alternating fp32 eager step of the same critic.
+torch.compile, in place of channels_last). The GAN trainers of one model are timed interleaved, step
+by step, so that they share the machine's state: alternating, one-loss and the bracket form with the
+config's critic, and alternating, one-loss and the fused step with a critic without BatchNorm
+(logistic loss). Their speedup is against the alternating fp32 eager step of the same critic.
 """
 from __future__ import annotations
 

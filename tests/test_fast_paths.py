@@ -152,6 +152,8 @@ def test_unsupported_fast_path_combinations_are_one_line_errors(fashion_root, tm
         quick_config("ebm_toy.yaml", "train.compile=true")
     with pytest.raises(ConfigError, match="train.compile: gan differentiates"):
         quick_config("gan_fashion.yaml", "train.compile=true", "gan.reg=r1", "model.d_batchnorm=false")
+    with pytest.raises(ConfigError, match="train.channels_last: not with train.compile"):
+        quick_config("gan_fashion.yaml", "train.compile=true", "train.channels_last=true")
     with pytest.raises(ConfigError, match="train.cuda_graph: CUDA graphs need a CUDA device"):
         train(quick_config("gan_fashion.yaml", f"data.root={fashion_root}", "train.cuda_graph=true"), tmp_path)
     assert not (tmp_path / "checkpoints").exists()
