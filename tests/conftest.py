@@ -121,3 +121,12 @@ def cifar_jpeg_root(tmp_path_factory) -> Path:
 def quick_config(name: str, *overrides: str):
     from common.config import load_config
     return load_config(ROOT / "configs" / "quick" / name, overrides)
+
+
+def train_straight_and_resumed(name: str, overrides: list[str], root: Path, k: int):
+    """A quick config trained 2k steps straight (root/straight) and k steps, stopped, resumed for k more
+    (root/split): the resume contract's two runs."""
+    from engine import train
+    train(quick_config(name, *overrides, f"train.steps={2 * k}"), root / "straight")
+    train(quick_config(name, *overrides, f"train.steps={k}"), root / "split")
+    train(quick_config(name, *overrides, f"train.steps={2 * k}"), root / "split", resume=True)

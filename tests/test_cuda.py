@@ -8,7 +8,7 @@ import torch
 
 from common.checkpoint import load_checkpoint
 from engine import train
-from conftest import quick_config
+from conftest import quick_config, train_straight_and_resumed
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -89,9 +89,7 @@ def test_deterministic_resume_on_a_gpu_reproduces_the_straight_run_bitwise(fashi
     straight, bitwise, with train.deterministic."""
     common = [f"data.root={fashion_root}", "device=cuda", "train.ckpt_every=3", "train.deterministic=true",
               *overrides]
-    train(quick_config(config, *common, "train.steps=12"), tmp_path / "straight")
-    train(quick_config(config, *common, "train.steps=6"), tmp_path / "split")
-    train(quick_config(config, *common, "train.steps=12"), tmp_path / "split", resume=True)
+    train_straight_and_resumed(config, common, tmp_path, 6)
     (step_a, a), (step_b, b) = trained_state(tmp_path / "straight"), trained_state(tmp_path / "split")
     assert step_a == step_b == 12 and a.keys() == b.keys()
     for key in a:

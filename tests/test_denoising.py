@@ -11,7 +11,7 @@ from torch import nn
 
 from common.errors import CheckpointError
 from common.registry import names
-from conftest import quick_config
+from conftest import quick_config, train_straight_and_resumed
 from denoising.denoiser import Denoiser
 from denoising.losses import dsm_loss
 from engine import build, load_method, train
@@ -339,9 +339,7 @@ def test_every_method_trains_checkpoints_resumes_exactly_and_samples(name, extra
             "train.n_samples=8", *extra]
     if "toy" in name:
         base += ["data.toy_size=1024", "train.batch_size=32"]
-    train(quick_config(name, *base, "train.steps=6"), tmp_path / "straight")
-    train(quick_config(name, *base, "train.steps=3"), tmp_path / "split")
-    train(quick_config(name, *base, "train.steps=6"), tmp_path / "split", resume=True)
+    train_straight_and_resumed(name, base, tmp_path, 3)
     (step_a, a), (step_b, b) = flat_state(tmp_path / "straight"), flat_state(tmp_path / "split")
     assert step_a == step_b == 6 and a.keys() == b.keys()
     for key in a:
