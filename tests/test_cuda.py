@@ -56,8 +56,8 @@ def test_captured_training_reaches_the_eager_weights(fashion_root, tmp_path, rep
     correction runs on the device), and Adam at its default eps turns rounding into a sign: its first
     updates are about lr × sign(g), so a gradient component near zero that rounds the other way moves
     its weight 2 lr the other way. Measured on an H200 at eps 1e-8, that put the two runs 1.5% of a
-    step's movement apart after two steps (NCSN) and 5-9% after ten, growing smoothly with no jump at
-    the first replay. With eps = 1 the update is Lipschitz in the gradient, so rounding stays rounding;
+    step's movement apart after two steps (NCSN) and 5-9% after ten, with no jump at the first
+    replay. With eps = 1 the update is Lipschitz in the gradient, so rounding stays rounding;
     each tensor's difference is then measured against how far the eager run moved it over steps 6 to
     12 (one replay missing would make it about a sixth)."""
     common = [f"data.root={fashion_root}", "device=cuda", "train.steps=12", "train.ckpt_every=6",
