@@ -86,7 +86,8 @@ class TrainConfig:
     n_samples: int = 64                # images in each grid
     ckpt_every: int = 1000             # checkpoints/last.pt
     keep_every: int = 0                # also keep checkpoints/step_XXXXXXX.pt every N steps (0: never)
-    max_minutes: Optional[float] = None  # wall-time budget: checkpoint and stop when spent
+    max_minutes: Optional[float] = None  # wall-time budget: checkpoint and stop when spent (each session's;
+    #                                    the whole run's with optim.schedule_over: minutes)
     ema: Optional[float] = 0.999       # decay of the weights' exponential moving average (null: off)
     ema_warmup: bool = True            # decay min(ema, (1 + t)/(10 + t)) at update t (common/ema.py)
     # Or EDM's form, which a change of batch size leaves meaning the same: the average's half-life in
@@ -129,6 +130,9 @@ class OptimConfig:
     schedule: one_of("lr_schedule") = "constant"  # after the warm-up: constant | cosine | linear to decay_to
     warmup: int = 0                    # steps of linear warm-up (EDM's lr ramp-up, NCSNv2's warmup)
     decay_to: float = 0.0              # cosine/linear: the last step's rate as a fraction of the peak
+    # What the schedule runs over: train.steps, or train.max_minutes of training (the run's wall-time
+    # budget: its rate reaches decay_to when the budget is spent, whatever the machine's speed).
+    schedule_over: Literal["steps", "minutes"] = "steps"
 
     def check(self, path):
         """Adam's own domain (torch refuses the rest mid-run, or trains on garbage): every learning
@@ -238,6 +242,9 @@ def build_config(raw: dict) -> Config:
     require(not (cfg.train.compile and spec.needs_double_backward(cfg)),
             f"train.compile: {name} differentiates through gradients here (energy scores, R1 or GP), "
             f"which torch.compile does not support; set train.compile=false")
+    require(cfg.optim.schedule_over == "steps" or cfg.train.max_minutes is not None,
+            "optim.schedule_over: minutes spreads the schedule over train.max_minutes, which is not set; "
+            "set train.max_minutes=M or optim.schedule_over=steps")
     check_fast_paths(cfg)
     return cfg
 

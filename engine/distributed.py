@@ -49,11 +49,16 @@ def all_mean(t: torch.Tensor, ctx: Context) -> torch.Tensor:
 
 def broadcast_int(value: int, ctx: Context, device) -> int:
     """Rank 0's small integer (a decision code), for every rank (so that all stop at the same step)."""
+    return int(broadcast_float(value, ctx, device))
+
+
+def broadcast_float(value: float, ctx: Context, device) -> float:
+    """Rank 0's number, for every rank."""
     if not ctx.enabled:
         return value
-    t = torch.tensor([float(value)], device=device)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     dist.broadcast(t, 0)
-    return int(t.item())
+    return t.item()
 
 
 def gather_objects(obj, ctx: Context) -> list:

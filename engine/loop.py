@@ -59,7 +59,7 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
                           ctx.rank, ctx.world)
     if ctx.enabled:
         seed_everything(cfg.seed + ctx.rank)  # but each rank its own noise
-    step = resume_from(run, cfg, dataset, method, stream, ctx) if resume else 0
+    step, trained_s = resume_from(run, cfg, dataset, method, stream, ctx) if resume else (0, 0.0)
     if ctx.enabled:
         method.distribute()
     if ctx.main:
@@ -81,13 +81,15 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
         from .evaluation.evaluate import TrainingEvaluator  # torchmetrics is imported only when used
         evaluate = TrainingEvaluator(cfg, dataset, device)
     meter, last, scale = Meter(), {}, {}
-    start_time = tick = time.monotonic()
+    clock = Clock(trained_s)
+    tick = clock.start
     tick_step, saved_step, checked_step = step, step, step
     images_per_step = t.batch_size * method.batches_per_step
     bar = tqdm(total=t.steps, initial=step, dynamic_ncols=True, mininterval=1.0, desc=cfg.method,
                disable=not ctx.main)
     stop = StopRequests()  # SIGTERM/SIGINT: checkpoint at the next step boundary, then exit
-    scheduled = lr_schedule.scheduled(cfg.optim)
+    scheduled, spent = lr_schedule.scheduled(cfg.optim), None
+    over_minutes = cfg.optim.schedule_over == "minutes"
     guard = functools.partial(checked_means, meter, ctx, run=run, precision=method.runtime.precision,
                               scale=scale)
 
@@ -97,13 +99,15 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
             while step < t.steps:
                 x, y = next(stream)
                 if scheduled:
-                    method.set_lr_factor(lr_schedule.lr_factor(cfg.optim, step, t.steps))
+                    if over_minutes and (spent is None or not ctx.enabled or step % t.log_every == 0):
+                        spent = budget_spent(clock, t, ctx, device)  # distributed: at log steps, as stops
+                    method.set_lr_factor(lr_schedule.lr_factor(cfg.optim, step, t.steps, spent))
                 if t.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 meter.add(step_fn(x, y) if method.num_classes else step_fn(x))
                 step += 1
                 bar.update(1)
-                reason = stop_reason(step, stop, cfg, ctx, device, start_time)
+                reason = stop_reason(step, stop, cfg, ctx, device, clock)
                 if reason in (None, "time"):  # grids and evaluation; they give way to a stop request
                     began = time.monotonic()
                     try:
@@ -130,7 +134,7 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
                     if meter.count:
                         guard(checked_step, step, saved_step)
                         checked_step = step
-                    save_state(step, run, cfg, dataset, method, stream, ctx)
+                    save_state(step, run, cfg, dataset, method, stream, ctx, clock.total())
                     saved_step = step
                 if signalled:
                     raise Stopped(stop_message(reason, step, run), 128 + signal.Signals[reason].value)
@@ -145,7 +149,7 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
             logger.close()
     distributed.barrier(ctx)
     return {"step": step, "run_dir": str(run.root), "metrics": last, "main": ctx.main,
-            "seconds": time.monotonic() - start_time, "precision": method.runtime.precision}
+            "seconds": clock.session(), "precision": method.runtime.precision}
 
 
 def record_used(cfg: Config, dataset, device, ctx) -> Config:
@@ -244,8 +248,9 @@ def set_determinism(deterministic: bool):
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
-def resume_from(run: RunDir, cfg: Config, dataset, method, stream, ctx) -> int:
-    """Load the run's last checkpoint into the method, the data stream and the RNGs; its step."""
+def resume_from(run: RunDir, cfg: Config, dataset, method, stream, ctx) -> tuple[int, float]:
+    """Load the run's last checkpoint into the method, the data stream and the RNGs; its step and
+    the seconds it has trained (0 for a checkpoint written before they were kept)."""
     ckpt = resume_state(run, cfg, dataset, method)
     for change in method.load_state_dict(ckpt["state"]):
         if ctx.main:
@@ -253,7 +258,7 @@ def resume_from(run: RunDir, cfg: Config, dataset, method, stream, ctx) -> int:
     stream.load_state_dict(ckpt["data"])
     states = ckpt.get("rng_ranks") or [ckpt["rng"]]
     set_rng_state(states[ctx.rank % len(states)])  # exact when the number of ranks is unchanged
-    return int(ckpt["step"])
+    return int(ckpt["step"]), float(ckpt.get("seconds", 0.0))
 
 
 def train_step(method, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
@@ -321,14 +326,36 @@ def checked_means(meter: Meter, ctx, checked_step: int, at: int, saved_step: int
     raise Diverged(f"{what} between steps {checked_step + 1} and {at}; {kept}: {advice}")
 
 
-def stop_reason(at: int, stop: StopRequests, cfg: Config, ctx, device, start_time: float) -> str | None:
+class Clock:
+    """Seconds of training: this session's, and the run's (the sessions before it, from the
+    checkpoint, plus this one). train.max_minutes budgets each session, or the whole run when the
+    learning-rate schedule runs over it (optim.schedule_over: minutes), as train.steps does."""
+
+    def __init__(self, before: float = 0.0):
+        self.before, self.start = before, time.monotonic()
+
+    def session(self) -> float:
+        return time.monotonic() - self.start
+
+    def total(self) -> float:
+        return self.before + self.session()
+
+
+def budget_spent(clock: Clock, t, ctx, device) -> float:
+    """The fraction of train.max_minutes the run has trained, on rank 0's clock for every rank (their
+    learning rates must agree)."""
+    return distributed.broadcast_float(clock.total(), ctx, device) / (60 * t.max_minutes)
+
+
+def stop_reason(at: int, stop: StopRequests, cfg: Config, ctx, device, clock: Clock) -> str | None:
     """None, "time" (the wall-time budget is spent) or a signal's name. Distributed: decided at
     log steps, by rank 0, for all."""
     t = cfg.train
     if ctx.enabled and at % t.log_every:
         return None
     code = stop.signum or 0
-    if not code and t.max_minutes is not None and time.monotonic() - start_time > 60 * t.max_minutes:
+    trained = clock.total() if cfg.optim.schedule_over == "minutes" else clock.session()
+    if not code and t.max_minutes is not None and trained > 60 * t.max_minutes:
         code = -1
     code = distributed.broadcast_int(code, ctx, device)
     return None if code == 0 else "time" if code < 0 else signal.Signals(code).name
@@ -354,14 +381,15 @@ def class_rows(num_classes: int, n: int, device) -> tuple[torch.Tensor | None, i
     return torch.arange(num_classes, device=device).repeat_interleave(cols), cols
 
 
-def save_state(at: int, run: RunDir, cfg: Config, dataset, method, stream, ctx):
+def save_state(at: int, run: RunDir, cfg: Config, dataset, method, stream, ctx, seconds: float):
     """checkpoints/last.pt (and step_XXXXXXX.pt every train.keep_every steps): everything a resumed
-    run needs, with every rank's RNG state. A collective: every rank calls it, rank 0 writes."""
+    run needs, with every rank's RNG state and the seconds trained. A collective: every rank calls
+    it, rank 0 writes."""
     states = distributed.gather_objects(rng_state(), ctx)
     if not ctx.main:
         return
     payload = {"method": cfg.method, "config": cfg.to_dict(), "data_info": dataset.info.to_dict(),
-               "step": at, "state": method.state_dict(), "data": stream.state_dict(),
+               "step": at, "seconds": seconds, "state": method.state_dict(), "data": stream.state_dict(),
                "rng": states[0], **({"rng_ranks": states} if ctx.enabled else {})}
     save_checkpoint(run.last, payload)
     if cfg.train.keep_every and at % cfg.train.keep_every == 0:

@@ -132,6 +132,11 @@ def resume_state(run: RunDir, cfg: Config, dataset, method) -> dict:
     if int(ckpt["step"]) >= cfg.train.steps:
         raise ConfigError(f"train.steps={cfg.train.steps}: the run is already at step {ckpt['step']}; pass "
                           f"train.steps=N with N > {ckpt['step']} to train longer")
+    minutes = float(ckpt.get("seconds", 0.0)) / 60
+    if cfg.optim.schedule_over == "minutes" and minutes >= cfg.train.max_minutes:
+        raise ConfigError(f"train.max_minutes={cfg.train.max_minutes}: the run has trained {minutes:.1f} minutes "
+                          f"and its schedule runs over the whole run's minutes (optim.schedule_over); pass "
+                          f"train.max_minutes=M with M > {minutes:.1f} to train longer")
     return ckpt
 
 

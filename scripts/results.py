@@ -288,8 +288,9 @@ def run_config(name: str, args):
     overrides = [*run.overrides, *(f"data.{k}={'null' if v is None else v}" for k, v in data.items()),
                  f"device={args.device}"]
     if args.smoke:
-        overrides += [*run.smoke, "train.steps=3", "train.max_minutes=null", "train.log_every=1",
-                      "train.compile=false", "train.sample_every=3", "train.ckpt_every=3", "train.n_samples=4", "train.batch_size=8"]
+        overrides += [*run.smoke, "train.steps=3", "train.max_minutes=null", "optim.schedule_over=steps",
+                      "train.log_every=1", "train.compile=false", "train.sample_every=3",
+                      "train.ckpt_every=3", "train.n_samples=4", "train.batch_size=8"]
     return load_config(ROOT / "configs" / run.config, overrides)
 
 

@@ -38,6 +38,8 @@ CASES = [
     Case("grad_clip_negative", "config", "train", lambda w: _gan(w, "optim.grad_clip=-1"), "optim.grad_clip"),
     Case("weight_decay_negative", "config", "train", lambda w: _gan(w, "optim.weight_decay=-1"), "optim.weight_decay"),
     Case("max_minutes_negative", "config", "train", lambda w: _gan(w, "train.max_minutes=-1"), "train.max_minutes"),
+    Case("schedule_over_minutes_unbudgeted", "config", "train",
+         lambda w: _gan(w, "optim.schedule=linear", "optim.schedule_over=minutes"), "optim.schedule_over: minutes"),
     Case("init_std_negative", "config", "train", lambda w: _gan(w, "init.G.std=-0.02"), "init.G.std: must be >= 0"),
     Case("init_gain_nan", "config", "train", lambda w: _gan(w, "init.D.gain=nan"), "init.D.gain: must be a finite"),
     Case("seed_65_bits", "config", "train", lambda w: _gan(w, f"seed={2**64}"), "seed: must be in [0, 2^63)"),

@@ -12,7 +12,6 @@ import torch
 
 import evaluate as evaluate_cli
 import train_classifier
-from common.checkpoint import load_checkpoint
 from common.errors import ConfigError, UserError
 from engine import train
 from engine.evaluation import reference as reference_module
@@ -117,11 +116,6 @@ def test_evaluate_cli_writes_every_metric_to_json_and_tensorboard(checkpoint, cl
     assert floor["fid"] < gan["fid"] and floor["recall"] > gan["recall"]
 
 
-def flat(ckpt):
-    from test_loop import flat_tree
-    return flat_tree(ckpt)
-
-
 def test_periodic_evaluation_logs_scores_and_leaves_the_run_unchanged(fashion_root, classifier, tmp_path,
                                                                       monkeypatch):
     monkeypatch.setenv("GENMODELS_CACHE", str(tmp_path / "cache"))
@@ -130,8 +124,8 @@ def test_periodic_evaluation_logs_scores_and_leaves_the_run_unchanged(fashion_ro
     evaluated = quick_config("gan_fashion.yaml", *base, "eval.every=4", "eval.n=40", "eval.batch_size=16",
                              f"eval.features=classifier:{classifier}")
     train(evaluated, tmp_path / "evaluated")
-    a = flat(load_checkpoint(tmp_path / "plain" / "checkpoints" / "last.pt"))
-    b = flat(load_checkpoint(tmp_path / "evaluated" / "checkpoints" / "last.pt"))
+    from test_loop import flat_state
+    (_, a), (_, b) = flat_state(tmp_path / "plain"), flat_state(tmp_path / "evaluated")
     assert a.keys() == b.keys()
     for key in a:  # weights, optimizer, EMA, data order and every RNG state
         assert torch.equal(a[key], b[key]) if torch.is_tensor(a[key]) else a[key] == b[key], key

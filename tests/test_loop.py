@@ -55,7 +55,9 @@ def flat_tree(ckpt) -> dict:
 
 
 def flat_state(run_dir):
+    """A run's checkpoint as flat keys, but for the wall time it has trained, which no two runs share."""
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert ckpt.pop("seconds") > 0
     return ckpt["step"], flat_tree(ckpt)
 
 

@@ -21,8 +21,8 @@ from data import DataInfo
 TOY = DataInfo("toy", (2,), 1, "points")
 
 
-def optim(schedule="constant", warmup=0, decay_to=0.0):
-    return SimpleNamespace(schedule=schedule, warmup=warmup, decay_to=decay_to)
+def optim(schedule="constant", warmup=0, decay_to=0.0, over="steps"):
+    return SimpleNamespace(schedule=schedule, warmup=warmup, decay_to=decay_to, schedule_over=over)
 
 
 @pytest.mark.parametrize("schedule, shape", [
@@ -41,6 +41,42 @@ def test_warmup_then_schedule_follow_their_formulas(schedule, shape):
     assert lr_factor(o, 10, steps) == pytest.approx(1.0)  # the peak right after the warm-up
     assert lr_factor(o, 500, steps) == pytest.approx(floor + (1 - floor) * shape(1.0))  # past the end: held
     assert lr_factor(optim(schedule), 0, steps) == 1.0  # no warm-up: the peak from the first step
+    by_time = optim(schedule, warmup, floor, over="minutes")  # p: the budget's fraction, not the step's
+    assert lr_factor(by_time, 4, steps, spent=0.9) == pytest.approx(0.5)  # still warming up
+    for s, spent in ((10, 0.0), (12, 0.3), (100, 0.55), (30, 1.0), (30, 1.7)):
+        assert lr_factor(by_time, s, steps, spent) == pytest.approx(floor + (1 - floor) * shape(min(spent, 1.0)))
+
+
+def test_a_schedule_over_minutes_follows_the_clock_and_resumes_from_the_time_trained(tmp_path, monkeypatch):
+    """optim.schedule_over: minutes, on a clock that advances 1 s per training step: step s (0-based)
+    runs at p = s / 10 of a 10-second budget, the run stops when 10 s are spent, and one stopped after 4
+    steps and resumed continues from its 4 s (the checkpoint's), logging the straight run's rates; a
+    resume whose budget its checkpoint has spent is refused in one line."""
+    from engine import loop
+    now = [0.0]
+    step = loop.train_step
+
+    def timed_step(*args):
+        now[0] += 1.0
+        return step(*args)
+    monkeypatch.setattr(loop.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(loop, "train_step", timed_step)
+    overrides = ("train.log_every=1", "optim.lr_g=1e-3", "optim.lr_d=4e-3", "optim.schedule=linear",
+                 "optim.schedule_over=minutes", f"train.max_minutes={10 / 60}")
+    logs = {}
+    for name, sessions in (("straight", [1000]), ("resumed", [4, 1000])):
+        now[0] = 0.0
+        for i, steps in enumerate(sessions):
+            train(quick_config("gan_toy.yaml", *overrides, f"train.steps={steps}"), tmp_path / name, resume=i > 0)
+        logs[name] = [json.loads(l) for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    straight = logs["straight"]
+    assert [l["step"] for l in straight] == list(range(1, 12))  # stopped once 11 s > 10 s were spent
+    for line in straight:
+        factor = max(1 - (line["step"] - 1) / 10, 0.0)
+        assert line["lr/G"] == pytest.approx(1e-3 * factor) and line["lr/D"] == pytest.approx(4e-3 * factor)
+    assert [(l["step"], l["lr/G"]) for l in logs["resumed"]] == [(l["step"], l["lr/G"]) for l in straight]
+    with pytest.raises(ConfigError, match="train.max_minutes=.*has trained 0.2 minutes"):
+        train(quick_config("gan_toy.yaml", *overrides, "train.steps=1000"), tmp_path / "straight", resume=True)
 
 
 def test_the_loop_trains_at_the_scheduled_rates_and_keeps_ttur(tmp_path):
