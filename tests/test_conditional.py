@@ -13,7 +13,7 @@ import torch
 from common.errors import ConfigError
 from common.registry import lookup, names
 from networks.spectral import power_iteration
-from conftest import quick_config
+from conftest import quick_config, train_straight_and_resumed
 from data import DataInfo
 from data.fashion_mnist import CLASSES as FASHION_NAMES
 from denoising.denoiser import Denoiser
@@ -354,9 +354,7 @@ def test_a_conditional_run_resumes_bitwise_and_samples_by_class(fashion_root, tm
     from sample import main, requested_classes
     from test_loop import flat_state
     common = [f"data.root={fashion_root}", "model.num_classes=10", "train.ckpt_every=3", "train.n_samples=20"]
-    train(quick_config(config, *common, "train.steps=6"), tmp_path / "straight")
-    train(quick_config(config, *common, "train.steps=3"), tmp_path / "split")
-    train(quick_config(config, *common, "train.steps=6"), tmp_path / "split", resume=True)
+    train_straight_and_resumed(config, common, tmp_path, 3)
     step_a, a = flat_state(tmp_path / "straight")
     step_b, b = flat_state(tmp_path / "split")
     assert step_a == step_b == 6 and a.keys() == b.keys()
