@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,6 +117,43 @@ def cifar_jpeg_root(tmp_path_factory) -> Path:
     write_class_zip(root / "train.zip", 12, 0)
     write_class_zip(root / "test.zip", 4, 1)
     return root
+
+
+def flat_tree(ckpt) -> dict:
+    """Every tensor and value a checkpoint holds for resuming, keyed by its path."""
+    out = {}
+
+    def walk(prefix, x):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(f"{prefix}.{i}", v)
+        else:
+            out[prefix] = x
+    walk("", {"state": ckpt["state"], "data": ckpt["data"], "rng": ckpt["rng"],
+              "rng_ranks": ckpt.get("rng_ranks", [])})
+    return out
+
+
+def flat_state(run_dir):
+    """A run's checkpoint as flat keys, but for the wall time it has trained, which no two runs share."""
+    from common.checkpoint import load_checkpoint
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert ckpt.pop("seconds") > 0
+    return ckpt["step"], flat_tree(ckpt)
+
+
+def assert_same_state(run_a: Path, run_b: Path) -> tuple[int, dict]:
+    """Two runs' last checkpoints are at the same step and hold bitwise the same state (weights,
+    optimizers, EMA, data order, every RNG); returns (that step, the flat state)."""
+    (step_a, a), (step_b, b) = flat_state(run_a), flat_state(run_b)
+    assert step_a == step_b and a.keys() == b.keys(), (step_a, step_b, a.keys() ^ b.keys())
+    for key in a:
+        assert torch.equal(a[key], b[key]) if torch.is_tensor(a[key]) else a[key] == b[key], key
+    return step_a, a
+
 
 
 def quick_config(name: str, *overrides: str):

@@ -13,7 +13,7 @@ import torch
 from common.errors import ConfigError
 from common.registry import lookup, names
 from networks.spectral import power_iteration
-from conftest import quick_config, train_straight_and_resumed
+from conftest import assert_same_state, quick_config, train_straight_and_resumed
 from data import DataInfo
 from data.fashion_mnist import CLASSES as FASHION_NAMES
 from denoising.denoiser import Denoiser
@@ -352,14 +352,9 @@ def test_configs_refuse_class_conditioning_where_it_does_not_fit(fashion_root):
 @pytest.mark.parametrize("config", ["gan_fashion.yaml", "ncsn_fashion.yaml"])
 def test_a_conditional_run_resumes_bitwise_and_samples_by_class(fashion_root, tmp_path, config, capsys):
     from sample import main, requested_classes
-    from test_loop import flat_state
     common = [f"data.root={fashion_root}", "model.num_classes=10", "train.ckpt_every=3", "train.n_samples=20"]
     train_straight_and_resumed(config, common, tmp_path, 3)
-    step_a, a = flat_state(tmp_path / "straight")
-    step_b, b = flat_state(tmp_path / "split")
-    assert step_a == step_b == 6 and a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]) if torch.is_tensor(a[key]) else a[key] == b[key], key
+    assert assert_same_state(tmp_path / "straight", tmp_path / "split")[0] == 6
     assert (tmp_path / "straight" / "samples" / "step_0000006.png").is_file()  # a row per class
     ckpt = str(tmp_path / "straight" / "checkpoints" / "last.pt")
     main(["--checkpoint", ckpt, "--out", str(tmp_path / "all.png"), "--n", "20", "--class", "all"])

@@ -11,7 +11,7 @@ from torch import nn
 
 from common.errors import CheckpointError
 from common.registry import names
-from conftest import quick_config, train_straight_and_resumed
+from conftest import assert_same_state, quick_config, train_straight_and_resumed
 from denoising.denoiser import Denoiser
 from denoising.losses import dsm_loss
 from engine import build, load_method, train
@@ -334,16 +334,12 @@ QUICK = [("dae_toy.yaml", []), ("ncsn_toy.yaml", []), ("ebm_toy.yaml", []), ("dd
 
 @pytest.mark.parametrize("name, extra", QUICK, ids=[f"{n}{'+' + ','.join(e) if e else ''}" for n, e in QUICK])
 def test_every_method_trains_checkpoints_resumes_exactly_and_samples(name, extra, fashion_root, tmp_path):
-    from test_loop import flat_state
     base = [f"data.root={fashion_root}", "train.ckpt_every=3", "train.log_every=2", "train.sample_every=6",
             "train.n_samples=8", *extra]
     if "toy" in name:
         base += ["data.toy_size=1024", "train.batch_size=32"]
     train_straight_and_resumed(name, base, tmp_path, 3)
-    (step_a, a), (step_b, b) = flat_state(tmp_path / "straight"), flat_state(tmp_path / "split")
-    assert step_a == step_b == 6 and a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]) if torch.is_tensor(a[key]) else a[key] == b[key], key
+    assert assert_same_state(tmp_path / "straight", tmp_path / "split")[0] == 6
     ckpt = tmp_path / "straight" / "checkpoints" / "last.pt"
     method, saved = load_method(ckpt, "cpu")
     if saved["method"] != "dde":  # the data-dependent schedule was resolved into the saved config

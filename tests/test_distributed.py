@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from engine import build
-from conftest import ROOT, quick_config
+from conftest import ROOT, assert_same_state, quick_config
 from data import DataInfo
 
 WORLD, B = 2, 8
@@ -69,7 +69,6 @@ def test_ddp_gradients_equal_the_single_process_gradients_on_the_whole_batch(ste
 
 
 def test_torchrun_resume_reproduces_the_straight_distributed_run(fashion_root, tmp_path):
-    from test_loop import flat_state
     base = [str(ROOT / "scripts/train.py"), "--config", str(ROOT / "configs/quick/gan_fashion.yaml"),
             f"data.root={fashion_root}", "train.ckpt_every=3", "train.log_every=3"]
 
@@ -83,9 +82,7 @@ def test_torchrun_resume_reproduces_the_straight_distributed_run(fashion_root, t
     assert r.stdout.count("done:") == 1  # rank 0 reports, the other rank stays quiet
     torchrun("--run-dir", str(tmp_path / "split"), "train.steps=3")
     torchrun("--run-dir", str(tmp_path / "split"), "--resume", "train.steps=6")
-    (sa, a), (sb, b) = flat_state(tmp_path / "straight"), flat_state(tmp_path / "split")
-    assert sa == sb == 6 and a.keys() == b.keys() and any(k.startswith(".rng_ranks.1") for k in a)
-    for key in a:
-        assert torch.equal(a[key], b[key]) if torch.is_tensor(a[key]) else a[key] == b[key], key
+    step, state = assert_same_state(tmp_path / "straight", tmp_path / "split")
+    assert step == 6 and any(k.startswith(".rng_ranks.1") for k in state)
     ckpt = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)
     assert len(ckpt["rng_ranks"]) == 2 and not torch.equal(ckpt["rng_ranks"][0]["torch"], ckpt["rng_ranks"][1]["torch"])

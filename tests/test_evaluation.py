@@ -19,7 +19,7 @@ from engine.evaluation.evaluate import METRICS
 from engine.evaluation.classifier import Classifier, save_classifier
 from engine.evaluation.features import INCEPTION_FILE, build_extractor, inception_weights_path, require_fits
 from engine.evaluation.reference import image_batches, reference_stats
-from conftest import CIFAR10_CLASSES, ROOT, quick_config
+from conftest import CIFAR10_CLASSES, ROOT, assert_same_state, quick_config
 from common.config import DataConfig
 from data import DataInfo, build_dataset
 
@@ -124,11 +124,7 @@ def test_periodic_evaluation_logs_scores_and_leaves_the_run_unchanged(fashion_ro
     evaluated = quick_config("gan_fashion.yaml", *base, "eval.every=4", "eval.n=40", "eval.batch_size=16",
                              f"eval.features=classifier:{classifier}")
     train(evaluated, tmp_path / "evaluated")
-    from test_loop import flat_state
-    (_, a), (_, b) = flat_state(tmp_path / "plain"), flat_state(tmp_path / "evaluated")
-    assert a.keys() == b.keys()
-    for key in a:  # weights, optimizer, EMA, data order and every RNG state
-        assert torch.equal(a[key], b[key]) if torch.is_tensor(a[key]) else a[key] == b[key], key
+    assert_same_state(tmp_path / "plain", tmp_path / "evaluated")  # weights, optimizer, EMA, data order, RNGs
     lines = [json.loads(l) for l in (tmp_path / "evaluated" / "metrics.jsonl").read_text().splitlines()]
     tag = f"eval/{build_extractor(f'classifier:{classifier}', 'cpu').id}"  # evaluate.py's tags
     evals = [l for l in lines if f"{tag}/fid" in l]

@@ -14,7 +14,7 @@ import torch
 from common.checkpoint import load_checkpoint
 from common.errors import CheckpointError, ConfigError
 from engine import Diverged, train
-from conftest import ROOT, quick_config
+from conftest import ROOT, assert_same_state, quick_config
 
 TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]
 
@@ -36,31 +36,6 @@ def test_run_directory_layout(fashion_root, tmp_path):
     assert ckpt["step"] == 8 and "G" in ckpt["state"]["ema"]
 
 
-def flat_tree(ckpt) -> dict:
-    """Every tensor and value a checkpoint holds for resuming, keyed by its path."""
-    out = {}
-
-    def walk(prefix, x):
-        if isinstance(x, dict):
-            for k, v in x.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(x, (list, tuple)):
-            for i, v in enumerate(x):
-                walk(f"{prefix}.{i}", v)
-        else:
-            out[prefix] = x
-    walk("", {"state": ckpt["state"], "data": ckpt["data"], "rng": ckpt["rng"],
-              "rng_ranks": ckpt.get("rng_ranks", [])})
-    return out
-
-
-def flat_state(run_dir):
-    """A run's checkpoint as flat keys, but for the wall time it has trained, which no two runs share."""
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert ckpt.pop("seconds") > 0
-    return ckpt["step"], flat_tree(ckpt)
-
-
 @pytest.mark.parametrize("variant", [
     ["gan.step=one_loss"],
     # a warm-up spanning the resume, fp16's loss scale and an EMA by half-life, all resumed exactly
@@ -76,14 +51,7 @@ def test_resume_reproduces_the_straight_run_bitwise(fashion_root, tmp_path, vari
     train(first, tmp_path / "split")
     more = fashion(fashion_root, *variant, f"train.steps={2 * k}", "train.ckpt_every=3")
     train(more, tmp_path / "split", resume=True)
-    step_a, a = flat_state(tmp_path / "straight")
-    step_b, b = flat_state(tmp_path / "split")
-    assert step_a == step_b == 2 * k and a.keys() == b.keys()
-    for key in a:
-        if torch.is_tensor(a[key]):
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
+    assert assert_same_state(tmp_path / "straight", tmp_path / "split")[0] == 2 * k
     losses = lambda d: [{k: v for k, v in json.loads(l).items() if not k.startswith("perf/")}
                         for l in (d / "metrics.jsonl").read_text().splitlines()]
     assert losses(tmp_path / "straight") == losses(tmp_path / "split")

@@ -15,7 +15,7 @@ from common.ema import EMA, halflife_decay
 from common.errors import ConfigError
 from common.lr_schedule import lr_factor
 from engine import build, train
-from conftest import quick_config
+from conftest import assert_same_state, quick_config
 from data import DataInfo
 
 TOY = DataInfo("toy", (2,), 1, "points")
@@ -324,7 +324,6 @@ def test_the_dsm_probe_is_the_loss_at_each_bands_centre_with_fixed_noise():
 
 def test_a_denoiser_run_logs_held_out_dsm_curves_and_is_unchanged_by_them(fashion_root, tmp_path, monkeypatch):
     from denoising.method import DenoisingMethod
-    from test_loop import flat_state
     overrides = [f"data.root={fashion_root}", "train.steps=4", "train.sample_every=2", "train.ckpt_every=4"]
     train(quick_config("ncsn_fashion.yaml", *overrides), tmp_path / "probed")
     lines = [json.loads(l) for l in (tmp_path / "probed" / "metrics.jsonl").read_text().splitlines()]
@@ -333,7 +332,4 @@ def test_a_denoiser_run_logs_held_out_dsm_curves_and_is_unchanged_by_them(fashio
     assert all(sum(k.startswith(f"dsm_{s}/") for k in probed[0]) == 5 for s in ("train", "test"))
     monkeypatch.setattr(DenoisingMethod, "probe", None)
     train(quick_config("ncsn_fashion.yaml", *overrides), tmp_path / "plain")
-    (_, a), (_, b) = flat_state(tmp_path / "probed"), flat_state(tmp_path / "plain")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]) if torch.is_tensor(a[key]) else a[key] == b[key], key
+    assert_same_state(tmp_path / "probed", tmp_path / "plain")
