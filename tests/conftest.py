@@ -155,7 +155,6 @@ def assert_same_state(run_a: Path, run_b: Path) -> tuple[int, dict]:
     return step_a, a
 
 
-
 def quick_config(name: str, *overrides: str):
     from common.config import load_config
     return load_config(ROOT / "configs" / "quick" / name, overrides)
