@@ -81,7 +81,8 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
         from .evaluation.evaluate import TrainingEvaluator  # torchmetrics is imported only when used
         evaluate = TrainingEvaluator(cfg, dataset, device)
     meter, last, scale = Meter(), {}, {}
-    clock = Clock(trained_s)
+    over_minutes = cfg.optim.schedule_over == "minutes"
+    clock = Clock(trained_s, whole_run=over_minutes)
     tick = clock.start
     tick_step, saved_step, checked_step = step, step, step
     images_per_step = t.batch_size * method.batches_per_step
@@ -89,7 +90,6 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
                disable=not ctx.main)
     stop = StopRequests()  # SIGTERM/SIGINT: checkpoint at the next step boundary, then exit
     scheduled, spent = lr_schedule.scheduled(cfg.optim), None
-    over_minutes = cfg.optim.schedule_over == "minutes"
     guard = functools.partial(checked_means, meter, ctx, run=run, precision=method.runtime.precision,
                               scale=scale)
 
@@ -331,8 +331,8 @@ class Clock:
     checkpoint, plus this one). train.max_minutes budgets each session, or the whole run when the
     learning-rate schedule runs over it (optim.schedule_over: minutes), as train.steps does."""
 
-    def __init__(self, before: float = 0.0):
-        self.before, self.start = before, time.monotonic()
+    def __init__(self, before: float = 0.0, whole_run: bool = False):
+        self.before, self.whole_run, self.start = before, whole_run, time.monotonic()
 
     def session(self) -> float:
         return time.monotonic() - self.start
@@ -340,11 +340,15 @@ class Clock:
     def total(self) -> float:
         return self.before + self.session()
 
+    def budgeted(self) -> float:
+        """The seconds train.max_minutes counts: the whole run's or this session's."""
+        return self.total() if self.whole_run else self.session()
+
 
 def budget_spent(clock: Clock, t, ctx, device) -> float:
     """The fraction of train.max_minutes the run has trained, on rank 0's clock for every rank (their
     learning rates must agree)."""
-    return distributed.broadcast_float(clock.total(), ctx, device) / (60 * t.max_minutes)
+    return distributed.broadcast_float(clock.budgeted(), ctx, device) / (60 * t.max_minutes)
 
 
 def stop_reason(at: int, stop: StopRequests, cfg: Config, ctx, device, clock: Clock) -> str | None:
@@ -354,8 +358,7 @@ def stop_reason(at: int, stop: StopRequests, cfg: Config, ctx, device, clock: Cl
     if ctx.enabled and at % t.log_every:
         return None
     code = stop.signum or 0
-    trained = clock.total() if cfg.optim.schedule_over == "minutes" else clock.session()
-    if not code and t.max_minutes is not None and trained > 60 * t.max_minutes:
+    if not code and t.max_minutes is not None and clock.budgeted() > 60 * t.max_minutes:
         code = -1
     code = distributed.broadcast_int(code, ctx, device)
     return None if code == 0 else "time" if code < 0 else signal.Signals(code).name
