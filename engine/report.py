@@ -13,15 +13,30 @@ from common.paths import write_text_atomic
 MARKERS = ("<!-- results:begin (written by scripts/results.py) -->", "<!-- results:end -->")
 
 
+# The widest matrix instructions a CPU may have, widest first (flags as /proc/cpuinfo spells them).
+# Two CPUs of one name can differ here, and a table's rows train for equal minutes, not steps: in
+# 12 minutes the DDE's CPU config made 3,840 steps on a 2-core "Intel(R) Xeon(R) Processor" with
+# AMX, 1,757 on one without.
+MATRIX_UNITS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
+def cpu_name(cpuinfo: str) -> str:
+    """A CPU's model name with the widest of its MATRIX_UNITS, from the text of /proc/cpuinfo."""
+    fields = dict(line.split(":", 1) for line in reversed(cpuinfo.splitlines()) if ":" in line)  # the first CPU's
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    unit = next((name for flag, name in MATRIX_UNITS if flag in flags), None)
+    return fields.get("model name", platform.machine()) + " CPU" + (f" with {unit}" if unit else "")
+
+
 def machine(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
+        name = cpu_name(Path("/proc/cpuinfo").read_text())
     except OSError:
-        names = []
-    return f"{names[0] if names else platform.machine()} CPU, {torch.get_num_threads()} threads"
+        name = f"{platform.machine()} CPU"
+    return f"{name}, {torch.get_num_threads()} threads"
 
 
 def fmt(value, spec):
@@ -68,7 +83,7 @@ def dates_note(results: list[dict], header: dict) -> str:
             older.setdefault(r["scored"], []).append(r["row"])
     if not older:
         return ""
-    return " Rows kept from earlier scorings (same classifier, reference and seed): " + "; ".join(
+    return " Rows kept from earlier scorings (same machine, classifier, reference and seed): " + "; ".join(
         f"{', '.join(rows)} on {day}" for day, rows in sorted(older.items())) + "."
 
 

@@ -483,14 +483,32 @@ def redescribed(row: dict, run: str | None, args) -> str:
     return describe_run(run, args) + sep + guide
 
 
+def partial(args) -> bool:
+    """Whether --methods chose only some of the table's rows (the others then come from its last run)."""
+    return not set(args.methods) >= set(args.dataset.methods)
+
+
+def refuse_another_machine(path: Path, here: str, args):
+    """Rows train for equal minutes, so a partial run may only join a table made on this machine: on
+    another, its rows would compare machines, not methods (checked before anything is trained)."""
+    if not (partial(args) and path.is_file()):
+        return
+    there = json.loads(path.read_text()).get("header", {}).get("machine")
+    if there != here:
+        raise ConfigError(f"{path} was made on {there}, this is {here}: rows trained for equal minutes on "
+                          f"different machines do not compare; run every method here (no --methods), or "
+                          f"pass --out DIR for a table of its own")
+
+
 def merge_with_previous(path: Path, header: dict, results: list, inpainted: list, args):
     """The rows just scored, with the previous table's other rows when --methods chose only some:
     kept only if they were scored in the same features against the same reference (the same
-    classifier and test split), each still carrying the date it was scored (`scored`)."""
+    classifier and test split), each still carrying the date it was scored (`scored`); the machine
+    is the same (refuse_another_machine)."""
     today = header["date"]
     for r in [*results, *inpainted]:
         r.setdefault("scored", today)
-    if set(args.methods) >= set(args.dataset.methods) or not path.is_file():
+    if not (partial(args) and path.is_file()):
         return results, inpainted
     previous = json.loads(path.read_text())
     old = previous.get("header", {})
@@ -580,6 +598,7 @@ def main(argv=None):
         require_writable(folder, what, folder=True)
         folder.mkdir(parents=True, exist_ok=True)
     dataset = args.dataset
+    refuse_another_machine(out / f"{dataset.stem}.json", machine(device), args)
     rows = [r for r in dataset.rows if r.method in args.methods]
     inpaint = dataset.inpainting if "inpaint" in args.methods else []
     # Every input is checked before any run is trained or deleted (--retrain): configs, then data.

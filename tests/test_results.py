@@ -171,6 +171,38 @@ def test_results_never_retrains_a_finished_run_unasked(smoke):
     assert e.value.code == 2 and last.stat().st_mtime_ns == before
 
 
+def test_results_adds_rows_only_to_a_table_made_on_this_machine(smoke, capsys):
+    """A partial run (--methods) on another machine than the table's stops before training or writing:
+    its 12 minutes would buy other step counts than the kept rows'."""
+    out, argv = smoke
+    saved, markdown = out / "docs" / "results.json", out / "docs" / "results.md"
+    last = out / "runs" / "gan_one_loss" / "checkpoints" / "last.pt"
+    table, text, before = saved.read_text(), markdown.read_text(), last.stat().st_mtime_ns
+    elsewhere = json.loads(table)
+    elsewhere["header"]["machine"] = "Intel(R) Xeon(R) Processor CPU with AMX, 2 threads"
+    saved.write_text(json.dumps(elsewhere))
+    try:
+        with pytest.raises(SystemExit) as e:
+            results([*argv, "--methods", "gan", "--retrain"])
+    finally:
+        saved.write_text(table)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1, err
+    assert f"{saved} was made on Intel(R) Xeon(R) Processor CPU with AMX, 2 threads, this is " in err[0]
+    assert markdown.read_text() == text and last.stat().st_mtime_ns == before
+
+
+def test_a_cpu_is_named_with_its_widest_matrix_unit():
+    from engine.report import cpu_name
+    info = ("processor\t: {i}\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+            "flags\t\t: fpu sse2 avx2 avx512f {extra}\n\n")
+    assert cpu_name(info.format(i=0, extra="avx512_bf16 amx_tile amx_bf16") + info.format(i=1, extra="")) == \
+        "Intel(R) Xeon(R) Processor CPU with AMX"  # the first CPU's
+    assert cpu_name(info.format(i=0, extra="avx512_bf16")) == "Intel(R) Xeon(R) Processor CPU with AVX512-BF16"
+    assert cpu_name(info.format(i=0, extra="")) == "Intel(R) Xeon(R) Processor CPU with AVX-512"
+    assert cpu_name("processor\t: 0\nmodel name\t: Some ARM core\n") == "Some ARM core CPU"
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--methods", "gan,bogus"], "--methods: unknown method 'bogus'"),
     (["--reuse", "--methods", "ncsn"], "--reuse: no finished run ncsn"),
