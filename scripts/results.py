@@ -493,7 +493,11 @@ def refuse_another_machine(path: Path, here: str, args):
     another, its rows would compare machines, not methods (checked before anything is trained)."""
     if not (partial(args) and path.is_file()):
         return
-    there = json.loads(path.read_text()).get("header", {}).get("machine")
+    try:
+        there = json.loads(path.read_text())["header"]["machine"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path} is not a results table (no header's machine: {type(e).__name__}): restore it "
+                          f"or pass --out DIR for a table of its own") from None
     if there != here:
         raise ConfigError(f"{path} was made on {there}, this is {here}: rows trained for equal minutes on "
                           f"different machines do not compare; run every method here (no --methods), or "

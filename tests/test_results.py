@@ -192,6 +192,21 @@ def test_results_adds_rows_only_to_a_table_made_on_this_machine(smoke, capsys):
     assert markdown.read_text() == text and last.stat().st_mtime_ns == before
 
 
+def test_a_table_that_does_not_parse_is_one_line_before_anything_runs(smoke, capsys):
+    out, argv = smoke
+    saved = out / "docs" / "results.json"
+    table = saved.read_text()
+    saved.write_text(table[:100])  # cut short (a hand edit, a bad merge)
+    try:
+        with pytest.raises(SystemExit) as e:
+            results([*argv, "--methods", "gan"])
+    finally:
+        saved.write_text(table)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err == [f"error: {saved} is not a results table (no header's machine: "
+                                         f"JSONDecodeError): restore it or pass --out DIR for a table of its own"], err
+
+
 def test_a_cpu_is_named_with_its_widest_matrix_unit():
     from engine.report import cpu_name
     info = ("processor\t: {i}\nmodel name\t: Intel(R) Xeon(R) Processor\n"
