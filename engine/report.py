@@ -153,7 +153,7 @@ def inpainting_table(rows: list[dict]) -> str:
     the original's class."""
     if not rows:
         return ""
-    lines = ["Inpainting of the first n test images (`scripts/evaluate.py --inpaint MASK`): the model fills the "
+    lines = ["Inpainting of n test images, the same for every row (`scripts/evaluate.py --inpaint MASK`): the model fills the "
              "missing pixels by replacing the known ones with the test image noised to each level sampled, and "
              "with λ > 0 pulls its estimate of the missing pixels toward agreement with the known ones through "
              "the net's Jacobian (ΠGDM's reconstruction guidance, one backward pass per evaluation; "
@@ -191,11 +191,11 @@ def likelihood_sentence(header: dict, results: list[dict] = ()) -> str:
     n = b["diagonal"]["n"]
     other = {r["method"]: r["likelihood"]["n"] for r in results  # rows kept from a scoring with another --n-bpd
              if r.get("likelihood") and r["likelihood"].get("n", n) != n}
-    others = "".join(f"; {method}'s on the first {k:,}" for method, k in other.items())
+    others = "".join(f"; {method}'s on the first {k:,} of them" for method, k in other.items())
     return (f"Bits/dim (the runs named by --bpd-methods; one value for a run's sampler rows) is the test "
             f"log-likelihood by the probability-flow ODE (RK45, rtol = atol = 1e-5, one Rademacher probe "
-            f"per image; uniform dequantisation, `scripts/likelihood.py`) on the first {n:,} "
-            f"test images{others}, with its 95% interval. On the first {n:,} the best diagonal Gaussian fitted to the "
+            f"per image; uniform dequantisation, `scripts/likelihood.py`) on {n:,} test images (the first "
+            f"of a fixed random order){others}, with its 95% interval. On those {n:,} the best diagonal Gaussian fitted to the "
             f"training set gives {bpd_text(b['diagonal'])} bits/dim and the best full-covariance Gaussian "
             f"{bpd_text(b['full'])}.")
 

@@ -7,6 +7,7 @@
     python scripts/evaluate.py --checkpoint ... ncsn.sampler=edm ncsn.sampler.steps=10   # under another sampler
     python scripts/evaluate.py --checkpoint ... dae.guidance=2          # a class-conditional model, guided
     python scripts/evaluate.py --checkpoint ... --inpaint right --n 500 # inpainting of the test split
+    python scripts/evaluate.py --checkpoint ... --denoising-error       # the denoiser's error per σ
 
 The reference is the data set the model was trained on (the checkpoint's data config: all its
 images, statistics cached per data set and extractor). Prints one JSON object, writes it to --json,
@@ -22,6 +23,10 @@ with the requested class) and FID and KID per class, against the reference's ima
 masks): the PSNR of the missing pixels beside the mean-fill and nearest-training-image baselines, and
 with a classifier, how often the completion keeps the original's class; --draws k completes each image
 k times and adds the PSNR of the k completions' mean (engine/evaluation/inpainting.py says why).
+--denoising-error measures a denoising model's D instead, at 10 levels log-spaced over its σ range, on
+--n test images: its squared error per pixel beside the exact denoiser of the diagonal Gaussian fitted
+to the training images, and their ratio (above 1: a level training did not reach;
+engine/evaluation/denoising_error.py).
 """
 import argparse
 import math
@@ -38,8 +43,9 @@ from common.paths import require_writable
 from common.schema import check_seed
 from engine import build_dataset, from_unit_range, load_method, mask, resolve_device, to_unit_range
 from engine.logging import add_to_run, report_json
-from engine.evaluation.evaluate import (METRICS, balanced_labels, class_reference, generated_batches, real_batches,
-                                       score, test_split)
+from engine.evaluation.evaluate import (METRICS, balanced_labels, class_reference, generated_batches,
+                                       held_out_images, real_batches, score, test_split)
+from engine.evaluation.denoising_error import denoising_errors, log_levels, pixel_moments
 from engine.evaluation.inpainting import complete, inpainting_scores, require_denoiser
 from engine.evaluation.features import build_extractor, require_fits
 from engine.evaluation.reference import reference_stats
@@ -64,6 +70,8 @@ def parse_args(argv=None):
     p.add_argument("--inpaint", metavar="MASK", help="score inpainting of the test split with this mask instead")
     p.add_argument("--draws", type=int, default=1, help="--inpaint: completions per image; with k > 1 also the "
                    "PSNR of their mean (the conditional mean's estimate)")
+    p.add_argument("--denoising-error", action="store_true",
+                   help="the denoiser's error per noise level on the test split instead, beside a diagonal Gaussian's")
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", help="dotted overrides: a checkpoint's sampler (ncsn.sampler=edm), or "
                                                 "--config's settings (data.root=datasets)")
@@ -83,17 +91,20 @@ def parse_args(argv=None):
         if args.real or not args.checkpoint:
             raise ConfigError("--inpaint scores a checkpoint's completions: pass --checkpoint and drop --real")
         mask(args.inpaint, (1, 1, 4, 4))  # the name checked before anything loads
+    if args.denoising_error and (args.real or not args.checkpoint or args.inpaint):
+        raise ConfigError("--denoising-error measures a checkpoint's denoiser: pass --checkpoint, without --real "
+                          "or --inpaint")
     return args
 
 
 def inpainting(method, extractor, args, device) -> dict:
-    """--inpaint: the checkpoint's completions (--draws of each) of the first --n test images, scored."""
+    """--inpaint: the checkpoint's completions (--draws of each) of --n test images (held_out_images), scored."""
     require_denoiser(method)
     test, train = test_split(method.cfg.data, args.real_path, "--inpaint"), build_dataset(method.cfg.data)
     if not (hasattr(test, "data") and hasattr(train, "data")):
         raise ConfigError("--inpaint needs a data set held in memory (fashion_mnist, cifar10, image_folder)")
-    n = min(args.n or 500, len(test))
-    images, labels = to_unit_range(test.data[:n]), test.labels[:n]
+    images, labels = held_out_images(test, min(args.n or 500, len(test)))
+    images = to_unit_range(images)
     known = mask(args.inpaint, tuple(images.shape), torch.Generator().manual_seed(args.seed))
     gen = torch.Generator(device=method.device).manual_seed(args.seed)
     completed = complete(method, images, known, args.batch_size, gen, not args.no_ema,
@@ -102,6 +113,22 @@ def inpainting(method, extractor, args, device) -> dict:
     classify = (lambda x: extractor(from_unit_range(x).to(device))[1]) if is_classifier else None
     with torch.no_grad():
         return inpainting_scores(completed, images, labels, known, train.data, classify)
+
+
+def denoising_error(method, args, device) -> dict:
+    """--denoising-error: the denoiser's error at 10 levels over its σ range on --n test images
+    (held_out_images), beside the diagonal Gaussian of the training images."""
+    require_denoiser(method, "--denoising-error")
+    test, train = test_split(method.cfg.data, args.real_path, "--denoising-error"), build_dataset(method.cfg.data)
+    if not (hasattr(test, "data") and hasattr(train, "data")):
+        raise ConfigError("--denoising-error needs a data set held in memory (fashion_mnist, cifar10, image_folder)")
+    images = to_unit_range(held_out_images(test, min(args.n or 1000, len(test)))[0])
+    low, high = method.sigmas.min().item(), method.sigmas.max().item()
+    levels = log_levels(low, high, 10) if high > low else [high]
+    gen = torch.Generator().manual_seed(args.seed)
+    rows = denoising_errors(method.denoiser(ema=not args.no_ema), images, levels, *pixel_moments(train.data),
+                            args.batch_size, gen, device)
+    return {"n": len(images), "denoising_error": rows}
 
 
 def require_finite(result: dict):
@@ -122,6 +149,11 @@ def main(argv=None):
         cfg = method.cfg
     else:
         cfg = load_config(args.config, args.overrides)
+    if args.denoising_error:
+        report_json({"samples": f"{cfg.method} step {ckpt['step']} denoiser ({'raw' if args.no_ema else 'EMA'} weights)",
+                     **denoising_error(method, args, device), "checkpoint": str(args.checkpoint),
+                     "step": ckpt["step"]}, args.json)
+        return
     features = args.features or cfg.eval.features
     extractor = build_extractor(features, device, args.download or cfg.eval.download)
     start = time.monotonic()

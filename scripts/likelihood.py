@@ -6,7 +6,7 @@ best per-pixel and full-covariance Gaussians of the training set.
     python scripts/likelihood.py --checkpoint ... --exact-trace --n 100     # d VJPs per evaluation
     python scripts/likelihood.py --checkpoint runs/toy/checkpoints/last.pt --n 10000   # a 2-D mixture toy
 
-The first --n images of the real test split are dequantised (x = 2(k + u)/256 − 1) and scored with
+--n images of the real test split (the first of a fixed random order of it) are dequantised (x = 2(k + u)/256 − 1) and scored with
 bpd = −log p(x)/(d ln 2) + 7 (engine/evaluation/bits_per_dim.py); the interval is mean ± 1.96·std/√n
 over the images. Prints one JSON object (also written to --json) and adds eval/bpd and
 eval/bpd_ci95 at the checkpoint's step to the run's tb/. Trailing key=value overrides change the
@@ -29,6 +29,7 @@ from common.paths import require_writable
 from engine import TensorData, build_dataset, load_method, materialize
 from engine.logging import add_to_run, report_json
 from engine.evaluation.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
+from engine.evaluation.evaluate import held_out_images
 from engine.evaluation.toy_likelihood import mixture_log_likelihood
 
 NO_LIKELIHOOD = {"gan": "a GAN defines no density", "dde": "DDE's densities are unnormalised"}
@@ -37,7 +38,7 @@ NO_LIKELIHOOD = {"gan": "a GAN defines no density", "dde": "DDE's densities are 
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a denoising run's checkpoints/*.pt")
-    p.add_argument("--n", type=int, default=1000, help="test images (the first n of the split)")
+    p.add_argument("--n", type=int, default=1000, help="test images (the first n of a fixed random order of the split)")
     p.add_argument("--exact-trace", action="store_true", help="exact tr ∂D/∂x (d VJPs) instead of Hutchinson")
     p.add_argument("--probes", type=int, default=1, help="Hutchinson probes per image (≥ 2 adds their standard error)")
     p.add_argument("--probe", choices=("rademacher", "gaussian"), default="rademacher")
@@ -69,7 +70,8 @@ def parse_args(argv=None):
 
 
 def split_images(cfg, n: int, real_path=None) -> tuple[torch.Tensor, str]:
-    """The first n uint8 images of the test split of the run's data set."""
+    """n uint8 images of the test split of the run's data set (held_out_images: the first n of a fixed
+    random order, which any n of a class-sorted image folder needs)."""
     changes = {"split": "test"}
     if cfg.data.name == "image_folder":
         if not real_path:
@@ -78,9 +80,7 @@ def split_images(cfg, n: int, real_path=None) -> tuple[torch.Tensor, str]:
     dataset = build_dataset(dataclasses.replace(cfg.data, **changes))
     if n > len(dataset):
         raise ConfigError(f"--n {n}: the test split holds only {len(dataset)} images")
-    images = dataset.data[:n] if isinstance(dataset, TensorData) else torch.stack(
-        [torch.as_tensor(dataset[i][0]) for i in range(n)])
-    return images, f"{cfg.data.name}/test"
+    return held_out_images(dataset, n)[0], f"{cfg.data.name}/test"
 
 
 def train_images(cfg) -> torch.Tensor:

@@ -40,7 +40,7 @@ from engine import build_dataset, from_unit_range, load_method, mask, resolve_de
 from engine.evaluation.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
 from engine.evaluation.classifier import load_classifier, save_classifier
 from engine.evaluation.classifier_training import fit_classifier
-from engine.evaluation.evaluate import balanced_labels, class_reference, score
+from engine.evaluation.evaluate import balanced_labels, class_reference, held_out_images, score
 from engine.evaluation.inpainting import comparison_rows, complete, inpainting_scores
 from engine.evaluation.features import build_extractor
 from engine.evaluation.reference import reference_stats
@@ -399,16 +399,16 @@ def sample_row(row: Row, args, device, n: int):
 
 def inpainting_row(run: str, cfg, mask_name: str, weight: float, args, test, train_images, extractor,
                    device) -> dict:
-    """A denoising run's (config `cfg`) completions (--inpaint-draws of each) of the first --n-inpaint
-    test images under a mask, with reconstruction guidance of weight λ, scored
-    (engine/evaluation/inpainting.py), and a grid of masked input, its first completion and original. The sampler is the config's as it is now (a run reused from
+    """A denoising run's (config `cfg`) completions (--inpaint-draws of each) of --n-inpaint test
+    images (held_out_images: the same for every row) under a mask, with reconstruction guidance of
+    weight λ, scored (engine/evaluation/inpainting.py), and a grid of masked input, its first completion and original. The sampler is the config's as it is now (a run reused from
     before a config changed its sampler samples with the new one), given as one mapping: the config's
     own settings, never refused as a step count its net would ignore."""
     sampler = json.dumps(dataclasses.asdict(getattr(cfg, cfg.method).sampler))
     method, _ = load_method(last_checkpoint(run, args), args.device,
                             [f"{cfg.method}.inpaint_guidance={weight}", f"{cfg.method}.sampler={sampler}"])
-    n = min(args.n_inpaint, len(test))
-    images, labels = to_unit_range(test.data[:n]), test.labels[:n]
+    images, labels = held_out_images(test, min(args.n_inpaint, len(test)))
+    images = to_unit_range(images)
     known = mask(mask_name, tuple(images.shape), torch.Generator().manual_seed(args.seed))
     gen = torch.Generator(device=device).manual_seed(args.seed)
     start = time.monotonic()
@@ -622,7 +622,7 @@ def main(argv=None):
     reference = reference_stats(test, test_cfg, extractor, device, cache=Path(args.runs) / "stats")
     likelihoods, baselines = {}, None
     if args.n_bpd:
-        images = test.data[:args.n_bpd]  # the points every bits/dim figure is measured on
+        images = held_out_images(test, args.n_bpd)[0]  # the points every bits/dim figure is measured on
         baselines = baseline_likelihoods(args, images, train_images)
         for run in dict.fromkeys(r.run for r in rows if r.method in args.bpd_methods):
             likelihoods[run] = model_likelihood(run, args, images)

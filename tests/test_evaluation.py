@@ -3,6 +3,7 @@ feature extractor of the stated size; reference statistics are the data's exact 
 cached per data set and extractor; evaluate.py scores a checkpoint (and the real floor, which beats
 an 8-step GAN) to JSON and TensorBoard; the training loop's periodic evaluation leaves the run
 bitwise unchanged; missing Inception weights and bad extractor specs are one line each."""
+import dataclasses
 import json
 import math
 import re
@@ -14,13 +15,16 @@ import evaluate as evaluate_cli
 import train_classifier
 from common.errors import ConfigError, UserError
 from engine import train
+from engine.build import load_method
 from engine.evaluation import reference as reference_module
-from engine.evaluation.evaluate import METRICS
+from engine.evaluation.denoising_error import denoising_errors, log_levels, pixel_moments
+from engine.evaluation.evaluate import METRICS, held_out_images, real_batches
+from engine.evaluation import evaluate as evaluation
 from engine.evaluation.classifier import Classifier, save_classifier
 from engine.evaluation.features import INCEPTION_FILE, build_extractor, inception_weights_path, require_fits
 from engine.evaluation.reference import image_batches, reference_stats
 from conftest import CIFAR10_CLASSES, ROOT, assert_same_state, quick_config
-from common.config import DataConfig
+from common.config import DataConfig, load_config
 from data import DataInfo, build_dataset
 
 WIDTH = 4
@@ -230,3 +234,67 @@ def test_evaluate_scores_cifar10_zips_in_a_cifar10_classifier(cifar_jpeg_root, t
                        "--features", f"classifier:{tmp_path / 'c.pt'}", "--device", "cpu", "--json", str(out)])
     result = json.loads(out.read_text())
     assert all(math.isfinite(result[k]) for k in METRICS)
+
+
+def test_n_test_images_of_a_class_sorted_folder_cover_its_classes(cifar_jpeg_root):
+    """The fixture's test.zip lists 10 classes × 4 images one class after another (each class its own
+    red level, 25 per class): its first 10 files are 3 classes. The scripts' n test images (evaluate.py
+    --real --n, likelihood.py, inpainting, --denoising-error) are a fixed random 10 of the 40, every
+    image once when n is all, the same on every call."""
+    import likelihood as likelihood_cli
+    cfg = quick_config("gan_fashion.yaml")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+        load_config(ROOT / "configs" / "cifar10_dae_cpu.yaml").data, path=str(cifar_jpeg_root / "train.zip")))
+    test_path = str(cifar_jpeg_root / "test.zip")
+    classes = lambda images: set((images[:, 0].float().mean((1, 2)) / 25).round().int().tolist())
+    every, labels = held_out_images(evaluation.test_split(cfg.data, test_path))
+    assert len(every) == 40 and classes(every) == set(range(10)) and sorted(labels.tolist()) == sorted([*range(10)] * 4)
+    assert torch.equal(torch.as_tensor(labels), (every[:, 0].float().mean((1, 2)) / 25).round().long())
+    real = torch.cat(list(real_batches(cfg.data, 10, 4, test_path)[0]))
+    scored, _ = likelihood_cli.split_images(cfg, 10, test_path)
+    assert torch.equal(real, scored) and torch.equal(scored, every[:10]) and len(classes(scored)) >= 6
+    assert classes(torch.cat(list(real_batches(cfg.data, None, 16, test_path)[0]))) == set(range(10))
+
+# -- a denoiser's error per noise level ----------------------------------------------------------------
+
+def test_a_gaussians_exact_denoiser_has_its_analytic_error_and_the_fitted_gaussians():
+    """On diagonal Gaussian data, the exact denoiser's error at σ is the mean over pixels of
+    vσ²/(v + σ²), the Gaussian fitted to training samples errs as much (ratio 1), and a denoiser blind
+    to x̃ (the mean) errs by the variance: above the Gaussian at every σ, by v/(vσ²/(v + σ²)) → ∞ as σ → 0."""
+    g = torch.Generator().manual_seed(0)
+    mu, var = torch.linspace(-0.5, 0.5, 16).reshape(1, 4, 4), torch.linspace(0.05, 0.3, 16).reshape(1, 4, 4)
+    train_set, test_set = (mu + var.sqrt() * torch.randn((n, 1, 4, 4), generator=g) for n in (40_000, 4_000))
+    mean, v = pixel_moments(train_set, chunk=7_000)
+    assert torch.allclose(mean, mu, atol=0.01) and torch.allclose(v, var, rtol=0.03)
+    levels = log_levels(0.05, 5.0, 5)
+    assert levels[0] == 0.05 and levels[-1] == pytest.approx(5.0) and levels[2] == pytest.approx(0.5)
+
+    def exact(x, sigma):
+        return mu + var / (var + sigma[:, None, None, None] ** 2) * (x - mu)
+
+    rows = denoising_errors(exact, test_set, levels, mean, v, 1_000, torch.Generator().manual_seed(1), "cpu")
+    for row, sigma in zip(rows, levels):
+        assert row["sigma"] == sigma
+        assert row["model"] == pytest.approx((var * sigma ** 2 / (var + sigma ** 2)).mean().item(), rel=0.03)
+        assert row["ratio"] == pytest.approx(1, abs=0.01)
+    blind = denoising_errors(lambda x, sigma: mu.expand_as(x), test_set, levels, mean, v, 1_000,
+                             torch.Generator().manual_seed(1), "cpu")
+    assert all(r["model"] == pytest.approx(var.mean().item(), rel=0.03) for r in blind)
+    assert blind[0]["ratio"] > 20 and all(r["ratio"] > 1 for r in blind)
+
+
+def test_evaluate_measures_a_denoisers_error_over_its_sigma_range(fashion_root, tmp_path):
+    run = tmp_path / "ncsn"
+    train(quick_config("ncsn_fashion.yaml", f"data.root={fashion_root}"), run)
+    evaluate_cli.main(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--denoising-error", "--n", "40",
+                       "--batch-size", "16", "--device", "cpu", "--json", str(tmp_path / "d.json")])
+    result = json.loads((tmp_path / "d.json").read_text())
+    sigmas = [r["sigma"] for r in result["denoising_error"]]
+    method, _ = load_method(run / "checkpoints" / "last.pt", "cpu")
+    assert result["n"] == 40 and len(sigmas) == 10 and result["step"] == 6
+    assert sigmas[0] == pytest.approx(method.sigmas.min().item()) and sigmas[-1] == pytest.approx(method.sigmas.max().item())
+    assert sigmas == sorted(sigmas) and all(r["ratio"] == pytest.approx(r["model"] / r["gaussian"])
+                                            for r in result["denoising_error"])
+    # the Gaussian's error grows with σ, from about σ² where σ² ≪ the pixels' variance
+    gaussian = [r["gaussian"] for r in result["denoising_error"]]
+    assert gaussian == sorted(gaussian) and gaussian[0] == pytest.approx(sigmas[0] ** 2, rel=0.05)

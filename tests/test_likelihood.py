@@ -198,9 +198,11 @@ def test_cli_reports_bits_per_dim_with_baselines_and_logs_tensorboard(ncsn_check
         assert math.isfinite(r["bpd"]) and r["ci95"] > 0
     from common.config import DataConfig, parse
     from data import build_dataset
-    data = lambda split: build_dataset(parse(DataConfig, {"root": str(fashion_root), "split": split}, "data")).data
+    from engine.evaluation.evaluate import held_out_images
+    data = lambda split: build_dataset(parse(DataConfig, {"root": str(fashion_root), "split": split}, "data"))
     for r, full in ((diag, False), (full, True)):  # the same test points as the model's, the training set's fit
-        again = bpd_lib.gaussian_bits_per_dim(data("train"), data("test")[:6], full, torch.Generator().manual_seed(0))
+        points = held_out_images(data("test"), 6)[0]  # likelihood.py's test images
+        again = bpd_lib.gaussian_bits_per_dim(data("train").data, points, full, torch.Generator().manual_seed(0))
         assert r["bpd"] == pytest.approx(again["bpd"], rel=1e-12)
     tb = ncsn_checkpoint.parent.parent / "tb"
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -310,6 +310,6 @@ def test_bits_per_dim_sentence_names_the_points_of_rows_kept_from_another_scorin
     rows = [{"method": "ncsn", "likelihood": {"bpd": 3.5, "ci95": 0.1, "n": 200}},
             {"method": "dae", "likelihood": {"bpd": 3.4, "ci95": 0.2, "n": 100}}, {"method": "gan", "likelihood": None}]
     text = likelihood_sentence(header, rows)
-    assert "on the first 200 test images; dae's on the first 100," in text
+    assert "on 200 test images (the first of a fixed random order); dae's on the first 100 of them," in text
     assert "; dae's" not in likelihood_sentence(header, rows[:1])
     assert likelihood_sentence({}, rows) == "Bits/dim: not measured in this run."

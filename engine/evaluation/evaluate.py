@@ -51,20 +51,24 @@ def test_split(data_cfg, real_path=None, what: str = "--real"):
 
 
 def real_batches(data_cfg, n: int | None, batch_size: int, real_path=None):
-    """(batches of the first n images, or all, of the training data's test split; a description):
+    """(batches of n images (held_out_images), or all, of the training data's test split; a description):
     the floor a perfect generator would reach. image_folder data takes the test folder `real_path`."""
     dataset = test_split(data_cfg, real_path)
-    return limit(image_batches(dataset, batch_size), n or len(dataset)), f"real {data_cfg.name}/test"
+    batches = image_batches(dataset, batch_size) if n is None or n >= len(dataset) else \
+        held_out_images(dataset, n)[0].split(batch_size)
+    return batches, f"real {data_cfg.name}/test"
 
 
-def limit(batches, n: int):
-    """The first n images of a stream of batches."""
-    left = n
-    for x in batches:
-        if left <= 0:
-            return
-        yield x[:left]
-        left -= len(x)
+def held_out_images(dataset, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """n images (uint8) of a test split and their labels: the first n of one fixed random order of
+    the split (seed 0; n None: all of it), so that any n cover its classes as the whole split does.
+    An image folder lists its classes one after another (CIFAR-10's test.zip: its first 1,000 images
+    are airplanes), and its first n are one class or two."""
+    idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n]
+    if hasattr(dataset, "data"):  # held in memory
+        return dataset.data[idx], torch.as_tensor(dataset.labels)[idx]
+    items = [dataset[i] for i in idx.tolist()]
+    return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
 
 
 def score(batches, extractor, reference: Reference, device, seed: int = 0, k: int = 3, labels=None,

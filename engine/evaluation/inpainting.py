@@ -23,9 +23,9 @@ from data import to_unit_range
 
 
 def require_denoiser(method, what: str = "--inpaint"):
-    """Inpainting needs a denoiser (a dae, ncsn or ebm model): one line otherwise."""
+    """`what` (--inpaint, --denoising-error) needs a denoiser (a dae, ncsn or ebm model): one line otherwise."""
     if not hasattr(method, "noise"):
-        raise ConfigError(f"{what}: {method.name} has no denoiser to inpaint with; use a dae, ncsn or ebm checkpoint")
+        raise ConfigError(f"{what}: {method.name} has no denoiser; use a dae, ncsn or ebm checkpoint")
 
 
 def complete(method, images: torch.Tensor, known: torch.Tensor, batch_size: int, generator, ema: bool = True,
