@@ -153,13 +153,13 @@ def inpainting_table(rows: list[dict]) -> str:
     the original's class."""
     if not rows:
         return ""
-    lines = ["Inpainting of n test images, the same for every row (`scripts/evaluate.py --inpaint MASK`): the model fills the "
-             "missing pixels by replacing the known ones with the test image noised to each level sampled, and "
-             "with λ > 0 pulls its estimate of the missing pixels toward agreement with the known ones through "
-             "the net's Jacobian (ΠGDM's reconstruction guidance, one backward pass per evaluation; "
-             "denoising/guidance.py). PSNR (dB) of the missing pixels against the truth, beside filling them "
-             "with the training mean or from the training image nearest on the visible pixels; and the share "
-             "of completions the classifier gives the original's class. A completion is one draw of the missing "
+    lines = ["Inpainting of n test images, the same for every row (`scripts/evaluate.py --inpaint MASK`): the "
+             "model fills the missing pixels by replacing the known ones with the test image noised to each level "
+             "sampled, and with λ > 0 pulls its estimate of the missing pixels toward agreement with the known "
+             "ones through the net's Jacobian (ΠGDM's reconstruction guidance, one backward pass per evaluation; "
+             "denoising/guidance.py). PSNR (dB) of the missing pixels against the truth, beside filling them with "
+             "the training mean or from the training image nearest on the visible pixels; and the share of "
+             "completions the classifier gives the original's class. A completion is one draw of the missing "
              "pixels, whose expected squared error is twice their conditional variance; the mean of k draws "
              "(`--draws k`) estimates the conditional mean, the PSNR-optimal fill, at (1 + 1/k) times it, and is "
              "blurrier for it (the perception–distortion trade-off).", "",
@@ -195,9 +195,9 @@ def likelihood_sentence(header: dict, results: list[dict] = ()) -> str:
     return (f"Bits/dim (the runs named by --bpd-methods; one value for a run's sampler rows) is the test "
             f"log-likelihood by the probability-flow ODE (RK45, rtol = atol = 1e-5, one Rademacher probe "
             f"per image; uniform dequantisation, `scripts/likelihood.py`) on {n:,} test images (the first "
-            f"of a fixed random order){others}, with its 95% interval. On those {n:,} the best diagonal Gaussian fitted to the "
-            f"training set gives {bpd_text(b['diagonal'])} bits/dim and the best full-covariance Gaussian "
-            f"{bpd_text(b['full'])}.")
+            f"of a fixed random order){others}, with its 95% interval. On those {n:,} the best diagonal "
+            f"Gaussian fitted to the training set gives {bpd_text(b['diagonal'])} bits/dim and the best "
+            f"full-covariance Gaussian {bpd_text(b['full'])}.")
 
 
 def grids_markdown(results, prefix: str) -> str:

@@ -150,7 +150,8 @@ def main(argv=None):
     else:
         cfg = load_config(args.config, args.overrides)
     if args.denoising_error:
-        report_json({"samples": f"{cfg.method} step {ckpt['step']} denoiser ({'raw' if args.no_ema else 'EMA'} weights)",
+        weights = "raw" if args.no_ema else "EMA"
+        report_json({"samples": f"{cfg.method} step {ckpt['step']} denoiser ({weights} weights)",
                      **denoising_error(method, args, device), "checkpoint": str(args.checkpoint),
                      "step": ckpt["step"]}, args.json)
         return

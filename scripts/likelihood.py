@@ -6,18 +6,17 @@ best per-pixel and full-covariance Gaussians of the training set.
     python scripts/likelihood.py --checkpoint ... --exact-trace --n 100     # d VJPs per evaluation
     python scripts/likelihood.py --checkpoint runs/toy/checkpoints/last.pt --n 10000   # a 2-D mixture toy
 
---n images of the real test split (the first of a fixed random order of it) are dequantised (x = 2(k + u)/256 − 1) and scored with
-bpd = −log p(x)/(d ln 2) + 7 (engine/evaluation/bits_per_dim.py); the interval is mean ± 1.96·std/√n
-over the images. Prints one JSON object (also written to --json) and adds eval/bpd and
-eval/bpd_ci95 at the checkpoint's step to the run's tb/. Trailing key=value overrides change the
-checkpoint's config (e.g. data.root=...).
+--n images of the real test split (the first of a fixed random order of it) are dequantised
+(x = 2(k + u)/256 − 1) and scored with bpd = −log p(x)/(d ln 2) + 7 (engine/evaluation/bits_per_dim.py);
+the interval is mean ± 1.96·std/√n over the images. Prints one JSON object (also written to --json)
+and adds eval/bpd and eval/bpd_ci95 at the checkpoint's step to the run's tb/. Trailing key=value
+overrides change the checkpoint's config (e.g. data.root=...).
 
 A run on a toy mixture (data.toy: 8gaussians) has a known density instead of a test split: --n fresh
 points are drawn from it and scored with the exact trace (d = 2) in nats, beside the true density's
 own average log p(x) and the gap KL(p ‖ model) (engine/evaluation/toy_likelihood.py).
 """
 import argparse
-import dataclasses
 import math
 
 import _bootstrap  # noqa: F401
@@ -29,7 +28,7 @@ from common.paths import require_writable
 from engine import TensorData, build_dataset, load_method, materialize
 from engine.logging import add_to_run, report_json
 from engine.evaluation.bits_per_dim import gaussian_bits_per_dim, model_bits_per_dim
-from engine.evaluation.evaluate import held_out_images
+from engine.evaluation.evaluate import held_out_images, test_split
 from engine.evaluation.toy_likelihood import mixture_log_likelihood
 
 NO_LIKELIHOOD = {"gan": "a GAN defines no density", "dde": "DDE's densities are unnormalised"}
@@ -72,12 +71,7 @@ def parse_args(argv=None):
 def split_images(cfg, n: int, real_path=None) -> tuple[torch.Tensor, str]:
     """n uint8 images of the test split of the run's data set (held_out_images: the first n of a fixed
     random order, which any n of a class-sorted image folder needs)."""
-    changes = {"split": "test"}
-    if cfg.data.name == "image_folder":
-        if not real_path:
-            raise ConfigError("image_folder data needs --real-path <test folder or .zip>")
-        changes = {"path": real_path}
-    dataset = build_dataset(dataclasses.replace(cfg.data, **changes))
+    dataset = test_split(cfg.data, real_path, "likelihood.py")
     if n > len(dataset):
         raise ConfigError(f"--n {n}: the test split holds only {len(dataset)} images")
     return held_out_images(dataset, n)[0], f"{cfg.data.name}/test"

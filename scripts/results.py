@@ -401,7 +401,8 @@ def inpainting_row(run: str, cfg, mask_name: str, weight: float, args, test, tra
                    device) -> dict:
     """A denoising run's (config `cfg`) completions (--inpaint-draws of each) of --n-inpaint test
     images (held_out_images: the same for every row) under a mask, with reconstruction guidance of
-    weight λ, scored (engine/evaluation/inpainting.py), and a grid of masked input, its first completion and original. The sampler is the config's as it is now (a run reused from
+    weight λ, scored (engine/evaluation/inpainting.py), and a grid of masked input, its first completion
+    and original. The sampler is the config's as it is now (a run reused from
     before a config changed its sampler samples with the new one), given as one mapping: the config's
     own settings, never refused as a step count its net would ignore."""
     sampler = json.dumps(dataclasses.asdict(getattr(cfg, cfg.method).sampler))

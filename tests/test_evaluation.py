@@ -260,7 +260,8 @@ def test_n_test_images_of_a_class_sorted_folder_cover_its_classes(cifar_jpeg_roo
 def test_a_gaussians_exact_denoiser_has_its_analytic_error_and_the_fitted_gaussians():
     """On diagonal Gaussian data, the exact denoiser's error at σ is the mean over pixels of
     vσ²/(v + σ²), the Gaussian fitted to training samples errs as much (ratio 1), and a denoiser blind
-    to x̃ (the mean) errs by the variance: above the Gaussian at every σ, by v/(vσ²/(v + σ²)) → ∞ as σ → 0."""
+    to x̃ (the mean) errs by the variance: above the Gaussian at every σ, by v/(vσ²/(v + σ²)) → ∞ as
+    σ → 0."""
     g = torch.Generator().manual_seed(0)
     mu, var = torch.linspace(-0.5, 0.5, 16).reshape(1, 4, 4), torch.linspace(0.05, 0.3, 16).reshape(1, 4, 4)
     train_set, test_set = (mu + var.sqrt() * torch.randn((n, 1, 4, 4), generator=g) for n in (40_000, 4_000))
@@ -292,7 +293,8 @@ def test_evaluate_measures_a_denoisers_error_over_its_sigma_range(fashion_root, 
     sigmas = [r["sigma"] for r in result["denoising_error"]]
     method, _ = load_method(run / "checkpoints" / "last.pt", "cpu")
     assert result["n"] == 40 and len(sigmas) == 10 and result["step"] == 6
-    assert sigmas[0] == pytest.approx(method.sigmas.min().item()) and sigmas[-1] == pytest.approx(method.sigmas.max().item())
+    assert sigmas[0] == pytest.approx(method.sigmas.min().item())
+    assert sigmas[-1] == pytest.approx(method.sigmas.max().item())
     assert sigmas == sorted(sigmas) and all(r["ratio"] == pytest.approx(r["model"] / r["gaussian"])
                                             for r in result["denoising_error"])
     # the Gaussian's error grows with σ, from about σ² where σ² ≪ the pixels' variance
