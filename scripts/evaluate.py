@@ -97,12 +97,19 @@ def parse_args(argv=None):
     return args
 
 
+def splits_in_memory(method, args, what: str):
+    """(test, train) splits of a denoising checkpoint's data for `what` (--inpaint, --denoising-error),
+    which reads both whole: one line unless the method has a denoiser and the data set is held in memory."""
+    require_denoiser(method, what)
+    test, train = test_split(method.cfg.data, args.real_path, what), build_dataset(method.cfg.data)
+    if not (hasattr(test, "data") and hasattr(train, "data")):
+        raise ConfigError(f"{what} needs a data set held in memory (fashion_mnist, cifar10, image_folder)")
+    return test, train
+
+
 def inpainting(method, extractor, args, device) -> dict:
     """--inpaint: the checkpoint's completions (--draws of each) of --n test images (held_out_images), scored."""
-    require_denoiser(method)
-    test, train = test_split(method.cfg.data, args.real_path, "--inpaint"), build_dataset(method.cfg.data)
-    if not (hasattr(test, "data") and hasattr(train, "data")):
-        raise ConfigError("--inpaint needs a data set held in memory (fashion_mnist, cifar10, image_folder)")
+    test, train = splits_in_memory(method, args, "--inpaint")
     images, labels = held_out_images(test, min(args.n or 500, len(test)))
     images = to_unit_range(images)
     known = mask(args.inpaint, tuple(images.shape), torch.Generator().manual_seed(args.seed))
@@ -118,10 +125,7 @@ def inpainting(method, extractor, args, device) -> dict:
 def denoising_error(method, args, device) -> dict:
     """--denoising-error: the denoiser's error at 10 levels over its σ range on --n test images
     (held_out_images), beside the diagonal Gaussian of the training images."""
-    require_denoiser(method, "--denoising-error")
-    test, train = test_split(method.cfg.data, args.real_path, "--denoising-error"), build_dataset(method.cfg.data)
-    if not (hasattr(test, "data") and hasattr(train, "data")):
-        raise ConfigError("--denoising-error needs a data set held in memory (fashion_mnist, cifar10, image_folder)")
+    test, train = splits_in_memory(method, args, "--denoising-error")
     images = to_unit_range(held_out_images(test, min(args.n or 1000, len(test)))[0])
     low, high = method.sigmas.min().item(), method.sigmas.max().item()
     levels = log_levels(low, high, 10) if high > low else [high]
