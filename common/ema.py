@@ -57,6 +57,7 @@ class EMA(AveragedModel):
         # AveragedModel makes its update counter on the CPU: keep it beside the weights, so that a
         # captured CUDA graph counts its replays too.
         self.n_averaged = self.n_averaged.to(next(module.parameters()).device)
+        self.eval()  # the average is only ever evaluated: dropout off (update_bn trains BatchNorm itself)
 
     def current_decay(self) -> torch.Tensor:
         if self.halflife is not None:

@@ -2,7 +2,8 @@
 networks): builders (model config, data info) → network (networks/). Each registers what the config
 needs to know of it: `points` (it takes 2-D toy points, not images), `conditional` (it takes σ
 unless model.sigma_conditional=false; False: it never does), `scale_input` (EDM's c_in by default)
-and `classes` (it can be class-conditional: model.num_classes > 0).
+`classes` (it can be class-conditional: model.num_classes > 0) and `attention` (it has attention
+layers for model.attention to place).
 Each checks the data's shape first.
 """
 from __future__ import annotations
@@ -12,15 +13,21 @@ from common.schema import require, require_square
 from networks import MLP, NCSNv2, UNet
 
 
-@register("denoiser_arch", "unet", conditional=True, scale_input=True, classes=True)
+@register("denoiser_arch", "unet", conditional=True, scale_input=True, classes=True, attention=True)
 def unet(m, info):
-    """A small σ-conditional U-Net (28–64 px), optionally folding patch×patch pixels into channels."""
+    """A σ-conditional U-Net (28–64 px), optionally folding patch×patch pixels into channels, with
+    self-attention at the resolutions model.attention names."""
     require_square(info)
-    require(info.shape[-1] % m.patch == 0,
-            f"model.patch: the data is {info.shape[-1]} px, not a multiple of patch {m.patch}; "
+    size = info.shape[-1]
+    require(size % m.patch == 0,
+            f"model.patch: the data is {size} px, not a multiple of patch {m.patch}; "
             f"set model.patch to a divisor of the image size (1 folds nothing)")
-    return UNet(info.shape[0], m.width, tuple(m.mults), m.blocks, m.conditional, m.patch, m.num_classes,
-                m.adaptive_norm)
+    net = UNet(info.shape[0], m.width, tuple(m.mults), m.blocks, m.conditional, m.patch, m.num_classes,
+               m.adaptive_norm, tuple(m.attention), m.dropout, size)
+    missing = sorted(set(m.attention) - set(net.resolutions))
+    require(not missing, f"model.attention: {', '.join(map(str, missing))} px is not a resolution of this U-Net "
+                         f"on {size} px data (its levels: {', '.join(map(str, net.resolutions))}); name some of those")
+    return net
 
 
 @register("denoiser_arch", "ncsnv2", conditional=False, scale_input=False)

@@ -28,8 +28,17 @@ class DenoiserModelConfig:
     # U-Net: the σ (and class) embedding scales and shifts each block's normalised features (ADM, EDM);
     # false: added before the GroupNorm, which erases it below 64 channels (checkpoints written before)
     adaptive_norm: bool = True
+    # U-Net: self-attention after every block at these feature-map resolutions (pixels a side, after
+    # patch folding; e.g. [16] at 32 px, as DDPM and EDM on CIFAR-10), and dropout before each block's
+    # second convolution while training (DDPM 0.1, EDM 0.13 on CIFAR-10)
+    attention: list[int] = ()
+    dropout: float = 0.0
 
     def check(self, path):
+        require(all(r > 0 for r in self.attention), f"{path}.attention: positive resolutions (pixels a side)")
+        require(not self.attention or getattr(lookup("denoiser_arch", self.arch), "attention", False),
+                f"{path}.attention: the {self.arch} network has no attention layers; use arch: unet or attention: []")
+        require(0 <= self.dropout < 1, f"{path}.dropout: a probability in [0, 1), got {self.dropout}")
         require(self.num_classes >= 0, f"{path}.num_classes: must be >= 0 (0 = unconditional), got {self.num_classes}")
         with_classes = [n for n in names("denoiser_arch") if getattr(lookup("denoiser_arch", n), "classes", False)]
         require(not self.num_classes or self.arch in with_classes,
@@ -163,6 +172,8 @@ class DDEModelConfig:
     patch = 1
     num_classes = 0
     adaptive_norm = True
+    attention = ()
+    dropout = 0.0
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Network facts: each architecture gives the shapes its callers rely on at every size it takes,
-NCSNv2 has the paper's parameter count and computes what the official network does, and spectral norm is torch's (same checkpoint keys, same
-numbers) with an explicit power iteration that finds the top singular value."""
+NCSNv2 has the paper's parameter count and computes what the official network does, spectral norm is torch's (same checkpoint keys, same
+numbers) with an explicit power iteration that finds the top singular value, and the U-Net's attention and dropout are what
+they say."""
 import copy
 
 import pytest
@@ -9,7 +10,9 @@ from torch import nn
 
 from networks.spectral import power_iteration
 from conftest import ROOT
-from networks import DCGANDiscriminator, DCGANGenerator, NCSNv2, ResNetDiscriminator, ResNetGenerator
+from common.ema import EMA
+from networks import DCGANDiscriminator, DCGANGenerator, NCSNv2, ResNetDiscriminator, ResNetGenerator, UNet
+from networks.unet import SelfAttention
 
 
 @pytest.mark.parametrize("size", [28, 32, 64])
@@ -80,3 +83,60 @@ def test_ncsnv2_network_computes_what_the_official_one_does(size, channels):
     with torch.no_grad():
         out = net(case["x"].double())
     assert torch.allclose(out, case["output"], rtol=0, atol=1e-12), (out - case["output"]).abs().max()
+
+
+def test_unet_self_attention_computes_softmax_attention_per_head():
+    """The block against the formula written out: x + proj(concat_h softmax(q_h·k_hᵀ/√d)·v_h) over the
+    positions, q, k, v from a 1×1 convolution of the group-normalised x; 192 channels: 3 heads of 64."""
+    torch.manual_seed(0)
+    block = SelfAttention(192).double()
+    nn.init.normal_(block.proj.weight, std=0.1)  # starts at zero: give it weights to check
+    x = torch.randn(2, 192, 5, 6, dtype=torch.float64)
+    q, k, v = block.qkv(block.norm(x)).flatten(2).chunk(3, dim=1)  # (b, c, positions) each
+    heads = []
+    for h in range(3):
+        part = slice(64 * h, 64 * (h + 1))
+        weights = torch.softmax(torch.einsum("bcp,bcq->bpq", q[:, part], k[:, part]) / 8.0, dim=-1)
+        heads.append(torch.einsum("bpq,bcq->bcp", weights, v[:, part]))
+    expected = x + block.proj(torch.cat(heads, 1).reshape(x.shape))
+    assert block.heads == 3
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_unet_attends_at_the_named_resolutions_and_starts_as_the_net_without_attention():
+    """Self-attention follows every block at the named feature-map sizes (28 px: levels 28, 14, 7; the
+    middle's first block at the lowest), adds parameters without renaming any, and starts as the
+    identity: loaded with a net's weights, the net with attention computes what it does."""
+    torch.manual_seed(0)
+    plain = UNet(1, 8, (1, 2, 2), 1)
+    attending = UNet(1, 8, (1, 2, 2), 1, attention=(14, 7), resolution=28)
+    assert attending.resolutions == (28, 14, 7)
+    assert set(plain.state_dict()) < set(attending.state_dict())
+    missing, unexpected = attending.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(".attn." in key for key in missing)
+    sizes = []
+    for layer in attending.modules():
+        if isinstance(layer, SelfAttention):
+            layer.register_forward_hook(lambda _, inputs, out: sizes.append(tuple(inputs[0].shape[-2:])))
+    x, sigma = torch.randn(3, 1, 28, 28), torch.tensor([0.1, 1.0, 10.0])
+    torch.testing.assert_close(attending(x, sigma), plain(x, sigma), rtol=0, atol=0)
+    # 1 block down and 2 up at each of the two levels, and the middle's: 7, none at 28
+    assert sorted(sizes) == [(7, 7)] * 4 + [(14, 14)] * 3
+
+
+def test_unet_dropout_acts_while_training_only_and_never_in_the_average():
+    """Dropout changes each training pass and none in evaluation; the EMA copy (what samples and
+    autoguidance's guide run through) evaluates with it off, whatever mode its owner is in."""
+    torch.manual_seed(0)
+    net = UNet(1, 8, (1, 2), 1, dropout=0.5)
+    for block in net.modules():  # zero-initialised second convolutions would hide the dropped features
+        if hasattr(block, "conv2"):
+            nn.init.normal_(block.conv2.weight, std=0.1)
+    nn.init.normal_(net.out[-1].weight, std=0.1)
+    x, sigma = torch.randn(2, 1, 28, 28), torch.tensor([0.5, 2.0])
+    assert not torch.equal(net(x, sigma), net(x, sigma))
+    average = EMA(net, 0.999)
+    net.eval()
+    torch.testing.assert_close(net(x, sigma), net(x, sigma), rtol=0, atol=0)
+    net.train()
+    torch.testing.assert_close(average.module(x, sigma), net.eval()(x, sigma), rtol=0, atol=0)
