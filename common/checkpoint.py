@@ -146,11 +146,13 @@ def config_differences(ckpt: dict, cfg, section: str) -> list[tuple[str, object,
 
 
 def section_defaults(section) -> dict:
-    """The plain defaults of a config section's dataclass fields (those with one)."""
+    """The plain defaults of a config section's dataclass fields (those with one; tuples as the lists a
+    saved config holds)."""
     if not dataclasses.is_dataclass(section):
         return {}
-    return {f.name: f.default for f in dataclasses.fields(section)
-            if f.default is not dataclasses.MISSING and isinstance(f.default, (int, float, str, bool, type(None)))}
+    plain = (int, float, str, bool, type(None))
+    return {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(section)
+            if isinstance(f.default, plain) or isinstance(f.default, tuple) and all(isinstance(v, plain) for v in f.default)}
 
 
 def require_same_training(ckpt: dict, cfg, patterns):

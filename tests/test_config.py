@@ -2,10 +2,15 @@
 import subprocess
 import sys
 
+from types import SimpleNamespace
+
 import pytest
+import torch
 
 from common.config import build_config, load_config
 from common.errors import ConfigError
+from common.registry import lookup
+from networks.unet import SelfAttention
 from conftest import ROOT
 
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -16,6 +21,22 @@ def test_every_shipped_config_is_valid_and_round_trips(path):
     cfg = load_config(path)
     again = build_config(cfg.to_dict())
     assert again.to_dict() == cfg.to_dict()
+
+
+CHANNELS = {"fashion_mnist": 1, "cifar10": 3, "celeba": 3}
+DENOISER_CONFIGS = [p for p in CONFIGS if p.parent.name == "configs" and load_config(p).method in ("dae", "ncsn", "ebm")
+                    and load_config(p).data.name in CHANNELS]
+
+
+@pytest.mark.parametrize("path", DENOISER_CONFIGS, ids=[p.name for p in DENOISER_CONFIGS])
+def test_every_shipped_denoiser_config_builds_its_network_at_its_data_size(path):
+    """What only the network's builder can check (the U-Net's attention resolutions among its levels,
+    patch folding dividing the size), on the meta device: no memory, no data."""
+    cfg = load_config(path)
+    info = SimpleNamespace(shape=(CHANNELS[cfg.data.name], cfg.data.image_size, cfg.data.image_size))
+    with torch.device("meta"):
+        net = lookup("denoiser_arch", cfg.model.arch)(cfg.model, info)
+    assert sum(isinstance(m, SelfAttention) for m in net.modules()) >= len(cfg.model.attention)
 
 
 def test_overrides_are_parsed_as_typed_yaml():
