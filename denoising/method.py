@@ -21,6 +21,7 @@ from common.method import Method, require_arch_fits_data
 from common.registry import lookup, register
 from common.schema import require
 from data.base import to_unit_range
+from networks.unet import SelfAttention
 from . import architectures  # noqa: F401  (registers the architectures)
 from .config import (DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, EBMConfig, NCSNConfig, NoiseConfig,
                      upgrade_noise_section)
@@ -88,6 +89,10 @@ class DenoisingMethod(Method):
         require(n.sigma_max is not None and n.num_scales is not None,
                 f"{cfg.method}: sigma_max and num_scales must be resolved before building")
         self.add_network("net", lookup("denoiser_arch", cfg.model.arch)(cfg.model, info))
+        if self.needs_double_backward(cfg):  # the loss differentiates the net's input gradient
+            for layer in self.nets["net"].modules():
+                if isinstance(layer, SelfAttention):
+                    layer.double_backward = True
         self.null_class = cfg.model.num_classes  # the label embedding's "no label" index
         self.sigmas = geometric_sigmas(n.sigma_max, n.sigma_min, n.num_scales).to(self.device, torch.float32)
         self.optimizers = {"net": self.adam({"net": cfg.optim.lr})}

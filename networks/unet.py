@@ -2,8 +2,8 @@
 light option beside NCSNv2 at CPU widths, DDPM's and EDM's CIFAR-10 net at GPU ones.
 
 `attention` names the feature-map resolutions (pixels a side, after any patch folding) at which every
-residual block is followed by multi-head self-attention over the positions, the middle blocks
-included when the lowest resolution is named (DDPM and EDM attend at 16×16 on CIFAR-10). `dropout`
+residual block is followed by multi-head self-attention over the positions, the middle's first
+block too when the lowest resolution is named (DDPM and EDM attend at 16×16 on CIFAR-10). `dropout`
 drops the features before each block's second convolution while training (DDPM 0.1, EDM 0.13 on
 CIFAR-10). Neither adds to a net without them: its parameters and checkpoints are as before.
 
@@ -34,7 +34,11 @@ def norm(c: int) -> nn.GroupNorm:
 
 class SelfAttention(nn.Module):
     """x + proj(softmax(q·kᵀ/√d)·v) over the H·W positions, in heads of about 64 channels as EDM's
-    (one below 128 channels); the projection starts at zero, so the block starts as the identity."""
+    (one below 128 channels); the projection starts at zero, so the block starts as the identity.
+    `double_backward`: the product written out rather than torch's fused kernel, whose CUDA
+    backward has no derivative of its own (a net trained through its input gradient, as the EBM is)."""
+
+    double_backward = False
 
     def __init__(self, c: int):
         super().__init__()
@@ -46,7 +50,10 @@ class SelfAttention(nn.Module):
     def forward(self, x):
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
-        out = F.scaled_dot_product_attention(q, k, v)  # (b, heads, h·w, c/heads)
+        if self.double_backward:
+            out = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)  # (b, heads, h·w, c/heads)
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 
 

@@ -116,3 +116,17 @@ def test_captured_langevin_draws_the_eager_samples(replays, own_generator):
     assert replays[0] == len(sigmas) * 5
     assert (eager - x0).abs().mean() > 0.05  # the chain moved
     assert torch.allclose(eager, graphed, rtol=1e-3, atol=1e-4)
+
+
+def test_an_attending_ebm_trains_on_cuda():
+    """The EBM's loss differentiates its net's input gradient; torch's fused CUDA attention kernels
+    have no derivative of their backward, so its attention layers write the product out."""
+    from common.config import load_config
+    from data import DataInfo
+    from engine import build
+    raw = {"method": "ebm", "seed": 0, "device": "cuda", "data": {"name": "fashion_mnist"},
+           "model": {"arch": "unet", "width": 64, "mults": [1, 2], "blocks": 1, "attention": [14]},
+           "train": {"batch_size": 8}, "ebm": {"sigma_max": 1.0, "num_scales": 2}}
+    m = build(load_config(raw=raw), "cuda", info=DataInfo("fashion_mnist", (1, 28, 28), 10))
+    stats = m.training_step(torch.rand(8, 1, 28, 28, device="cuda") * 2 - 1)
+    assert all(torch.isfinite(v) for v in stats.values())

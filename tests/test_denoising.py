@@ -359,3 +359,27 @@ def test_every_method_trains_checkpoints_resumes_exactly_and_samples(name, extra
         x = m.sample(4, torch.Generator().manual_seed(0))
         assert x.shape == (4, *m.info.shape) and torch.isfinite(x).all()
         assert torch.equal(x, m.sample(4, torch.Generator().manual_seed(0)))  # seeded
+
+
+@pytest.mark.parametrize("method", ["dae", "ebm"])
+def test_only_the_ebm_writes_its_attention_out_and_it_trains_through_the_input_gradient(method):
+    """The EBM's loss differentiates the net's input gradient, which torch's fused attention kernels
+    cannot on CUDA: its attention layers compute the product written out (the same numbers,
+    tests/test_networks.py), the DAE's keep the fused kernel; an attending EBM then trains."""
+    from common.config import load_config
+    from data import DataInfo
+    from engine import build
+    from networks.unet import SelfAttention
+    raw = {"method": method, "seed": 0, "data": {"name": "fashion_mnist"},
+           "model": {"arch": "unet", "width": 8, "mults": [1, 2], "blocks": 1, "attention": [14]},
+           "train": {"batch_size": 4}, method: {"sigma_max": 1.0, "num_scales": 2}}
+    m = build(load_config(raw=raw), "cpu", info=DataInfo("fashion_mnist", (1, 28, 28), 10))
+    layers = [layer for layer in m.nets["net"].modules() if isinstance(layer, SelfAttention)]
+    assert len(layers) == 4 and all(layer.double_backward == (method == "ebm") for layer in layers)
+    for weight in m.nets["net"].parameters():  # the zero-initialised layers would stop q, k, v's gradient
+        if weight.dim() > 1 and not weight.any():
+            torch.nn.init.normal_(weight, std=0.1)
+    before = layers[0].qkv.weight.detach().clone()
+    stats = m.training_step(torch.rand(4, 1, 28, 28) * 2 - 1)
+    assert all(torch.isfinite(v) for v in stats.values())
+    assert not torch.equal(layers[0].qkv.weight, before)

@@ -85,11 +85,14 @@ def test_ncsnv2_network_computes_what_the_official_one_does(size, channels):
     assert torch.allclose(out, case["output"], rtol=0, atol=1e-12), (out - case["output"]).abs().max()
 
 
-def test_unet_self_attention_computes_softmax_attention_per_head():
+@pytest.mark.parametrize("double_backward", [False, True], ids=["fused", "written_out"])
+def test_unet_self_attention_computes_softmax_attention_per_head(double_backward):
     """The block against the formula written out: x + proj(concat_h softmax(q_h·k_hᵀ/√d)·v_h) over the
-    positions, q, k, v from a 1×1 convolution of the group-normalised x; 192 channels: 3 heads of 64."""
+    positions, q, k, v from a 1×1 convolution of the group-normalised x; 192 channels: 3 heads of 64.
+    Torch's fused kernel and the product the EBM uses (twice differentiable on CUDA) alike."""
     torch.manual_seed(0)
     block = SelfAttention(192).double()
+    block.double_backward = double_backward
     nn.init.normal_(block.proj.weight, std=0.1)  # starts at zero: give it weights to check
     x = torch.randn(2, 192, 5, 6, dtype=torch.float64)
     q, k, v = block.qkv(block.norm(x)).flatten(2).chunk(3, dim=1)  # (b, c, positions) each
