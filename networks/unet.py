@@ -112,7 +112,7 @@ class UNet(nn.Module):
         sizes = [resolution // patch if resolution else 0]  # each level's side: stride 2 rounds up
         for _ in mults[1:]:
             sizes.append((sizes[-1] + 1) // 2)
-        self.resolutions = tuple(sizes)
+        self.resolutions = tuple(sizes) if resolution else None  # the feature maps' sides, level by level
 
         def block(cin, cout, level):
             return ResBlock(cin, cout, emb, adaptive_norm, sizes[level] in attend, dropout)

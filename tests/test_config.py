@@ -1,7 +1,6 @@
 """Config facts: every shipped config is valid, overrides are typed, bad input is one clear line."""
 import subprocess
 import sys
-
 from types import SimpleNamespace
 
 import pytest
