@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import hashlib
 import json
 import shutil
 import time
@@ -299,9 +300,16 @@ def last_checkpoint(run: str, args) -> Path:
     return Path(args.runs) / run / "checkpoints" / "last.pt"
 
 
+def config_digest(path: Path) -> str:
+    """A config file's settings, comments and layout aside: what a finished run was trained with."""
+    return hashlib.sha256(json.dumps(read_yaml(path), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def finished(run_dir: Path, run: Run, smoke: bool) -> dict | None:
     """The training summary results.py wrote when the run ended, if it did; a --smoke run is never
-    taken for a real one, nor the reverse, nor a run trained with other settings than `run`'s."""
+    taken for a real one, nor the reverse, nor a run trained with other settings than `run`'s: other
+    overrides, another config, or its config's settings edited since (summaries written before the
+    digest was kept are taken as they are)."""
     path = run_dir / "results_training.json"
     if not (path.is_file() and (run_dir / "checkpoints/last.pt").is_file()):
         return None
@@ -315,6 +323,10 @@ def finished(run_dir: Path, run: Run, smoke: bool) -> dict | None:
         now = f"{run.config} {' '.join(run.overrides)}".strip()
         raise ConfigError(f"{run_dir} was trained with {then}, this table's {run_dir.name} with {now}: pass "
                           f"--retrain to train it again")
+    digest = config_digest(ROOT / "configs" / run.config)
+    if done.get("config_digest", digest) != digest:
+        raise ConfigError(f"{run_dir} was trained before configs/{run.config}'s settings were last edited: pass "
+                          f"--retrain (with --methods, for only the rows it trains) to train it again")
     return done
 
 
@@ -340,7 +352,8 @@ def train_run(name: str, cfg, args) -> dict:
     progress(f"training {name} ({run.config} {how}) in {run_dir}")
     summary = train(cfg, run_dir)
     images = summary["step"] * cfg.train.batch_size * (cfg.gan.n_critic if cfg.method == "gan" else 1)
-    done = {"run": name, "config": run.config, "overrides": run.overrides,
+    done = {"run": name, "config": run.config, "config_digest": config_digest(ROOT / "configs" / run.config),
+            "overrides": run.overrides,
             "seconds": summary["seconds"], "steps": summary["step"], "images": images,
             "threads": torch.get_num_threads(), "precision": summary["precision"], **({"smoke": True} if args.smoke else {})}
     write_text_atomic(run_dir / "results_training.json", json.dumps(done, indent=1) + "\n")

@@ -144,7 +144,7 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
                                                          "DPM-Solver++(2M) SDE", "Restart"}
 
 
-def test_results_never_retrains_a_finished_run_unasked(smoke):
+def test_results_never_retrains_a_finished_run_unasked(smoke, capsys):
     out, argv = smoke
     last = out / "runs" / "gan_one_loss" / "checkpoints" / "last.pt"
     before = last.stat().st_mtime_ns
@@ -169,6 +169,22 @@ def test_results_never_retrains_a_finished_run_unasked(smoke):
         results([*argv, "--methods", "gan", "--reuse"])
     summary.write_text(kept)
     assert e.value.code == 2 and last.stat().st_mtime_ns == before
+    digest = json.loads(kept)["config_digest"]  # trained before its config's settings were edited
+    summary.write_text(kept.replace(digest, "0" * len(digest)))
+    with pytest.raises(SystemExit) as e:
+        results([*argv, "--methods", "gan", "--reuse"])
+    summary.write_text(kept)
+    assert e.value.code == 2 and last.stat().st_mtime_ns == before
+    assert "configs/fashion_mnist_dcgan_cpu.yaml's settings were last edited" in capsys.readouterr().err
+
+
+def test_a_config_digest_reads_the_settings_not_the_comments(tmp_path):
+    from results import config_digest
+    a, b, c = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
+    a.write_text("method: gan\ntrain: {steps: 10, batch_size: 64}\n")
+    b.write_text("# why 10 steps\nmethod: gan\ntrain:\n  batch_size: 64   # the DCGAN's\n  steps: 10\n")
+    c.write_text("method: gan\ntrain: {steps: 11, batch_size: 64}\n")
+    assert config_digest(a) == config_digest(b) != config_digest(c)
 
 
 ANOTHER_MACHINE = "Intel(R) Xeon(R) Processor CPU with AMX, 2 threads"
