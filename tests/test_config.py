@@ -23,8 +23,8 @@ def test_every_shipped_config_is_valid_and_round_trips(path):
 
 
 CHANNELS = {"fashion_mnist": 1, "cifar10": 3, "celeba": 3}
-DENOISER_CONFIGS = [p for p in CONFIGS if p.parent.name == "configs" and load_config(p).method in ("dae", "ncsn", "ebm")
-                    and load_config(p).data.name in CHANNELS]
+DENOISER_CONFIGS = [p for p in CONFIGS if p.parent.name == "configs"
+                    and (cfg := load_config(p)).method in ("dae", "ncsn", "ebm") and cfg.data.name in CHANNELS]
 
 
 @pytest.mark.parametrize("path", DENOISER_CONFIGS, ids=[p.name for p in DENOISER_CONFIGS])

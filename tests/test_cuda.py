@@ -8,7 +8,7 @@ import torch
 
 from common.checkpoint import load_checkpoint
 from engine import train
-from conftest import quick_config, train_straight_and_resumed
+from conftest import attending_denoiser, quick_config, train_straight_and_resumed
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -121,12 +121,6 @@ def test_captured_langevin_draws_the_eager_samples(replays, own_generator):
 def test_an_attending_ebm_trains_on_cuda():
     """The EBM's loss differentiates its net's input gradient; torch's fused CUDA attention kernels
     have no derivative of their backward, so its attention layers write the product out."""
-    from common.config import load_config
-    from data import DataInfo
-    from engine import build
-    raw = {"method": "ebm", "seed": 0, "device": "cuda", "data": {"name": "fashion_mnist"},
-           "model": {"arch": "unet", "width": 64, "mults": [1, 2], "blocks": 1, "attention": [14]},
-           "train": {"batch_size": 8}, "ebm": {"sigma_max": 1.0, "num_scales": 2}}
-    m = build(load_config(raw=raw), "cuda", info=DataInfo("fashion_mnist", (1, 28, 28), 10))
+    m = attending_denoiser("ebm", "cuda", width=64, batch_size=8)
     stats = m.training_step(torch.rand(8, 1, 28, 28, device="cuda") * 2 - 1)
     assert all(torch.isfinite(v) for v in stats.values())

@@ -11,7 +11,7 @@ from torch import nn
 
 from common.errors import CheckpointError
 from common.registry import names
-from conftest import assert_same_state, quick_config, train_straight_and_resumed
+from conftest import assert_same_state, attending_denoiser, quick_config, train_straight_and_resumed
 from denoising.denoiser import Denoiser
 from denoising.losses import dsm_loss
 from engine import build, load_method, train
@@ -366,14 +366,8 @@ def test_only_the_ebm_writes_its_attention_out_and_it_trains_through_the_input_g
     """The EBM's loss differentiates the net's input gradient, which torch's fused attention kernels
     cannot on CUDA: its attention layers compute the product written out (the same numbers,
     tests/test_networks.py), the DAE's keep the fused kernel; an attending EBM then trains."""
-    from common.config import load_config
-    from data import DataInfo
-    from engine import build
     from networks.unet import SelfAttention
-    raw = {"method": method, "seed": 0, "data": {"name": "fashion_mnist"},
-           "model": {"arch": "unet", "width": 8, "mults": [1, 2], "blocks": 1, "attention": [14]},
-           "train": {"batch_size": 4}, method: {"sigma_max": 1.0, "num_scales": 2}}
-    m = build(load_config(raw=raw), "cpu", info=DataInfo("fashion_mnist", (1, 28, 28), 10))
+    m = attending_denoiser(method)
     layers = [layer for layer in m.nets["net"].modules() if isinstance(layer, SelfAttention)]
     assert len(layers) == 4 and all(layer.double_backward == (method == "ebm") for layer in layers)
     for weight in m.nets["net"].parameters():  # the zero-initialised layers would stop q, k, v's gradient
