@@ -165,6 +165,18 @@ def autoguided_rows(method: str, w: float) -> list[Row]:
 
 
 GUIDANCE = (0, 0.5, 1, 1.5, 2, 3, 4)  # classifier-free guidance weights of the conditional DAE's rows
+
+
+def conditional_rows(levels: int, weights) -> list[Row]:
+    """The class-conditional runs' rows: the GAN's, and the DAE's by Heun at `levels` levels under each
+    classifier-free guidance weight, both drawing each class equally often."""
+    return [Row("gan_conditional", "gan_conditional", "gan_conditional", "generator, uniform classes"),
+            *(Row(f"dae_conditional_w{w:g}", "dae_conditional", "dae_conditional",
+                  f"Heun, {levels} levels, uniform classes, guidance w = {w:g}",
+                  [f"dae.guidance={w}", *sampler_overrides("dae", {"name": "heun", "steps": levels})])
+              for w in weights)]
+
+
 # Inpainting with the unconditional DAE (the best denoiser of the table): (run, mask, weight λ of the
 # reconstruction guidance; 0 = replacement only, the method of NCSNv2's and score_sde's code) per row.
 INPAINTING = [("dae", "right", 1.0), ("dae", "right", 0.0), ("dae", "centre", 1.0)]
@@ -173,10 +185,7 @@ ROWS = [Row("real_train", "real", None, "the training split"),
         Row("gan_alternating", "gan", "gan_alternating", "generator"),
         *(row for m in ("ncsn", "dae", "ebm") for row in (*denoising_rows(m), *autoguided_rows(m, AUTOGUIDE_WEIGHTS[m]))),
         Row("dde", "dde", "dde", "generator"),
-        Row("gan_conditional", "gan_conditional", "gan_conditional", "generator, uniform classes"),
-        *(Row(f"dae_conditional_w{w:g}", "dae_conditional", "dae_conditional",
-              f"Heun, 18 levels, uniform classes, guidance w = {w:g}",
-              [f"dae.guidance={w}", *sampler_overrides("dae", {"name": "heun", "steps": 18})]) for w in GUIDANCE)]
+        *conditional_rows(18, GUIDANCE)]
 
 
 # CIFAR-10 (configs/cifar10_*_cpu.yaml): the two GAN trainers at the config's equal number of steps,
@@ -191,6 +200,9 @@ CIFAR10_RUNS = {
     "ncsn": Run("cifar10_ncsn_cpu.yaml", [*CIFAR10_BUDGET], TINY_UNET),
     # autoguidance's guides, as Fashion-MNIST's: half the width for about a quarter of the time
     **guide_runs("cifar10", CIFAR10_GUIDE_BUDGET, ("dae", "ncsn")),
+    # class-conditional, as Fashion-MNIST's: the same configs and budgets on the folders' labels
+    "gan_conditional": Run("cifar10_dcgan_cpu.yaml", ["model.num_classes=10"], SMALL_GAN),
+    "dae_conditional": Run("cifar10_dae_cpu.yaml", [*CIFAR10_BUDGET, "model.num_classes=10"], TINY_UNET),
 }
 
 
@@ -207,6 +219,10 @@ CIFAR10_RUNS = {
 # stochastic sampler was worse than Heun in every CIFAR-10 measurement (the last table: 581 against 484
 # on the DAE, 787 against 587 on NCSN; full churn 609 against defaults 585), so it has no row here.
 CIFAR10_AUTOGUIDE_WEIGHT = 1.25
+# Classifier-free guidance weights of the conditional DAE's rows, at the autoguided rows' budget (Heun at 10
+# levels: 19 evaluations a sample, 38 where w is neither 0 nor 1 and both the conditional and the
+# unconditional net run)
+CIFAR10_GUIDANCE = (0, 1, 1.5, 2, 3)
 
 
 def cifar10_denoising_rows(method: str) -> list[Row]:
@@ -218,7 +234,8 @@ def cifar10_denoising_rows(method: str) -> list[Row]:
 CIFAR10_ROWS = [Row("real_train", "real", None, "the training split"),
                 Row("gan_one_loss", "gan", "gan_one_loss", "generator"),
                 Row("gan_alternating", "gan", "gan_alternating", "generator"),
-                *cifar10_denoising_rows("dae"), *cifar10_denoising_rows("ncsn")]
+                *cifar10_denoising_rows("dae"), *cifar10_denoising_rows("ncsn"),
+                *conditional_rows(10, CIFAR10_GUIDANCE)]
 CIFAR10_INPAINTING = [("dae", "right", 1.0), ("dae", "centre", 1.0)]  # as INPAINTING, with guidance only
 
 

@@ -248,8 +248,8 @@ def test_results_bad_input_is_one_line(extra, message, fashion_root, tmp_path, c
 @pytest.mark.parametrize("extra,message", [
     (["--data-root", "EMPTY"], "--data-root EMPTY: no CIFAR-10 there (neither train.zip of class folders nor "
                                "cifar-10-batches-py/)"),
-    (["--methods", "ebm"], "--methods: unknown method 'ebm' for --data cifar10; choose from dae,dae_autoguided,gan,inpaint,ncsn,"
-                          "ncsn_autoguided,real"),
+    (["--methods", "ebm"], "--methods: unknown method 'ebm' for --data cifar10; choose from dae,dae_autoguided,dae_conditional,"
+                          "gan,gan_conditional,inpaint,ncsn,ncsn_autoguided,real"),
 ])
 def test_results_cifar10_bad_input_is_one_line(extra, message, cifar_jpeg_root, tmp_path, capsys):
     (tmp_path / "EMPTY").mkdir()
