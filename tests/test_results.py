@@ -308,7 +308,11 @@ def test_results_cifar10_smoke_writes_its_own_table_grids_and_class_spread(cifar
     assert saved["header"]["data"] == "CIFAR-10"
     for r in saved["rows"]:
         assert len(r["class_histogram"]) == 10 and sum(r["class_histogram"]) == r["n"]
+    # the class-conditional runs' rows are drawn class by class and scored against the requested classes
+    conditional = [r.name for r in CIFAR10_ROWS if r.method.endswith("_conditional")]
+    assert len(conditional) > 1 and [r["row"] for r in saved["rows"] if "class_accuracy" in r] == conditional
     text = (docs / "results_cifar10.md").read_text()
+    assert "Class-conditional rows" in text
     spread = text[text.index("Spread over the classes"):]
     first = markdown_rows(spread)[1]
     assert abs(sum(float(c) for c in first[4:]) - 100) < 0.5
