@@ -359,6 +359,10 @@ class Method:
                labels: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def evaluations_per_sample(self) -> int | None:
+        """Network passes one sample costs under the configured sampler (None: it cannot say)."""
+        return None
+
 
 class GeneratorMethod(Method):
     """A method whose samples are one pass of a generator network G: z → x, z ~ N(0, I) of size
@@ -369,6 +373,9 @@ class GeneratorMethod(Method):
 
     def example_inputs(self, name, n):
         return (self.sample_latents(n),) if name == "G" else super().example_inputs(name, n)
+
+    def evaluations_per_sample(self) -> int:
+        return 1
 
     @torch.no_grad()
     def sample(self, n, generator=None, ema=True, latents=None, progress=False, labels=None, chunk: int = 500):

@@ -202,6 +202,13 @@ class DenoisingMethod(Method):
         cfg_passes = evaluations(self.noise.guidance) if self.num_classes else 1
         return cfg_passes * (evaluations(self.noise.autoguide_weight) if self.guide is not None else 1)
 
+    def evaluations_per_sample(self) -> int | None:
+        """The sampler's evaluations of D (an energy model's: a forward and a backward pass each) on
+        this model's schedule, times the passes each takes: a net trained on the discrete ladder steps
+        on all its levels whatever the sampler's `steps` (Schedule.levels)."""
+        nfe = self.noise.sampler.nfe(self.schedule())
+        return None if nfe is None else nfe * self.passes_per_evaluation()
+
     guide = None  # the autoguidance guide (set_guide), sampled with its EMA weights
 
     def set_guide(self, guide: "DenoisingMethod"):

@@ -173,7 +173,7 @@ def main(argv=None):
                   "step": ckpt["step"], "overrides": args.overrides}
         report_json(result, args.json)
         return
-    labels = classes = None
+    labels = classes = nfe = None
     if args.real:
         batches, samples = real_batches(cfg.data, args.n, args.batch_size, args.real_path)
     else:
@@ -183,6 +183,7 @@ def main(argv=None):
         batches = generated_batches(method, args.n or DEFAULT_N, args.batch_size, args.seed, not args.no_ema,
                                     labels)
         samples = f"{cfg.method} step {ckpt['step']} ({'raw' if args.no_ema else 'EMA'} weights)"
+        nfe = method.evaluations_per_sample()  # a net trained on a ladder steps on all its levels
     n = args.n or (DEFAULT_N if not args.real else None)
     total = math.ceil(n / args.batch_size) if n else None
     batches = tqdm(batches, total=total, desc="sampling and features" if not args.real else "features",
@@ -193,6 +194,8 @@ def main(argv=None):
     require_finite(result)
     if args.checkpoint:
         result.update(checkpoint=str(args.checkpoint), step=ckpt["step"], overrides=args.overrides)
+    if nfe is not None:
+        result["evaluations_per_sample"] = nfe
     if args.checkpoint and not args.real and not args.overrides:
         # eval/<extractor>/<metric>: scores in different features never share a chart
         tb = add_to_run(args.checkpoint, ckpt["step"], {f"eval/{extractor.id}/{k}": result[k] for k in METRICS})

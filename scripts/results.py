@@ -401,16 +401,6 @@ def ensure_classifier(args, device) -> dict:
     return ckpt
 
 
-def nfe_per_sample(method, cfg) -> int:
-    """Network evaluations per sample of the sampler the config selects, as the sampler counts them
-    (an energy model's evaluation is a forward and a backward pass); a generator's is 1."""
-    section = getattr(cfg, cfg.method)
-    settings = getattr(section, "sampler", None)
-    if settings is None:
-        return 1
-    return settings.nfe(method.schedule()) * method.passes_per_evaluation()
-
-
 def sample_row(row: Row, args, device, n: int):
     """(uint8 samples, sampling seconds, nfe, checkpoint, classes) of a row, drawn in batches with a
     fixed seed; a class-conditional model's with balanced classes (None otherwise)."""
@@ -420,7 +410,6 @@ def sample_row(row: Row, args, device, n: int):
     guide = [f"{section}.autoguide={last_checkpoint(row.guide, args)}"] if row.guide else []
     method, ckpt = load_method(last_checkpoint(row.run, args), args.device,
                                [*row.overrides, *guide, *smoke])
-    cfg = method.cfg
     gen = torch.Generator(device=device).manual_seed(args.seed)
     labels = balanced_labels(n, method.num_classes) if method.num_classes else None
     out, start = [], time.monotonic()
@@ -428,7 +417,7 @@ def sample_row(row: Row, args, device, n: int):
         part = labels[i:i + args.batch_size] if labels is not None else None
         out.append(from_unit_range(method.sample(min(args.batch_size, n - i), generator=gen, progress=True,
                                                  labels=part)).cpu())
-    return torch.cat(out), time.monotonic() - start, nfe_per_sample(method, cfg), ckpt, labels
+    return torch.cat(out), time.monotonic() - start, method.evaluations_per_sample(), ckpt, labels
 
 
 def inpainting_row(run: str, cfg, mask_name: str, weight: float, args, test, train_images, extractor,

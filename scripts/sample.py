@@ -164,8 +164,10 @@ def main(argv=None):
     samples = method.sample(n, generator=gen, ema=not args.no_ema, latents=latents, progress=True,
                             labels=labels)
     save_grid(samples, args.out, nrow=nrow)
+    nfe = method.evaluations_per_sample()
     print(f"wrote {args.out}: {len(samples)} samples from step {ckpt['step']} "
-          f"({'raw' if args.no_ema or not method.ema else 'EMA'} weights)")
+          f"({'raw' if args.no_ema or not method.ema else 'EMA'} weights"
+          f"{f', {nfe} network evaluations each' if nfe else ''})")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ def test_evaluate_cli_writes_every_metric_to_json_and_tensorboard(checkpoint, cl
     gan = json.loads((tmp_path / "gan.json").read_text())
     assert all(math.isfinite(gan[k]) for k in METRICS)
     assert gan["n"] == 64 and gan["n_ref"] == 256 and gan["step"] == 8 and gan["fid"] > 0
+    assert gan["evaluations_per_sample"] == 1  # one pass of G
     assert 0 <= gan["precision"] <= 1 and 0 <= gan["recall"] <= 1
     events = EventAccumulator(str(checkpoint.parent.parent / "tb"))
     events.Reload()
@@ -115,7 +116,7 @@ def test_evaluate_cli_writes_every_metric_to_json_and_tensorboard(checkpoint, cl
     assert point.step == 8 and point.value == pytest.approx(gan["fid"], rel=1e-5)
     evaluate_cli.main(common + ["--real", "--json", str(tmp_path / "floor.json")])
     floor = json.loads((tmp_path / "floor.json").read_text())
-    assert floor["n"] == 64 and floor["samples"] == "real fashion_mnist/test"
+    assert floor["n"] == 64 and floor["samples"] == "real fashion_mnist/test" and "evaluations_per_sample" not in floor
     # recall, not precision: a collapsed generator whose one point lies among the reals has precision 1
     assert floor["fid"] < gan["fid"] and floor["recall"] > gan["recall"]
 

@@ -79,13 +79,15 @@ def test_heun_on_a_gaussian_score_maps_sigma_max_noise_to_the_data_variance():
 def test_heun_evaluates_a_conditional_net_only_where_it_was_trained(sampling):
     """Trained on the ladder's levels alone, a σ-conditional net is arbitrary between them (cosine
     0.1 with the exact score at σ = 0.07 on the toy), so Heun steps on the ladder; trained on
-    continuous σ, it takes EDM's levels."""
+    continuous σ, it takes EDM's levels. The count of evaluations a sample costs, which evaluate.py
+    reports, is the count of the net's passes either way (not 2·steps − 1 on the ladder)."""
     from data import DataInfo
     cfg = quick_config("ncsn_toy.yaml", "ncsn.sampler=heun", "ncsn.sampler.steps=6", f"ncsn.sigma_sampling={sampling}")
     method = build(cfg, "cpu", info=DataInfo("toy", (2,), 1, "points"))
     seen = []
     method.nets["net"].register_forward_hook(lambda m, args, out: seen.append(args[1].unique()))
     method.sample(16, torch.Generator().manual_seed(0), ema=False)
+    assert method.evaluations_per_sample() == len(seen)  # one batch: one pass per evaluation
     seen = torch.cat(seen).unique().sort(descending=True).values
     s = cfg.ncsn
     trained = method.sigmas if sampling == "discrete" else edm_sigmas(6, s.sigma_min, s.sigma_max, s.sampler.rho)[:-1]
