@@ -282,7 +282,7 @@ class DataSet:
 
 
 # 1,000 samples per row (300 for 496-evaluation Langevin) keep Fashion-MNIST's 37 rows, 30 from
-# multi-step samplers, near 2 hours on 2 cores; CIFAR-10's 13 rows take 2,000 (the class histogram's
+# multi-step samplers, near 2 hours on 2 cores; CIFAR-10's 14 rows take 2,000 (the class histogram's
 # n) and skip bits/dim (RK45 on 3,072 dimensions; --n-bpd to ask for it).
 DATASETS = {
     "fashion_mnist": DataSet("fashion_mnist", "Fashion-MNIST", RUNS, ROWS, INPAINTING, CLASSIFIER, False, "results",
