@@ -94,6 +94,9 @@ class NoiseConfig:
     # D_w = D_g + w·(D − D_g) with w = autoguide_weight (denoising/guidance.py); null: off
     autoguide: Optional[str] = None
     autoguide_weight: float = 2.0
+    # both guidances only at the levels σ_lo < σ ≤ σ_hi, w = 1 elsewhere (Kynkäänniemi et al. 2024 limit
+    # EDM2's to [0.28, 5.42]; denoising/guidance.py), e.g. [0.28, 5.42]; null: at every level
+    guidance_interval: Optional[tuple[float, float]] = None
     # The sampler and its own settings (denoising/samplers.py), e.g. {name: edm, steps: 18, churn: 10};
     # the name alone takes its defaults.
     sampler: choice_of("sampler", SamplerSettings) = field(
@@ -116,6 +119,9 @@ class NoiseConfig:
                 f"{path}.inpaint_guidance: a finite weight >= 0 (0 = replacement only), got {self.inpaint_guidance}")
         require(self.autoguide_weight >= 0, f"{path}.autoguide_weight: must be >= 0 (0 the guide, 1 the model "
                                             f"alone), got {self.autoguide_weight}")
+        if self.guidance_interval is not None:
+            lo, hi = self.guidance_interval
+            require(0 <= lo < hi, f"{path}.guidance_interval: [σ_lo, σ_hi] with 0 <= σ_lo < σ_hi, got [{lo}, {hi}]")
 
 
 @dataclass

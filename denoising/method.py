@@ -26,9 +26,9 @@ from . import architectures  # noqa: F401  (registers the architectures)
 from .config import (DAEConfig, DenoiserModelConfig, DenoiserOptimConfig, EBMConfig, NCSNConfig, NoiseConfig,
                      upgrade_noise_section)
 from .denoiser import Denoiser
-from .guidance import AutoGuided, Guided, Inpainting, evaluations
+from .guidance import AutoGuided, Guided, Inpainting, evaluations, weight_at
 from .losses import dsm_loss, dsm_objective
-from .samplers import Schedule
+from .samplers import Schedule, evaluation_sigmas
 from .schedule import geometric_sigmas, langevin_step_size, max_pairwise_distance, ncsnv2_num_scales
 
 
@@ -194,20 +194,24 @@ class DenoisingMethod(Method):
         """D for a sampler: a class-conditional net's, at `labels` with the config's guidance weight."""
         if not self.num_classes:
             return D
-        return Guided(D, labels, self.noise.guidance, self.null_class)
+        return Guided(D, labels, self.noise.guidance, self.null_class, self.noise.guidance_interval)
 
-    def passes_per_evaluation(self) -> int:
-        """Network passes per denoiser evaluation: 2 for a guided class-conditional net (w ∉ {0, 1}),
-        and 2 for an autoguided net (w ∉ {0, 1}; the guide's pass counted as one of the net's)."""
-        cfg_passes = evaluations(self.noise.guidance) if self.num_classes else 1
-        return cfg_passes * (evaluations(self.noise.autoguide_weight) if self.guide is not None else 1)
+    def passes_per_evaluation(self, sigma: float) -> int:
+        """Network passes per denoiser evaluation at level σ: 2 for a guided class-conditional net
+        (w ∉ {0, 1}), and 2 for an autoguided net (w ∉ {0, 1}; the guide's pass counted as one of the
+        net's); outside <method>.guidance_interval w is 1: one pass."""
+        interval = self.noise.guidance_interval
+        cfg_passes = evaluations(weight_at(self.noise.guidance, interval, sigma)) if self.num_classes else 1
+        ag_passes = evaluations(weight_at(self.noise.autoguide_weight, interval, sigma)) if self.guide else 1
+        return cfg_passes * ag_passes
 
-    def evaluations_per_sample(self) -> int | None:
-        """The sampler's evaluations of D (an energy model's: a forward and a backward pass each) on
-        this model's schedule, times the passes each takes: a net trained on the discrete ladder steps
+    def evaluations_per_sample(self) -> int:
+        """The passes of the sampler's evaluations of D (an energy model's: a forward and a backward pass
+        each) on this model's schedule, each at its level: a net trained on the discrete ladder steps
         on all its levels whatever the sampler's `steps` (Schedule.levels)."""
-        nfe = self.noise.sampler.nfe(self.schedule())
-        return None if nfe is None else nfe * self.passes_per_evaluation()
+        settings = self.noise.sampler
+        sigmas = evaluation_sigmas(lookup("sampler", settings.name), settings, self.schedule(), self.info.shape)
+        return sum(self.passes_per_evaluation(s) for s in sigmas)
 
     guide = None  # the autoguidance guide (set_guide), sampled with its EMA weights
 
@@ -241,7 +245,7 @@ class DenoisingMethod(Method):
         if self.guide is None:
             return fn
         guide = self.guided(self.guide.denoiser(ema=True), labels)  # set_guide: the same classes, null class
-        return AutoGuided(fn, guide, self.noise.autoguide_weight)
+        return AutoGuided(fn, guide, self.noise.autoguide_weight, self.noise.guidance_interval)
 
     @torch.no_grad()
     def sample(self, n, generator=None, ema=True, latents=None, progress=False, labels=None,
@@ -252,7 +256,9 @@ class DenoisingMethod(Method):
         known pixels) completes those images instead: n of them, the known pixels as given."""
         settings = self.noise.sampler
         sampler, schedule = lookup("sampler", settings.name), self.schedule()
-        if inpaint is not None:  # its noise is drawn anew when σ changes: not a fixed step to capture
+        # inpainting's noise is drawn anew when σ changes, and guidance in an interval branches on σ:
+        # neither is a fixed step to capture
+        if inpaint is not None or self.noise.guidance_interval is not None:
             schedule = dataclasses.replace(schedule, cuda_graph=False)
         z = self.sample_latents(n, generator) if latents is None else latents.to(self.device)
         labels = self.conditional_labels(labels, len(z), generator)

@@ -24,6 +24,7 @@ x ← x + (α/2) s + √α z, so an ε read from its algorithm 1 is 2ε here, wh
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Literal, Optional
@@ -274,6 +275,30 @@ class Schedule:
             return sigma
         ladder = self.sigmas.double().cpu()
         return float(ladder[(ladder.log() - math.log(sigma)).abs().argmin()])
+
+
+class _Recorder:
+    """A stand-in denoiser, D(x; σ) = x (score 0), that records the level σ of each evaluation."""
+
+    def __init__(self):
+        self.sigmas: list[float] = []
+
+    def __call__(self, x, sigma):
+        self.sigmas.append(float(torch.as_tensor(sigma).flatten()[0]))
+        return x
+
+    def score(self, x, sigma, create_graph: bool = False, **_):
+        return self(x, sigma) * 0
+
+
+def evaluation_sigmas(sampler, settings, schedule: Schedule, shape) -> list[float]:
+    """The level σ of each evaluation of D that `sampler` makes for one sample of `shape` on `schedule`
+    (as many as settings.nfe(schedule)), recorded by running it on the CPU on a stand-in D(x; σ) = x.
+    What guidance limited to an interval of σ costs depends on them (denoising/guidance.py)."""
+    recorder = _Recorder()
+    schedule = dataclasses.replace(schedule, sigmas=schedule.sigmas.detach().cpu(), cuda_graph=False)
+    sampler(recorder, torch.zeros(1, *shape), settings, schedule, torch.Generator().manual_seed(0), False)
+    return recorder.sigmas
 
 
 @dataclass

@@ -31,7 +31,23 @@ def test_autoguidance_at_w0_and_w1_is_the_guide_and_the_model_exactly(parametriz
     assert torch.equal(AutoGuided(model, guide, 1.0).score(x, sigma), s_d)
     assert torch.equal(AutoGuided(model, guide, 0.0).score(x, sigma), s_g)
     assert torch.allclose(AutoGuided(model, guide, w).score(x, sigma), s_g + w * (s_d - s_g), rtol=1e-9, atol=1e-9)
-    assert [AutoGuided(model, guide, v).evaluations for v in (0.0, 1.0, 2.5)] == [1, 1, 2]
+    assert [AutoGuided(model, guide, v).passes(1.0) for v in (0.0, 1.0, 2.5)] == [1, 1, 2]
+
+
+def test_autoguidance_in_an_interval_is_the_model_alone_outside_it():
+    torch.manual_seed(0)
+    model, guide = (Denoiser(UNet(1, 8, (1, 2), 1).double(), "direct", 0.5) for _ in range(2))
+    for p in [*model.net.parameters(), *guide.net.parameters()]:
+        p.data.add_(0.2 * torch.randn_like(p))
+    x, sigma = torch.randn(4, 1, 28, 28, dtype=torch.float64), torch.tensor([0.1, 0.5, 2.0, 5.0], dtype=torch.float64)
+    d, g, w = model(x, sigma), guide(x, sigma), 2.5
+    inside = torch.tensor([False, True, True, False]).view(-1, 1, 1, 1)  # (0.1, 2.0]
+    guided = AutoGuided(model, guide, w, (0.1, 2.0))
+    assert torch.allclose(guided(x, sigma), torch.where(inside, g + w * (d - g), d), rtol=1e-9, atol=1e-9)
+    calls = []
+    guide.net.register_forward_hook(lambda m, args, out: calls.append(len(args[0])))
+    assert torch.equal(guided(x, torch.tensor(5.0).double()), model(x, torch.tensor(5.0).double())) and not calls
+    assert [guided.passes(level) for level in (0.1, 2.0, 5.0)] == [1, 2, 1]
 
 
 def test_autoguidance_of_an_overdispersed_model_by_a_worse_one_recovers_the_data_variance():
@@ -81,7 +97,7 @@ def test_a_checkpoint_autoguided_at_w1_samples_as_itself_and_at_w0_as_its_guide(
     m2, at2 = samples(toy_runs["model"], guide_key, "dae.autoguide_weight=2")
     assert torch.equal(at1, own) and torch.equal(at0, guide_own)
     assert (at2 - own).abs().max() > 1e-2  # guidance moves the samples
-    assert m1.guide is not None and m1.passes_per_evaluation() == 1 and m2.passes_per_evaluation() == 2
+    assert m1.guide is not None and m1.passes_per_evaluation(1.0) == 1 and m2.passes_per_evaluation(1.0) == 2
 
 
 def test_bad_autoguidance_settings_are_one_line(toy_runs, tmp_path, capsys):
@@ -136,7 +152,7 @@ def test_a_class_conditional_model_is_autoguided_by_a_conditional_guide_at_the_s
     _, at0 = draw(ckpt["model"], key, "ncsn.autoguide_weight=0")
     m2, at2 = draw(ckpt["model"], key, "ncsn.autoguide_weight=2")
     assert torch.equal(at1, own) and torch.equal(at0, guide_own)
-    assert (at2 - own).abs().max() > 1e-3 and m2.passes_per_evaluation() == 4  # 2 classifier-free × 2 nets
+    assert (at2 - own).abs().max() > 1e-3 and m2.passes_per_evaluation(1.0) == 4  # 2 classifier-free × 2 nets
     sample_refuses(ckpt["model"], tmp_path, capsys,
                    ([f"ncsn.autoguide={ckpt['plain']}"], "ncsn.autoguide: the guide is unconditional, this model "
                                                           "10-class: train the guide with model.num_classes=10"))

@@ -77,6 +77,12 @@ CASES = [
     Case("inpaint_guidance_negative", "config", "train",
          lambda w: _gan(w, "ncsn.inpaint_guidance=-1", config="ncsn_fashion.yaml"),
          "ncsn.inpaint_guidance: a finite weight >= 0"),
+    Case("guidance_interval_reversed", "config", "train",
+         lambda w: _gan(w, "ncsn.guidance_interval=[5,0.3]", config="ncsn_fashion.yaml"),
+         "ncsn.guidance_interval: [σ_lo, σ_hi] with 0 <= σ_lo < σ_hi, got [5.0, 0.3]"),
+    Case("guidance_interval_one_value", "config", "train",
+         lambda w: _gan(w, "ncsn.guidance_interval=[5]", config="ncsn_fashion.yaml"),
+         "ncsn.guidance_interval: expected tuple[float, float] or null, got [5]"),
     Case("n_critic_beyond_data", "config", "train", lambda w: _gan(w, "gan.n_critic=1e9"),
          "gan.n_critic=1000000000: a step reads train.batch_size × gan.n_critic"),
     # -- config files -----------------------------------------------------------------------------

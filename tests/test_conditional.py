@@ -57,6 +57,35 @@ def test_guidance_at_w0_and_w1_is_the_unconditional_and_the_conditional_denoiser
     assert torch.allclose(Guided(D, labels, w, 10).score(x, sigma), s_u + w * (s_c - s_u), rtol=1e-9, atol=1e-9)
 
 
+def test_guidance_in_an_interval_guides_inside_it_and_is_the_conditional_denoiser_outside():
+    """Kynkäänniemi et al. 2024: the weight w at σ_lo < σ ≤ σ_hi, w = 1 elsewhere, per example, and
+    outside the interval the unconditional pass is not run at all."""
+    torch.manual_seed(0)
+    net = UNet(1, 8, (1, 2), 1, num_classes=10).double()
+    for p in net.parameters():
+        p.data.add_(0.2 * torch.randn_like(p))
+    D = Denoiser(net, "direct", 0.5)
+    x = torch.randn(6, 1, 28, 28, dtype=torch.float64)
+    sigma = torch.tensor([0.1, 0.5, 1.0, 2.0, 5.0, 0.3], dtype=torch.float64)
+    labels, w, interval = torch.tensor([0, 3, 9, 1, 1, 7]), 2.5, (0.3, 2.0)
+    uncond, cond = D(x, sigma), D(x, sigma, labels)
+    inside = torch.tensor([False, True, True, True, False, False]).view(-1, 1, 1, 1)  # (0.3, 2.0]: 0.3 is out
+    guided = Guided(D, labels, w, 10, interval)
+    assert torch.allclose(guided(x, sigma), torch.where(inside, uncond + w * (cond - uncond), cond),
+                          rtol=1e-9, atol=1e-9)
+    s_u, s_c = D.score(x, sigma), D.score(x, sigma, labels=labels)
+    assert torch.allclose(guided.score(x, sigma), torch.where(inside, s_u + w * (s_c - s_u), s_c), rtol=1e-9, atol=1e-9)
+    rows = []
+    hook = net.register_forward_hook(lambda m, args, out: rows.append(len(args[0])))
+    for level in (0.3, 2.0, 5.0):  # one level for the batch, as the samplers call it
+        rows.clear()
+        guided(x, torch.tensor(level, dtype=torch.float32))  # 0.3 in float32 is 0.30000001: inside
+        level = float(torch.tensor(level, dtype=torch.float32))
+        assert sum(rows) // len(x) == guided.passes(level) == (1 if level == 5.0 else 2)
+    hook.remove()
+    assert Guided(D, labels, 0.0, 10, interval).passes(1.0) == 1 and Guided(D, None, w, 10, interval).passes(1.0) == 1
+
+
 def test_label_dropout_replaces_labels_by_the_null_class_at_its_rate(fashion_root):
     for rate in (0.0, 0.3, 1.0):
         cfg = quick_config("ncsn_fashion.yaml", f"data.root={fashion_root}", "model.num_classes=10",

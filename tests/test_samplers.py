@@ -95,6 +95,42 @@ def test_heun_evaluates_a_conditional_net_only_where_it_was_trained(sampling):
     assert len(s.sampler.levels(method.schedule())) == (9 if sampling == "discrete" else 7)  # 8 levels + 0; 6 + 0
 
 
+@pytest.mark.parametrize("on_ladder", [False, True])
+def test_the_recorded_levels_of_every_sampler_are_as_many_as_its_evaluations(on_ladder):
+    """evaluation_sigmas runs a sampler on a stand-in denoiser: it must see each of the sampler's
+    evaluations once (as many as its nfe, with its default settings), each at its level (Heun: each
+    level, then the next one for the second-order correction, but never σ = 0)."""
+    from common.registry import lookup, names
+    from common.schema import Chosen
+    from denoising.samplers import HeunSettings, SamplerSettings, Schedule, evaluation_sigmas
+    schedule = Schedule(geometric_sigmas(5.0, 0.05, 8), on_ladder)
+    for name in names("sampler"):
+        settings = Chosen("sampler", SamplerSettings).parse(name, "sampler")
+        assert len(evaluation_sigmas(lookup("sampler", name), settings, schedule, (2,))) == settings.nfe(schedule), name
+    levels = [float(s) for s in HeunSettings(steps=6).levels(schedule)]
+    heun_levels = [s for i in range(len(levels) - 1) for s in (levels[i], levels[i + 1]) if s > 0]
+    assert evaluation_sigmas(lookup("sampler", "heun"), HeunSettings(steps=6), schedule, (2,)) == pytest.approx(heun_levels)
+
+
+def test_guidance_in_an_interval_costs_the_passes_the_net_makes(fashion_root):
+    """A conditional net guided at w 2 in an interval of σ: one pass a level outside it, two inside,
+    and evaluations_per_sample (what evaluate.py reports) counts exactly the net's passes."""
+    from data import DataInfo
+    counts = {}
+    for interval in ("null", "[0.3,2.0]"):
+        cfg = quick_config("ncsn_fashion.yaml", f"data.root={fashion_root}", "model.num_classes=10", "ncsn.sigma_max=5",
+                           "ncsn.sigma_sampling=log_uniform", "ncsn.guidance=2", f"ncsn.guidance_interval={interval}",
+                           "ncsn.sampler=heun", "ncsn.sampler.steps=6")
+        method = build(cfg, "cpu", info=DataInfo("fashion_mnist", (1, 28, 28), 10))
+        rows = []
+        method.nets["net"].register_forward_hook(lambda m, args, out: rows.append(len(args[0])))
+        method.sample(2, torch.Generator().manual_seed(0), ema=False)
+        counts[interval] = sum(rows) // 2
+        assert method.evaluations_per_sample() == counts[interval]
+    nfe = 2 * 6 - 1
+    assert counts["null"] == 2 * nfe and nfe < counts["[0.3,2.0]"] < 2 * nfe
+
+
 def test_ncsnv2_schedule_rules():
     # Technique 2: consecutive levels overlap by one half (the defining equation holds at γ).
     phi = lambda t: 0.5 * (1 + math.erf(t / math.sqrt(2)))
