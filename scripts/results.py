@@ -152,11 +152,24 @@ def denoising_rows(method: str) -> list[Row]:
 AUTOGUIDE_WEIGHTS = {"dae": 2.0, "ncsn": 1.5, "ebm": 2.0}
 
 
-def autoguided_row(method: str, w: float, suffix: str, label: str, settings: dict) -> Row:
-    """`method`'s run under a sampler, autoguided by its guide run <method>_guide at weight w."""
-    return Row(f"{method}_ag_{suffix}", f"{method}_autoguided", method,
-               f"{label}, autoguided by {method}_guide, w = {w:g}",
-               [f"{method}.autoguide_weight={w}", *sampler_overrides(method, settings)], guide=f"{method}_guide")
+def in_interval(method: str, interval: tuple[float, float] | None) -> tuple[str, str, list[str]]:
+    """A guided row's name suffix, label suffix and override for guidance at σ in `interval` only
+    (<method>.guidance_interval; Kynkäänniemi et al. 2024); nothing for guidance at every level."""
+    if interval is None:
+        return "", "", []
+    lo, hi = interval
+    return "_interval", f" at σ in ({lo:g}, {hi:g}]", [f"{method}.guidance_interval=[{lo},{hi}]"]
+
+
+def autoguided_row(method: str, w: float, suffix: str, label: str, settings: dict,
+                   interval: tuple[float, float] | None = None) -> Row:
+    """`method`'s run under a sampler, autoguided by its guide run <method>_guide at weight w (at σ in
+    `interval` only, when given)."""
+    name, at, override = in_interval(method, interval)
+    return Row(f"{method}_ag_{suffix}{name}", f"{method}_autoguided", method,
+               f"{label}, autoguided by {method}_guide, w = {w:g}{at}",
+               [f"{method}.autoguide_weight={w}", *override, *sampler_overrides(method, settings)],
+               guide=f"{method}_guide")
 
 
 def autoguided_rows(method: str, w: float) -> list[Row]:
@@ -170,13 +183,10 @@ GUIDANCE = (0, 0.5, 1, 1.5, 2, 3, 4)  # classifier-free guidance weights of the 
 def guided_row(levels: int, w: float, interval: tuple[float, float] | None = None) -> Row:
     """The conditional DAE by Heun at `levels` levels, uniform classes, classifier-free guidance weight w
     (at σ in `interval` only, when given: Kynkäänniemi et al. 2024)."""
-    name, label, overrides = f"dae_conditional_w{w:g}", f"Heun, {levels} levels, uniform classes, guidance w = {w:g}", []
-    if interval is not None:
-        lo, hi = interval
-        name, label = f"{name}_interval", f"{label} at σ in ({lo:g}, {hi:g}]"
-        overrides = [f"dae.guidance_interval=[{lo},{hi}]"]
-    return Row(name, "dae_conditional", "dae_conditional", label,
-               [f"dae.guidance={w}", *overrides, *sampler_overrides("dae", {"name": "heun", "steps": levels})])
+    name, at, override = in_interval("dae", interval)
+    return Row(f"dae_conditional_w{w:g}{name}", "dae_conditional", "dae_conditional",
+               f"Heun, {levels} levels, uniform classes, guidance w = {w:g}{at}",
+               [f"dae.guidance={w}", *override, *sampler_overrides("dae", {"name": "heun", "steps": levels})])
 
 
 def conditional_rows(levels: int, weights) -> list[Row]:
@@ -246,10 +256,23 @@ CIFAR10_GUIDANCE = (0, 1, 1.5, 2, 3, 4)
 CIFAR10_GUIDANCE_INTERVAL, CIFAR10_INTERVAL_WEIGHTS = (0.28, 5.42), (4, 6)
 
 
+# Autoguidance at σ ≤ 1 only (3 of Heun's 10 levels: 25 passes a sample), swept on the 2026-12-05 table's
+# runs (evaluate.py, training images, n 2,000, seed 0; KID ×10³, recall, smallest class, passes). DAE: every
+# level w 1.25 312 ± 45, 0.242, 3.6%, 38; σ ≤ 1 w 1.5 295 ± 42, 0.244, 3.4%, 25; w 2 305 ± 36, 0.249, 3.1%
+# (airplanes 26%); σ ≤ 3 w 1.5 296 ± 41, 27 passes; σ ≤ 0.5 w 3 453 ± 28. In the middle, (0.28, 5.42], w 2
+# 503 ± 47 and w 3 1349 ± 56 (airplanes 29% and 30%, frogs and ships 37%); at σ > 5.42 only, w 2 382 ± 51.
+# So autoguidance's work here is at small σ, and larger weights in the middle draw skies. NCSN: every level
+# w 1.25 489 ± 63, 0.172, 2.6%, 38; σ ≤ 1 w 1.5 443 ± 59, 0.153, 3.5%, 25.
+CIFAR10_AUTOGUIDE_INTERVAL, CIFAR10_AUTOGUIDE_INTERVAL_WEIGHT = (0, 1), 1.5
+
+
 def cifar10_denoising_rows(method: str) -> list[Row]:
+    heun10 = {"name": "heun", "steps": 10}
     return [*(Row(f"{method}_{suffix}", method, method, label, sampler_overrides(method, settings))
               for suffix, label, settings in SAMPLER_ROWS if suffix == "heun35"),
-            autoguided_row(method, CIFAR10_AUTOGUIDE_WEIGHT, "heun19", "Heun, 10 levels", {"name": "heun", "steps": 10})]
+            autoguided_row(method, CIFAR10_AUTOGUIDE_WEIGHT, "heun19", "Heun, 10 levels", heun10),
+            autoguided_row(method, CIFAR10_AUTOGUIDE_INTERVAL_WEIGHT, "heun19", "Heun, 10 levels", heun10,
+                           CIFAR10_AUTOGUIDE_INTERVAL)]
 
 
 CIFAR10_ROWS = [Row("real_train", "real", None, "the training split"),
@@ -300,7 +323,7 @@ class DataSet:
 
 
 # Fashion-MNIST's 63 rows (58 from multi-step samplers) take 1,000 samples each (300 for 496-evaluation
-# Langevin), for the time on 2 cores; CIFAR-10's 16 rows take 2,000 (the class histogram's n) and skip
+# Langevin), for the time on 2 cores; CIFAR-10's 18 rows take 2,000 (the class histogram's n) and skip
 # bits/dim (RK45 on 3,072 dimensions; --n-bpd to ask for it).
 DATASETS = {
     "fashion_mnist": DataSet("fashion_mnist", "Fashion-MNIST", RUNS, ROWS, INPAINTING, CLASSIFIER, False, "results",
