@@ -264,7 +264,7 @@ CIFAR10_GUIDANCE_INTERVAL, CIFAR10_INTERVAL_WEIGHTS = (0.28, 5.42), (6,)
 # runs (evaluate.py, training images, n 2,000, seed 0; KID ×10³, recall, smallest class, passes). DAE: every
 # level w 1.25 312 ± 45, 0.242, 3.6%, 38; σ ≤ 1 w 1.5 295 ± 42, 0.244, 3.4%, 25; w 2 305 ± 36, 0.249, 3.1%
 # (airplanes 26%); σ ≤ 3 w 1.5 296 ± 41, 27 passes; σ ≤ 0.5 w 3 453 ± 28. In the middle, (0.28, 5.42], w 2
-# 503 ± 47 and w 3 1349 ± 56 (airplanes 29% and 30%, frogs and ships 37%); at σ > 5.42 only, w 2 382 ± 51.
+# 503 ± 47 and w 3 1349 ± 56 (airplanes 29% and 30%; trucks 38% at w 3); at σ > 5.42 only, w 2 382 ± 51.
 # So autoguidance's work here is at small σ, and larger weights in the middle draw skies. NCSN: every level
 # w 1.25 489 ± 63, 0.172, 2.6%, 38; σ ≤ 1 w 1.5 443 ± 59, 0.153, 3.5%, 25.
 CIFAR10_AUTOGUIDE_INTERVAL, CIFAR10_AUTOGUIDE_INTERVAL_WEIGHT = (0, 1), 1.5
