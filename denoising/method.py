@@ -181,10 +181,14 @@ class DenoisingMethod(Method):
 
     def require_used(self, keys):
         """A sampler setting the sampler ignores for this model (its `unused(schedule)`: e.g. `steps`
-        of an ODE sampler for a net that steps on its own ladder) is refused, naming it."""
+        of an ODE sampler for a net that steps on its own ladder), or a guidance interval for a model
+        with no guidance to limit, is refused, naming it."""
         settings, prefix = self.noise.sampler, f"{self.name}.sampler."
         unused = set(settings.unused(self.schedule()))
         for key in keys:
+            if key == f"{self.name}.guidance_interval" and not self.num_classes and self.guide is None:
+                raise ConfigError(f"{key}: this model has no guidance to limit (unconditional, and no "
+                                  f"{self.name}.autoguide): name a guide with {self.name}.autoguide=PATH or drop {key}")
             if key.startswith(prefix) and key[len(prefix):] in unused:
                 raise ConfigError(f"{key}: not used by this network: it was trained on discrete levels "
                                   f"({self.name}.sigma_sampling={self.noise.sigma_sampling}), so {settings.name} "

@@ -98,6 +98,8 @@ def test_a_checkpoint_autoguided_at_w1_samples_as_itself_and_at_w0_as_its_guide(
     assert torch.equal(at1, own) and torch.equal(at0, guide_own)
     assert (at2 - own).abs().max() > 1e-2  # guidance moves the samples
     assert m1.guide is not None and m1.passes_per_evaluation(1.0) == 1 and m2.passes_per_evaluation(1.0) == 2
+    m3, at3 = samples(toy_runs["model"], guide_key, "dae.autoguide_weight=2", "dae.guidance_interval=[0,0.5]")
+    assert (at3 - at2).abs().max() > 1e-3 and m3.passes_per_evaluation(1.0) == 1 and m3.passes_per_evaluation(0.5) == 2
 
 
 def test_bad_autoguidance_settings_are_one_line(toy_runs, tmp_path, capsys):
@@ -105,7 +107,8 @@ def test_bad_autoguidance_settings_are_one_line(toy_runs, tmp_path, capsys):
     cases = [([f"dae.autoguide={tmp_path / 'missing.pt'}"], "dae.autoguide: "),
              ([f"dae.autoguide={toy_runs['narrow']}"], "dae.autoguide: the guide was trained on σ in"),
              ([f"dae.autoguide={toy_runs['gan']}"], "dae.autoguide: the guide is a gan checkpoint"),
-             ([f"dae.autoguide={toy_runs['guide']}", "dae.autoguide_weight=-1"], "dae.autoguide_weight: must be >= 0")]
+             ([f"dae.autoguide={toy_runs['guide']}", "dae.autoguide_weight=-1"], "dae.autoguide_weight: must be >= 0"),
+             (["dae.guidance_interval=[0.1,1]"], "dae.guidance_interval: this model has no guidance to limit")]
     sample_refuses(toy_runs["model"], tmp_path, capsys, *[(["--n", "4", *bad], msg) for bad, msg in cases])
     assert not (tmp_path / "x.png").exists()
 
