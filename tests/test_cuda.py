@@ -124,3 +124,21 @@ def test_an_attending_ebm_trains_on_cuda():
     m = attending_denoiser("ebm", "cuda", width=64, batch_size=8)
     stats = m.training_step(torch.rand(8, 1, 28, 28, device="cuda") * 2 - 1)
     assert all(torch.isfinite(v) for v in stats.values())
+
+
+def test_guidance_in_an_interval_samples_eagerly_where_capture_is_asked(fashion_root, replays):
+    """train.cuda_graph makes Langevin replay one captured step with σ as a device scalar, which cannot
+    branch on σ: with <method>.guidance_interval the sampler runs eagerly, and the net's passes are the
+    count evaluate.py reports."""
+    from data import DataInfo
+    from engine import build
+    cfg = quick_config("ncsn_fashion.yaml", f"data.root={fashion_root}", "model.num_classes=10", "ncsn.sigma_max=5",
+                       "ncsn.guidance=2", "ncsn.guidance_interval=[0.3,2.0]", "ncsn.sampler=langevin",
+                       "ncsn.sampler.steps=2", "train.cuda_graph=true")
+    method = build(cfg, "cuda", info=DataInfo("fashion_mnist", (1, 28, 28), 10))
+    rows = []
+    method.nets["net"].register_forward_hook(lambda m, args, out: rows.append(len(args[0])))
+    x = method.sample(2, torch.Generator("cuda").manual_seed(0), ema=False)
+    assert replays[0] == 0 and bool(torch.isfinite(x).all())
+    nfe = method.noise.sampler.nfe(method.schedule())
+    assert sum(rows) // 2 == method.evaluations_per_sample() and nfe < sum(rows) // 2 < 2 * nfe
