@@ -245,7 +245,7 @@ CIFAR10_AUTOGUIDE_WEIGHT = 1.25
 # unconditional net run). w 4 added after a check on the 2026-12-05 table's run (evaluate.py, training
 # images, n 1,000): w 3 KID ×10³ 274 ± 36, IS 5.20, recall 0.197, conditional accuracy 0.726, smallest class
 # 3.2%; w 4 270 ± 34, 5.88, 0.162, 0.805, 4.6%: level in KID, fewer modes per class, every class at ≥ 4%.
-# w 1.5 (KID ×10³ 383 ± 53 in the 2026-12-05 table, between w 1's and w 2's) dropped for the interval row's
+# w 1.5 (KID ×10³ 383 ± 53 in the 2026-12-05 table, between w 1's and w 2's) dropped for the interval rows'
 # time: a full run stays near two hours here.
 CIFAR10_GUIDANCE = (0, 1, 2, 3, 4)
 # The same net guided at σ in (0.28, 5.42] only (EDM2-S's interval, Kynkäänniemi et al. 2024), w = 1 at the
