@@ -28,6 +28,7 @@ KINDS = {
     "lr_schedule": "learning-rate schedule",
     "gan_step": "GAN training step",
     "gan_reg": "critic regulariser",
+    "gan_augment": "critic augmentation",
     "dsm_weighting": "DSM weighting",
     "init_scheme": "initialisation scheme",
     "generator_arch": "generator architecture",

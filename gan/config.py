@@ -1,7 +1,7 @@
 """The GAN method's config sections: model:, optim: and gan:."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from common.config import OptimConfig
@@ -67,6 +67,9 @@ class GANConfig:
     n_critic: int = 1                      # critic updates per generator update
     reg: one_of("gan_reg") = "none"        # gan/losses.py: none | r1 | gp
     reg_weight: float = 10.0               # γ of R1 (adds γ/2·E‖∇D(x)‖²) or λ of the gradient penalty
+    # DiffAugment (Zhao et al. 2020): the critic sees every real and generated image through these
+    # differentiable augmentations, in order (gan/augment.py: color, translation, cutout); [] = none
+    augment: list[one_of("gan_augment")] = field(default_factory=list)
 
     def check(self, path):
         require(self.n_critic >= 1, f"{path}.n_critic: must be >= 1")

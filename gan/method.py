@@ -5,11 +5,12 @@ import inspect
 
 import torch
 
-from common.method import GeneratorMethod, require_arch_fits_data
+from common.method import GeneratorMethod, points_data, require_arch_fits_data
 from common.registry import lookup, names, register
 from common.schema import require
 from networks.spectral import power_iteration
 from . import architectures, losses  # noqa: F401  (register the architectures and losses)
+from .augment import Augment
 from .config import GANConfig, GANModelConfig, GANOptimConfig
 from .steps import call, critic_objective, generator_objective
 
@@ -31,6 +32,9 @@ class GAN(GeneratorMethod):
     @classmethod
     def check_config(cls, cfg):
         require_arch_fits_data(cfg, "gan_arch")
+        require(not (cfg.gan.augment and points_data(cfg)),
+                f"gan.augment: {', '.join(cfg.gan.augment)} transforms images, and {cfg.data.name} holds 2-D points; "
+                f"set gan.augment: []")
         if lookup("gan_reg", cfg.gan.reg).penalty is not None:
             require(not cfg.model.critic_batchnorm,
                     f"gan.reg: {cfg.gan.reg} penalises ∇ₓD(x) per example, but a BatchNorm critic couples "
@@ -57,6 +61,7 @@ class GAN(GeneratorMethod):
         self.batches_per_step = cfg.gan.n_critic
         o = cfg.optim
         self.gan_step = lookup("gan_step", cfg.gan.step)
+        self.augment = Augment(cfg.gan.augment) or None  # DiffAugment: what the critic sees (gan/augment.py)
         if not getattr(self.gan_step, "alternating", False):
             # TTUR = per-group learning rates in one optimizer, stepped once for both players.
             self.optimizers = {"GD": self.adam({"G": o.lr_g, "D": o.lr_d})}
@@ -90,7 +95,7 @@ class GAN(GeneratorMethod):
                 x_fake = call(G, self.sample_latents(x.shape[0]), labels.get("y_fake"))
             with self.autocast():
                 d_total, _, stats = self.compiled(critic_objective)(D, self.loss, x, x_fake, g.reg, g.reg_weight,
-                                                                    **labels)
+                                                                    **labels, augment=self.augment)
             return d_total, stats
         return self.optimizer_step(opt, objective, self.micro_batches(*real), "D")
 
@@ -106,7 +111,7 @@ class GAN(GeneratorMethod):
             x_real, labels = part[0], self._labels(part[1])
             z = self.sample_latents(x_real.shape[0])
             with self.autocast():
-                return one_loss(G, D, self.loss, x_real, z, g.reg, g.reg_weight, **labels)
+                return one_loss(G, D, self.loss, x_real, z, g.reg, g.reg_weight, **labels, augment=self.augment)
         return self.optimizer_step(opt, objective, self.micro_batches(*reals[-1]), "G", "D")
 
     def _alternating_step(self, reals):
@@ -128,7 +133,7 @@ class GAN(GeneratorMethod):
             with self.autocast():
                 d_total, stats, x_fake = self.gan_step(G, D, self.loss, x_real, z, g.reg, g.reg_weight,
                                                        critic=self.compiled(critic_objective), keep_graph=reuse,
-                                                       **labels)
+                                                       **labels, augment=self.augment)
             kept.append((x_fake if reuse else z, labels.get("y_fake")))
             return d_total, stats
         stats = self.optimizer_step(opt_d, critic, parts, "D")
@@ -140,6 +145,6 @@ class GAN(GeneratorMethod):
             fakes_or_latents, y_fake = kept_part
             with self.autocast():
                 x_fake = fakes_or_latents if reuse else call(G, fakes_or_latents, y_fake)
-                g_loss = self.compiled(generator_objective)(D, self.loss, x_fake, y_fake)
+                g_loss = self.compiled(generator_objective)(D, self.loss, x_fake, y_fake, augment=self.augment)
             return g_loss, {"g_loss": g_loss.detach()}
         return {**stats, **self.optimizer_step(opt_g, generator, kept, "G")}

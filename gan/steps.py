@@ -24,6 +24,11 @@ twice on the live pass only to cancel it.
 
 Alternating: n_critic critic steps, then one generator step on the last critic step's fakes.
 
+With `augment` (gan.augment, gan/augment.py) the critic sees T(x) for every image x, real or
+generated, in every step: the objectives above with D(·) read as D(T(·)), T differentiable so that
+G's gradient passes through it. The one-loss step draws one T per image for both players' views of
+a fake (they share the critic's forward pass); the alternating one draws anew for its generator part.
+
 Each step is registered by its gan.step name (`@register("gan_step", NAME)`): a one-loss objective
 (G, D, loss, x_real, z, reg, reg_weight) → (L, stats), or, with `alternating=True`, the critic part of
 an alternating step; `fused=True` marks a step exact only for fusable losses and per-sample critics.
@@ -56,6 +61,11 @@ def call(net, x, labels=None):
     return net(x) if labels is None else net(x, labels)
 
 
+def critic_view(x, augment=None):
+    """What the critic is shown of x: x itself, or its augmentation T(x) (gan.augment)."""
+    return x if augment is None else augment(x)
+
+
 def watch_reals(x_real, reg: str):
     """The real batch, made to require its gradient when the regulariser differentiates D there (R1)."""
     if getattr(lookup("gan_reg", reg), "needs_real_grad", False):
@@ -64,9 +74,11 @@ def watch_reals(x_real, reg: str):
 
 
 def critic_objective(D, loss, x_real, x_fake_sg, reg: str = "none", reg_weight: float = 10.0,
-                     y_real=None, y_fake=None):
-    """d_loss (+ regulariser) and the critic's logits on the stopped fakes (reused by the bracket)."""
-    x_real = watch_reals(x_real, reg)
+                     y_real=None, y_fake=None, augment=None):
+    """d_loss (+ regulariser) and the critic's logits on the stopped fakes (reused by the bracket),
+    both batches augmented first when `augment` is given."""
+    x_real = watch_reals(critic_view(x_real, augment), reg)
+    x_fake_sg = critic_view(x_fake_sg, augment)
     real, fake_sg = call(D, x_real, y_real), call(D, x_fake_sg, y_fake)
     total, stats = critic_loss(D, loss, real, fake_sg, x_real, x_fake_sg, reg, reg_weight, y_real)
     return total, fake_sg, stats
@@ -93,11 +105,11 @@ def critic_loss(D, loss, real, fake, x_real, x_fake_sg, reg: str = "none", reg_w
 
 @register("gan_step", "one_loss")
 def one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0,
-                       y_real=None, y_fake=None):
+                       y_real=None, y_fake=None, augment=None):
     """L = d_loss(D(x), D(sg(G(z)))) + g_loss(D_sg(G(z))) and its terms (module docstring). The
     critic's two views of the fakes share one forward pass (common/stopgrad.py)."""
-    x_fake = call(G, z, y_fake)
-    x_real = watch_reals(x_real, reg)
+    x_fake = critic_view(call(G, z, y_fake), augment)
+    x_real = watch_reals(critic_view(x_real, augment), reg)
     real = call(D, x_real, y_real)
     fake_sg, fake = split_gradients(D, x_fake, y_fake)
     d_total, stats = critic_loss(D, loss, real, fake_sg, x_real, x_fake.detach(), reg, reg_weight, y_real)
@@ -108,12 +120,13 @@ def one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: flo
 
 @register("gan_step", "one_loss_bracket")
 def bracket_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0,
-                               y_real=None, y_fake=None):
+                               y_real=None, y_fake=None, augment=None):
     """The seed's form, L = d_loss(D(x), D(sg(G(z)))) + [g_loss(D(G(z))) − g_loss(D(sg(G(z))))]:
     the same gradients in exact arithmetic, D's assembled by cancellation (module docstring)."""
-    x_fake = call(G, z, y_fake)
+    x_fake = critic_view(call(G, z, y_fake), augment)  # one T for the bracket's two terms
     x_sg = x_fake.detach()
-    d_total, fake_sg, stats = critic_objective(D, loss, x_real, x_sg, reg, reg_weight, y_real, y_fake)
+    d_total, fake_sg, stats = critic_objective(D, loss, critic_view(x_real, augment), x_sg, reg, reg_weight,
+                                               y_real, y_fake)
     g_loss = loss.g_loss(call(D, x_fake, y_fake))
     bracket = g_loss - loss.g_loss(fake_sg)
     stats.update(g_loss=g_loss.detach(), bracket=bracket.detach())
@@ -122,7 +135,8 @@ def bracket_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_wei
 
 @register("gan_step", "alternating", alternating=True)
 def critic_step_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0,
-                          critic=critic_objective, keep_graph: bool = True, y_real=None, y_fake=None):
+                          critic=critic_objective, keep_graph: bool = True, y_real=None, y_fake=None,
+                          augment=None):
     """The alternating step's critic part on fresh fakes G(z), and the fakes for its generator part
     (generator_objective): (d_loss + regulariser, stats, G(z)), G(z) with its graph when
     `keep_graph`. G's forward stays outside `critic` (critic_objective, which the method compiles
@@ -130,14 +144,14 @@ def critic_step_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: 
     the generator's needs."""
     with torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()):
         x_fake = call(G, z, y_fake)
-    total, _, stats = critic(D, loss, x_real, x_fake.detach(), reg, reg_weight, y_real, y_fake)
+    total, _, stats = critic(D, loss, x_real, x_fake.detach(), reg, reg_weight, y_real, y_fake, augment=augment)
     return total, stats, x_fake
 
 
-def generator_objective(D, loss, x_fake, y_fake=None):
+def generator_objective(D, loss, x_fake, y_fake=None, augment=None):
     """The alternating step's generator part: g_loss on the critic's view of the fakes, through
     the critic's stopped weights (its gradient is not needed)."""
-    return loss.g_loss(call(frozen(D), x_fake, y_fake))
+    return loss.g_loss(call(frozen(D), critic_view(x_fake, augment), y_fake))
 
 
 # The critic derivative a fused pass carries for a fake is floored here: below it, the sample's
@@ -180,7 +194,7 @@ class _RescaleGrad(_SharedIdentity):
 
 @register("gan_step", "one_loss_fused", fused=True)
 def fused_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0,
-                             y_real=None, y_fake=None):
+                             y_real=None, y_fake=None, augment=None):
     """The one-loss step with a single critic pass on the fakes, f = D(G(z)) (2 critic forwards
     and backwards instead of 3).
 
@@ -194,8 +208,8 @@ def fused_one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weigh
     fp32, −1000 in any precision), σ(f) underflows, and G's gradient, c·(g/c), would be 0·∞.
     With the floor G's gradient stays exact, and D's weights get at most 2⁻⁶⁴·|∂f_i/∂θ|/B more.
     """
-    x_fake = call(G, z, y_fake)
-    x_real = watch_reals(x_real, reg)
+    x_fake = critic_view(call(G, z, y_fake), augment)  # T acts per image: D∘T stays per-sample
+    x_real = watch_reals(critic_view(x_real, augment), reg)
     shared = {}
     real = call(D, x_real, y_real)
     fake = _FakeLogits.apply(call(D, _RescaleGrad.apply(x_fake, shared), y_fake), shared)

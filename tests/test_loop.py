@@ -40,8 +40,9 @@ def test_run_directory_layout(fashion_root, tmp_path):
     ["gan.step=one_loss"],
     # a warm-up spanning the resume, fp16's loss scale and an EMA by half-life, all resumed exactly
     ["optim.warmup=9", "precision=fp16", "train.ema_halflife_kimg=1", "train.ema_rampup=0.5"],
+    # DiffAugment's draws come from the generator the checkpoint saves
     ["gan.step=alternating", "gan.n_critic=2", "data.flip=true", "gan.reg=r1", "gan.loss=hinge",
-     "model.d_batchnorm=false"],
+     "model.d_batchnorm=false", "gan.augment=[color,translation,cutout]"],
 ])
 def test_resume_reproduces_the_straight_run_bitwise(fashion_root, tmp_path, variant):
     k = 6
