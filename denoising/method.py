@@ -181,14 +181,22 @@ class DenoisingMethod(Method):
 
     def require_used(self, keys):
         """A sampler setting the sampler ignores for this model (its `unused(schedule)`: e.g. `steps`
-        of an ODE sampler for a net that steps on its own ladder), or a guidance interval for a model
-        with no guidance to limit, is refused, naming it."""
-        settings, prefix = self.noise.sampler, f"{self.name}.sampler."
+        of an ODE sampler for a net that steps on its own ladder), or a guidance setting with nothing
+        to act on (a class-free guidance weight for an unconditional net, an autoguidance weight with
+        no guide, an interval for a model with neither), is refused, naming it."""
+        settings, prefix, name = self.noise.sampler, f"{self.name}.sampler.", self.name
         unused = set(settings.unused(self.schedule()))
+        idle = {f"{name}.guidance": (not self.num_classes, "classifier-free guidance needs a class-conditional "
+                                     f"net (this one has model.num_classes=0); guide an unconditional one with "
+                                     f"{name}.autoguide=PATH {name}.autoguide_weight=W"),
+                f"{name}.autoguide_weight": (self.guide is None, f"there is no guide to weight: name one with "
+                                             f"{name}.autoguide=PATH"),
+                f"{name}.guidance_interval": (not self.num_classes and self.guide is None, "this model has no "
+                                              f"guidance to limit (unconditional, and no {name}.autoguide): name "
+                                              f"a guide with {name}.autoguide=PATH")}
         for key in keys:
-            if key == f"{self.name}.guidance_interval" and not self.num_classes and self.guide is None:
-                raise ConfigError(f"{key}: this model has no guidance to limit (unconditional, and no "
-                                  f"{self.name}.autoguide): name a guide with {self.name}.autoguide=PATH or drop {key}")
+            if idle.get(key, (False,))[0]:
+                raise ConfigError(f"{key}: {idle[key][1]}, or drop {key}")
             if key.startswith(prefix) and key[len(prefix):] in unused:
                 raise ConfigError(f"{key}: not used by this network: it was trained on discrete levels "
                                   f"({self.name}.sigma_sampling={self.noise.sigma_sampling}), so {settings.name} "

@@ -108,7 +108,9 @@ def test_bad_autoguidance_settings_are_one_line(toy_runs, tmp_path, capsys):
              ([f"dae.autoguide={toy_runs['narrow']}"], "dae.autoguide: the guide was trained on σ in"),
              ([f"dae.autoguide={toy_runs['gan']}"], "dae.autoguide: the guide is a gan checkpoint"),
              ([f"dae.autoguide={toy_runs['guide']}", "dae.autoguide_weight=-1"], "dae.autoguide_weight: must be >= 0"),
-             (["dae.guidance_interval=[0.1,1]"], "dae.guidance_interval: this model has no guidance to limit")]
+             (["dae.guidance_interval=[0.1,1]"], "dae.guidance_interval: this model has no guidance to limit"),
+             (["dae.guidance=2"], "dae.guidance: classifier-free guidance needs a class-conditional net"),
+             (["dae.autoguide_weight=2"], "dae.autoguide_weight: there is no guide to weight")]
     sample_refuses(toy_runs["model"], tmp_path, capsys, *[(["--n", "4", *bad], msg) for bad, msg in cases])
     assert not (tmp_path / "x.png").exists()
 
