@@ -15,6 +15,7 @@ from data import DataInfo
 from common.registry import lookup
 from networks import DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator
 from gan.steps import critic_objective, fused_one_loss_objective, one_loss_objective
+from gan.augment import Augment
 
 INFO = DataInfo("fashion_mnist", (1, 28, 28), 10)
 TOY = DataInfo("toy", (2,), 1, "points")
@@ -112,11 +113,12 @@ def test_training_objectives_trace_to_one_graph(critic):
     D = DCGANDiscriminator(32, 3, 8, batchnorm=critic == "batchnorm", spectral_norm=critic == "spectral_norm")
     x, z, loss = torch.rand(4, 3, 32, 32) * 2 - 1, torch.randn(4, 8), lookup("gan_loss", "logistic")()
     denoiser = Denoiser(UNet(3, 8, (1, 2), 1), "direct")
-    cases = [(one_loss_objective, (G, D, loss, x, z)), (critic_objective, (D, loss, x, G(z).detach())),
-             (dsm_objective, (denoiser, x, torch.rand(4) + 0.1))]
-    for fn, args in cases:
+    augment = {"augment": Augment(["color", "translation", "cutout"])}  # DiffAugment traces with the step
+    cases = [(one_loss_objective, (G, D, loss, x, z), {}), (critic_objective, (D, loss, x, G(z).detach()), {}),
+             (one_loss_objective, (G, D, loss, x, z), augment), (dsm_objective, (denoiser, x, torch.rand(4) + 0.1), {})]
+    for fn, args, kwargs in cases:
         torch._dynamo.reset()
-        explained = torch._dynamo.explain(fn)(*args)
+        explained = torch._dynamo.explain(fn)(*args, **kwargs)
         assert (explained.graph_count, explained.graph_break_count) == (1, 0), (fn.__name__, explained.break_reasons)
 
 
@@ -193,10 +195,12 @@ class HostSyncs(TorchDispatchMode):
 @pytest.mark.parametrize("config,info,overrides", [
     ("gan_fashion.yaml", INFO, ["gan.step=one_loss"]),
     ("gan_fashion.yaml", INFO, ["gan.step=one_loss", "gan.n_critic=2", "model.d_batchnorm=false",
-                                "model.d_spectral_norm=true", "optim.grad_clip=1.0"]),
+                                "model.d_spectral_norm=true", "optim.grad_clip=1.0",
+                                "gan.augment=[color,translation,cutout]"]),
     ("gan_fashion.yaml", INFO, ["gan.step=one_loss_fused", "gan.loss=logistic", "model.d_batchnorm=false",
                                 "gan.reg=r1"]),
-    ("gan_fashion.yaml", INFO, ["gan.step=alternating", "gan.n_critic=2", "gan.reg=gp", "model.d_batchnorm=false"]),
+    ("gan_fashion.yaml", INFO, ["gan.step=alternating", "gan.n_critic=2", "gan.reg=gp", "model.d_batchnorm=false",
+                                "gan.augment=[translation,cutout]"]),
     ("ncsn_toy.yaml", TOY, ["ncsn.sampler.step_lr=1e-4", "precision=bf16"]),
     ("dae_toy.yaml", TOY, ["dae.sampler.step_lr=1e-4", "dae.sigma_sampling=log_uniform"]),
     ("ebm_toy.yaml", TOY, ["ebm.sampler.step_lr=1e-4"]),
