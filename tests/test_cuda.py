@@ -46,7 +46,8 @@ def trained_state(run_dir, name: str = "last.pt") -> tuple[int, dict]:
 @pytest.mark.parametrize("config,overrides", [
     ("gan_fashion.yaml", ["gan.step=one_loss", "optim.lr_g=1e-3", "optim.lr_d=1e-3"]),
     ("gan_fashion.yaml", ["gan.step=alternating", "gan.n_critic=2", "model.d_batchnorm=false",
-                          "model.d_spectral_norm=true", "optim.lr_g=1e-3", "optim.lr_d=1e-3"]),
+                          "model.d_spectral_norm=true", "optim.lr_g=1e-3", "optim.lr_d=1e-3",
+                          "gan.augment=[color,translation,cutout]"]),  # DiffAugment's draws captured too
     ("ncsn_fashion.yaml", ["optim.lr=1e-3"]),
 ], ids=["one_loss", "alternating_sn", "ncsn"])
 def test_captured_training_reaches_the_eager_weights(fashion_root, tmp_path, replays, config, overrides):
@@ -80,7 +81,8 @@ def test_captured_training_reaches_the_eager_weights(fashion_root, tmp_path, rep
 
 
 @pytest.mark.parametrize("config,overrides", [
-    ("gan_fashion.yaml", ["gan.step=one_loss", "model.d_batchnorm=false", "gan.reg=r1"]),
+    ("gan_fashion.yaml", ["gan.step=one_loss", "model.d_batchnorm=false", "gan.reg=r1",
+                          "gan.augment=[translation,cutout]"]),
     ("ncsn_fashion.yaml", ["train.cuda_graph=true"]),
 ], ids=["one_loss_r1", "ncsn_graphed"])
 def test_deterministic_resume_on_a_gpu_reproduces_the_straight_run_bitwise(fashion_root, tmp_path, config,
