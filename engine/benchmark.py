@@ -150,7 +150,9 @@ def gan_rows(device, args):
     rows = []
     for name, config, shape, batch, size in GAN_MODELS[args.sizes]:
         critic_bn = load_config(ROOT / "configs" / config, size).model.critic_batchnorm
-        groups = [("", [], ("alternating", "one_loss", "one_loss_bracket"))]
+        groups = [("", [], ("alternating", "one_loss", "one_loss_bracket")),
+                  # DiffAugment's cost: the critic's inputs augmented (gan/augment.py)
+                  ("/diffaugment", ["gan.augment=[color,translation,cutout]"], ("alternating", "one_loss"))]
         if critic_bn:  # the fused step needs a critic without BatchNorm (and a fusable loss)
             groups.append(("/no_bn_d", ["model.d_batchnorm=false", "gan.loss=logistic"],
                            ("alternating", "one_loss", "one_loss_fused")))

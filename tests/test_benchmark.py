@@ -22,7 +22,8 @@ def test_benchmark_tiny_reports_every_row(tmp_path):
     rows = {(row["row"], row["variant"]): row for row in result["rows"]}
     groups = {"gan/dcgan32/b8": ("alternating", "one_loss", "one_loss_bracket"),
               "gan/dcgan32/b8/no_bn_d": ("alternating", "one_loss", "one_loss_fused"),
-              "gan/sngan32/b8": ("alternating", "one_loss", "one_loss_bracket")}
+              "gan/sngan32/b8": ("alternating", "one_loss", "one_loss_bracket"),
+              **{f"gan/{net}/b8/diffaugment": ("alternating", "one_loss") for net in ("dcgan32", "sngan32")}}
     for group, steps in groups.items():
         for step in steps:
             for variant in ("fp32 eager", "fast"):
