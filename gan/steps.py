@@ -34,7 +34,8 @@ Each step is registered by its gan.step name (`@register("gan_step", NAME)`): a 
 an alternating step; `fused=True` marks a step exact only for fusable losses and per-sample critics.
 A class-conditional GAN passes the real batch's labels and the fakes' (`y_real`, `y_fake`, keywords):
 G(z, y_fake), D(x, y_real), D(G(z), y_fake); an unconditional one passes none, and its networks are
-called with their input alone.
+called with their input alone. Every step also takes `augment` (None, or T above), which it applies
+(critic_view) to every batch it shows the critic.
 """
 from __future__ import annotations
 
