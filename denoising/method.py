@@ -66,6 +66,10 @@ class DenoisingMethod(Method):
     @classmethod
     def check_config(cls, cfg):
         require_arch_fits_data(cfg, "denoiser_arch")
+        key = f"{cfg.method}.guidance"
+        require(cfg.model.num_classes or getattr(cfg, cfg.method).guidance == 1.0,
+                f"{key}: classifier-free guidance needs a class-conditional net (model.num_classes=0 here); guide "
+                f"an unconditional one with {cfg.method}.autoguide=PATH {cfg.method}.autoguide_weight=W, or drop {key}")
 
     @classmethod
     def resolve_config(cls, cfg, dataset):
@@ -182,14 +186,11 @@ class DenoisingMethod(Method):
     def require_used(self, keys):
         """A sampler setting the sampler ignores for this model (its `unused(schedule)`: e.g. `steps`
         of an ODE sampler for a net that steps on its own ladder), or a guidance setting with nothing
-        to act on (a class-free guidance weight for an unconditional net, an autoguidance weight with
-        no guide, an interval for a model with neither), is refused, naming it."""
+        to act on (an autoguidance weight with no guide, an interval for a model with no guidance;
+        check_config refuses a classifier-free weight for an unconditional net), is refused, naming it."""
         settings, prefix, name = self.noise.sampler, f"{self.name}.sampler.", self.name
         unused = set(settings.unused(self.schedule()))
-        idle = {f"{name}.guidance": (not self.num_classes, "classifier-free guidance needs a class-conditional "
-                                     f"net (this one has model.num_classes=0); guide an unconditional one with "
-                                     f"{name}.autoguide=PATH {name}.autoguide_weight=W"),
-                f"{name}.autoguide_weight": (self.guide is None, f"there is no guide to weight: name one with "
+        idle = {f"{name}.autoguide_weight": (self.guide is None, f"there is no guide to weight: name one with "
                                              f"{name}.autoguide=PATH"),
                 f"{name}.guidance_interval": (not self.num_classes and self.guide is None, "this model has no "
                                               f"guidance to limit (unconditional, and no {name}.autoguide): name "
