@@ -190,14 +190,15 @@ class DenoisingMethod(Method):
         check_config refuses a classifier-free weight for an unconditional net), is refused, naming it."""
         settings, prefix, name = self.noise.sampler, f"{self.name}.sampler.", self.name
         unused = set(settings.unused(self.schedule()))
-        idle = {f"{name}.autoguide_weight": (self.guide is None, f"there is no guide to weight: name one with "
-                                             f"{name}.autoguide=PATH"),
-                f"{name}.guidance_interval": (not self.num_classes and self.guide is None, "this model has no "
-                                              f"guidance to limit (unconditional, and no {name}.autoguide): name "
-                                              f"a guide with {name}.autoguide=PATH")}
+        idle = {}  # key → why it has nothing to act on
+        if self.guide is None:
+            idle[f"{name}.autoguide_weight"] = f"there is no guide to weight: name one with {name}.autoguide=PATH"
+            if not self.num_classes:
+                idle[f"{name}.guidance_interval"] = (f"this model has no guidance to limit (unconditional, and no "
+                                                     f"{name}.autoguide): name a guide with {name}.autoguide=PATH")
         for key in keys:
-            if idle.get(key, (False,))[0]:
-                raise ConfigError(f"{key}: {idle[key][1]}, or drop {key}")
+            if key in idle:
+                raise ConfigError(f"{key}: {idle[key]}, or drop {key}")
             if key.startswith(prefix) and key[len(prefix):] in unused:
                 raise ConfigError(f"{key}: not used by this network: it was trained on discrete levels "
                                   f"({self.name}.sigma_sampling={self.noise.sigma_sampling}), so {settings.name} "

@@ -84,19 +84,12 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
 
 
 class Augment:
-    """x ↦ the named operations applied in order (gan.augment); an empty list is the identity."""
+    """x ↦ the named operations applied in order (gan.augment)."""
 
     def __init__(self, policy: Sequence[str]):
-        self.policy = tuple(policy)
-        self.operations = [lookup("gan_augment", name, "gan.augment") for name in self.policy]
+        self.operations = [lookup("gan_augment", name, "gan.augment") for name in policy]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         for operation in self.operations:
             x = operation(x)
         return x
-
-    def __bool__(self) -> bool:
-        return bool(self.operations)
-
-    def __repr__(self) -> str:
-        return f"Augment({list(self.policy)})"

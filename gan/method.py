@@ -61,7 +61,8 @@ class GAN(GeneratorMethod):
         self.batches_per_step = cfg.gan.n_critic
         o = cfg.optim
         self.gan_step = lookup("gan_step", cfg.gan.step)
-        self.augment = Augment(cfg.gan.augment) or None  # DiffAugment: what the critic sees (gan/augment.py)
+        # DiffAugment: what the critic sees (gan/augment.py); None: the images themselves
+        self.augment = Augment(cfg.gan.augment) if cfg.gan.augment else None
         if not getattr(self.gan_step, "alternating", False):
             # TTUR = per-group learning rates in one optimizer, stepped once for both players.
             self.optimizers = {"GD": self.adam({"G": o.lr_g, "D": o.lr_d})}
