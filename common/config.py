@@ -126,6 +126,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: Optional[float] = None  # clip the global gradient norm of each network (null: off)
     fused: bool = False                # fused (single-kernel) Adam instead of torch's default foreach one
+    optimistic: bool = False           # Optimistic Adam: step by 2Δ_t − Δ_{t−1} (common/optimism.py)
     # Learning-rate schedule (common/lr_schedule.py), the same factor for every network's rate:
     schedule: one_of("lr_schedule") = "constant"  # after the warm-up: constant | cosine | linear to decay_to
     warmup: int = 0                    # steps of linear warm-up (EDM's lr ramp-up, NCSNv2's warmup)
@@ -245,6 +246,9 @@ def build_config(raw: dict) -> Config:
     require(cfg.optim.schedule_over == "steps" or cfg.train.max_minutes is not None,
             "optim.schedule_over: minutes spreads the schedule over train.max_minutes, which is not set; "
             "set train.max_minutes=M or optim.schedule_over=steps")
+    require(not (cfg.optim.optimistic and cfg.optim.fused and cfg.precision == "fp16"),
+            "optim.optimistic: fp16's gradient scaler skips an overflowed step inside fused Adam, where the "
+            "optimistic correction cannot see it; set optim.fused=false or use precision=bf16")
     check_fast_paths(cfg)
     return cfg
 

@@ -29,6 +29,7 @@ from .config import Config, OptimConfig
 from .ema import EMA, STANDING_SAMPLES
 from .errors import CheckpointError, ConfigError
 from .init import initialize
+from .optimism import optimistic
 from .registry import lookup, names
 
 OPTIMIZER_SETTINGS = ("lr", "betas", "eps", "weight_decay")  # from the config, even on resume
@@ -150,6 +151,8 @@ class Method:
         param_groups = [{"params": list(self.nets[n].parameters()), "lr": lr, "base_lr": lr, "name": n}
                         for n, lr in groups.items()]
         cls = torch.optim.AdamW if o.weight_decay else torch.optim.Adam
+        if o.optimistic:
+            cls = optimistic(cls)
         return cls(param_groups, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
                    **self.runtime.optimizer_options())
 
