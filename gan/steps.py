@@ -26,8 +26,12 @@ Alternating: n_critic critic steps, then one generator step on the last critic s
 
 With `augment` (gan.augment, gan/augment.py) the critic sees T(x) for every image x, real or
 generated, in every step: the objectives above with D(·) read as D(T(·)), T differentiable so that
-G's gradient passes through it. The one-loss step draws one T per image for both players' views of
-a fake (they share the critic's forward pass); the alternating one draws anew for its generator part.
+G's gradient passes through it. Each player draws its own T for a fake, D(T₁(sg G(z))) in d_loss and
+D_sg(T₂(G(z))) in g_loss, as the alternating step draws anew for its generator part: the one-loss step
+then pays a second critic forward on the fakes (none under torch.compile, which runs two anyway), and
+its generator's gradient is independent of the draw that the critic's update follows. One shared T
+measured worse (cifar10_dcgan_cpu.yaml's header). The bracket form keeps one T (its two terms must
+cancel) and so does the fused step (one critic pass by construction).
 
 Each step is registered by its gan.step name (`@register("gan_step", NAME)`): a one-loss objective
 (G, D, loss, x_real, z, reg, reg_weight) → (L, stats), or, with `alternating=True`, the critic part of
@@ -108,12 +112,17 @@ def critic_loss(D, loss, real, fake, x_real, x_fake_sg, reg: str = "none", reg_w
 def one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: float = 10.0,
                        y_real=None, y_fake=None, augment=None):
     """L = d_loss(D(x), D(sg(G(z)))) + g_loss(D_sg(G(z))) and its terms (module docstring). The
-    critic's two views of the fakes share one forward pass (common/stopgrad.py)."""
-    x_fake = critic_view(call(G, z, y_fake), augment)
+    critic's two views of the fakes share one forward pass (common/stopgrad.py), or under DiffAugment
+    take two, one for each player's own draw of T."""
+    x_fake = call(G, z, y_fake)
+    x_fake_sg = critic_view(x_fake.detach(), augment)  # the critic's view, T₁(sg G(z))
     x_real = watch_reals(critic_view(x_real, augment), reg)
     real = call(D, x_real, y_real)
-    fake_sg, fake = split_gradients(D, x_fake, y_fake)
-    d_total, stats = critic_loss(D, loss, real, fake_sg, x_real, x_fake.detach(), reg, reg_weight, y_real)
+    if augment is None:
+        fake_sg, fake = split_gradients(D, x_fake, y_fake)
+    else:  # the generator's view, its own draw T₂(G(z)) (module docstring)
+        fake_sg, fake = call(D, x_fake_sg, y_fake), call(frozen(D), augment(x_fake), y_fake)
+    d_total, stats = critic_loss(D, loss, real, fake_sg, x_real, x_fake_sg, reg, reg_weight, y_real)
     g_loss = loss.g_loss(fake)
     stats["g_loss"] = g_loss.detach()
     return d_total + g_loss, stats

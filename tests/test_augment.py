@@ -140,6 +140,31 @@ def test_every_step_gives_the_gradients_of_the_augmented_objective(step, reg):
         assert torch.allclose(p.grad, ref, rtol=1e-9, atol=1e-12)
 
 
+def test_the_one_loss_generator_sees_its_own_draw_of_the_augmentation():
+    """The one-loss step's critic is trained on T₁(sg G(z)) and its generator on T₂(G(z)), T₂ drawn
+    apart (as the alternating step's generator part draws anew): with T_k(x) = x + k/2 at the k-th
+    draw (the fakes for the critic, the reals, then the fakes for the generator), D gets ∇ of
+    d_loss(D(x + ½), D(sg G(z))) and G gets ∇ of g_loss(D(G(z) + 1)), not of g_loss(D(G(z)))."""
+    torch.manual_seed(0)
+    G = DCGANGenerator(8, 28, 1, 8).double()
+    D = DCGANDiscriminator(28, 1, 8, batchnorm=False).double()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    loss = lookup("gan_loss", "hinge")()
+    x, z = (torch.rand(8, 1, 28, 28) * 2 - 1).double(), torch.randn(8, 8).double()
+    draws = []
+
+    def T(images):
+        draws.append(len(draws))
+        return images + 0.5 * draws[-1]
+
+    one_loss_objective(G, D, loss, x, z, augment=T)[0].backward()
+    assert draws == [0, 1, 2]
+    d_ref = torch.autograd.grad(loss.d_loss(D2(x + 0.5), D2(G2(z).detach())), list(D2.parameters()))
+    g_ref = torch.autograd.grad(loss.g_loss(D2(G2(z) + 1.0)), list(G2.parameters()))
+    for p, ref in zip([*D.parameters(), *G.parameters()], [*d_ref, *g_ref]):
+        assert torch.allclose(p.grad, ref, rtol=1e-9, atol=1e-12)
+
+
 def test_gan_augment_names_its_operations_and_images_only():
     cfg = quick_config("gan_fashion.yaml", "gan.augment=[color,translation,cutout]")
     assert cfg.gan.augment == ["color", "translation", "cutout"]
@@ -150,11 +175,11 @@ def test_gan_augment_names_its_operations_and_images_only():
         build(quick_config("gan_toy.yaml", "gan.augment=[translation]"), "cpu")
 
 
-@pytest.mark.parametrize("step, reals, fakes", [("one_loss", 2, 2), ("one_loss_fused", 2, 2),
+@pytest.mark.parametrize("step, reals, fakes", [("one_loss", 2, 3), ("one_loss_fused", 2, 2),
                                                 ("alternating", 2, 3)])
 def test_the_method_augments_every_batch_the_critic_sees(step, reals, fakes):
     """gan.n_critic = 2: one critic-only update (reals and fakes), then the last update's (reals
-    and fakes; the alternating generator part draws anew on its fakes)."""
+    and fakes; the generator's view of the fakes drawn anew, but in the fused step's single pass)."""
     from data import DataInfo
     from engine import build
     cfg = quick_config("gan_fashion.yaml", "gan.augment=[cutout]", f"gan.step={step}", "gan.n_critic=2",
