@@ -111,17 +111,26 @@ def flipped_and_scaled(x):
 STEPS = ["one_loss", "one_loss_bracket", "one_loss_fused", "alternating"]
 
 
+def players(loss_name: str):
+    """A float64 DCGAN pair (critic without BatchNorm), its copy for the reference, the loss, reals and latents."""
+    torch.manual_seed(0)
+    G = DCGANGenerator(8, 28, 1, 8).double()
+    D = DCGANDiscriminator(28, 1, 8, batchnorm=False).double()
+    x, z = (torch.rand(8, 1, 28, 28) * 2 - 1).double(), torch.randn(8, 8).double()
+    return G, D, copy.deepcopy(G), copy.deepcopy(D), lookup("gan_loss", loss_name)(), x, z
+
+
+def assert_gradients(D, G, d_ref, g_ref):
+    for p, ref in zip([*D.parameters(), *G.parameters()], [*d_ref, *g_ref]):
+        assert torch.allclose(p.grad, ref, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("reg", ["none", "r1"])
 def test_every_step_gives_the_gradients_of_the_augmented_objective(step, reg):
     """D gets ∇ of d_loss(D(T(x)), D(T(sg G(z)))) (+ R1 at the augmented reals), G gets ∇ of
     g_loss(D(T(G(z)))): T on both batches, and G's gradient through T."""
-    torch.manual_seed(0)
-    G = DCGANGenerator(8, 28, 1, 8).double()
-    D = DCGANDiscriminator(28, 1, 8, batchnorm=False).double()
-    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
-    loss = lookup("gan_loss", "logistic")()
-    x, z = (torch.rand(8, 1, 28, 28) * 2 - 1).double(), torch.randn(8, 8).double()
+    G, D, G2, D2, loss, x, z = players("logistic")
     T = flipped_and_scaled
 
     if step == "alternating":
@@ -136,8 +145,7 @@ def test_every_step_gives_the_gradients_of_the_augmented_objective(step, reg):
     d_ref, _, _ = critic_objective(D2, loss, T(x), T(G2(z)).detach(), reg, 10.0)
     d_ref = torch.autograd.grad(d_ref, list(D2.parameters()))
     g_ref = torch.autograd.grad(loss.g_loss(D2(T(G2(z)))), list(G2.parameters()))
-    for p, ref in zip([*D.parameters(), *G.parameters()], [*d_ref, *g_ref]):
-        assert torch.allclose(p.grad, ref, rtol=1e-9, atol=1e-12)
+    assert_gradients(D, G, d_ref, g_ref)
 
 
 def test_the_one_loss_generator_sees_its_own_draw_of_the_augmentation():
@@ -145,12 +153,7 @@ def test_the_one_loss_generator_sees_its_own_draw_of_the_augmentation():
     apart (as the alternating step's generator part draws anew): with T_k(x) = x + k/2 at the k-th
     draw (the fakes for the critic, the reals, then the fakes for the generator), D gets ∇ of
     d_loss(D(x + ½), D(sg G(z))) and G gets ∇ of g_loss(D(G(z) + 1)), not of g_loss(D(G(z)))."""
-    torch.manual_seed(0)
-    G = DCGANGenerator(8, 28, 1, 8).double()
-    D = DCGANDiscriminator(28, 1, 8, batchnorm=False).double()
-    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
-    loss = lookup("gan_loss", "hinge")()
-    x, z = (torch.rand(8, 1, 28, 28) * 2 - 1).double(), torch.randn(8, 8).double()
+    G, D, G2, D2, loss, x, z = players("hinge")
     draws = []
 
     def T(images):
@@ -161,8 +164,7 @@ def test_the_one_loss_generator_sees_its_own_draw_of_the_augmentation():
     assert draws == [0, 1, 2]
     d_ref = torch.autograd.grad(loss.d_loss(D2(x + 0.5), D2(G2(z).detach())), list(D2.parameters()))
     g_ref = torch.autograd.grad(loss.g_loss(D2(G2(z) + 1.0)), list(G2.parameters()))
-    for p, ref in zip([*D.parameters(), *G.parameters()], [*d_ref, *g_ref]):
-        assert torch.allclose(p.grad, ref, rtol=1e-9, atol=1e-12)
+    assert_gradients(D, G, d_ref, g_ref)
 
 
 def test_gan_augment_names_its_operations_and_images_only():
