@@ -122,10 +122,11 @@ def one_loss_objective(G, D, loss, x_real, z, reg: str = "none", reg_weight: flo
     real = call(D, x_real, y_real)
     if augment is None:
         fake_sg, fake = split_gradients(D, x_fake, y_fake)
-    else:  # the generator's view, its own draw T₂(G(z)) (module docstring)
-        fake_sg, fake = call(D, x_fake_sg, y_fake), call(frozen(D), augment(x_fake), y_fake)
+        g_loss = loss.g_loss(fake)
+    else:  # G's term on its own draw T₂(G(z)): the alternating step's generator part, at the same weights
+        fake_sg = call(D, x_fake_sg, y_fake)
+        g_loss = generator_objective(D, loss, x_fake, y_fake, augment)
     d_total, stats = critic_loss(D, loss, real, fake_sg, x_real, x_fake_sg, reg, reg_weight, y_real)
-    g_loss = loss.g_loss(fake)
     stats["g_loss"] = g_loss.detach()
     return d_total + g_loss, stats
 
