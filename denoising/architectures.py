@@ -23,7 +23,7 @@ def unet(m, info):
             f"model.patch: the data is {size} px, not a multiple of patch {m.patch}; "
             f"set model.patch to a divisor of the image size (1 folds nothing)")
     net = UNet(info.shape[0], m.width, tuple(m.mults), m.blocks, m.conditional, m.patch, m.num_classes,
-               m.adaptive_norm, tuple(m.attention), m.dropout, size)
+               m.adaptive_norm, tuple(m.attention), m.dropout, size, m.group_channels)
     missing = sorted(set(m.attention) - set(net.resolutions))
     require(not missing, f"model.attention: {', '.join(map(str, missing))} px is not a resolution of this U-Net "
                          f"on {size} px data (its levels: {', '.join(map(str, net.resolutions))}); name some of those")

@@ -33,6 +33,9 @@ class DenoiserModelConfig:
     # second convolution while training (DDPM 0.1, EDM 0.13 on CIFAR-10)
     attention: list[int] = ()
     dropout: float = 0.0
+    # U-Net: the fewest channels in a GroupNorm group (EDM: 4); 1 gives gcd(32, c) groups, one channel
+    # each below 32 channels (an instance norm: what checkpoints written before were trained with)
+    group_channels: int = 1
 
     def check(self, path):
         require(all(r > 0 for r in self.attention), f"{path}.attention: positive resolutions (pixels a side)")
@@ -46,7 +49,7 @@ class DenoiserModelConfig:
                 f"{'/'.join(with_classes)} or num_classes: 0")
         require(not self.num_classes or self.conditional,
                 f"{path}.num_classes: the class embedding joins the σ embedding; drop sigma_conditional: false")
-        for key in ("width", "blocks", "depth", "patch"):
+        for key in ("width", "blocks", "depth", "patch", "group_channels"):
             require(getattr(self, key) > 0, f"{path}.{key}: must be positive")
         require(len(self.mults) > 0 and all(m > 0 for m in self.mults), f"{path}.mults: positive integers")
         require(not (self.sigma_conditional and not lookup("denoiser_arch", self.arch).conditional),

@@ -28,8 +28,15 @@ from .conditioning import LabelEmbedding
 from .embedding import SigmaEmbedding
 
 
-def norm(c: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(32, c), c)
+def norm(c: int, group_channels: int = 1) -> nn.GroupNorm:
+    """GroupNorm over c channels in the most groups (a power of two, up to 32) that divides c and holds
+    at least `group_channels` channels each: EDM's rule at 4 (min_channels_per_group); at 1, gcd(32, c)
+    groups, one channel each below 32 channels: an instance norm, which takes every channel's spatial
+    mean (at large σ, the image's colour and layout) out of what the block computes from."""
+    groups = math.gcd(32, c)
+    while groups > 1 and c // groups < group_channels:
+        groups //= 2
+    return nn.GroupNorm(groups, c)
 
 
 class SelfAttention(nn.Module):
@@ -40,10 +47,10 @@ class SelfAttention(nn.Module):
 
     double_backward = False
 
-    def __init__(self, c: int):
+    def __init__(self, c: int, group_channels: int = 1):
         super().__init__()
         self.heads = max(h for h in range(1, max(1, c // 64) + 1) if c % h == 0)
-        self.norm, self.qkv, self.proj = norm(c), nn.Conv2d(c, 3 * c, 1), nn.Conv2d(c, c, 1)
+        self.norm, self.qkv, self.proj = norm(c, group_channels), nn.Conv2d(c, 3 * c, 1), nn.Conv2d(c, c, 1)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
@@ -66,17 +73,17 @@ class ResBlock(nn.Module):
     convolution and self-attention after the block (`attention`), as DDPM's."""
 
     def __init__(self, cin: int, cout: int, emb_dim: int | None, adaptive: bool = True, attention: bool = False,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, group_channels: int = 1):
         super().__init__()
         self.dropout = dropout
-        self.norm1, self.conv1 = norm(cin), nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm1, self.conv1 = norm(cin, group_channels), nn.Conv2d(cin, cout, 3, padding=1)
         self.adaptive = adaptive
         self.emb = nn.Linear(emb_dim, 2 * cout if adaptive else cout) if emb_dim else None
-        self.norm2, self.conv2 = norm(cout), nn.Conv2d(cout, cout, 3, padding=1)
+        self.norm2, self.conv2 = norm(cout, group_channels), nn.Conv2d(cout, cout, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (EDM, DDPM)
         nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-        self.attn = SelfAttention(cout) if attention else None  # after the others: their keys unchanged
+        self.attn = SelfAttention(cout, group_channels) if attention else None  # after the others: their keys unchanged
 
     def forward(self, x, emb):
         h = self.conv1(F.silu(self.norm1(x)))
@@ -94,9 +101,10 @@ class ResBlock(nn.Module):
 class UNet(nn.Module):
     def __init__(self, channels: int = 1, width: int = 64, mults=(1, 2, 2), blocks: int = 2,
                  sigma_conditional: bool = True, patch: int = 1, num_classes: int = 0, adaptive_norm: bool = True,
-                 attention=(), dropout: float = 0.0, resolution: int | None = None):
+                 attention=(), dropout: float = 0.0, resolution: int | None = None, group_channels: int = 1):
         """`attention`: resolutions of the feature maps to attend at, which needs the input's
-        `resolution` (pixels a side, before patch folding)."""
+        `resolution` (pixels a side, before patch folding); `group_channels`: the fewest channels in a
+        GroupNorm group (norm)."""
         super().__init__()
         if num_classes and not sigma_conditional:
             raise ValueError("a class-conditional U-Net adds its class embedding to the σ embedding: "
@@ -115,7 +123,7 @@ class UNet(nn.Module):
         self.resolutions = tuple(sizes) if resolution else None  # the feature maps' sides, level by level
 
         def block(cin, cout, level):
-            return ResBlock(cin, cout, emb, adaptive_norm, sizes[level] in attend, dropout)
+            return ResBlock(cin, cout, emb, adaptive_norm, sizes[level] in attend, dropout, group_channels)
 
         self.conv_in = nn.Conv2d(channels * patch ** 2, width, 3, padding=1)
         self.down, skips, c = nn.ModuleList(), [width], width
@@ -128,7 +136,8 @@ class UNet(nn.Module):
                 self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
                 skips.append(c)
         bottom = len(mults) - 1  # the middle's first block attends there (DDPM's res-attention-res)
-        self.mid = nn.ModuleList([block(c, c, bottom), ResBlock(c, c, emb, adaptive_norm, dropout=dropout)])
+        self.mid = nn.ModuleList([block(c, c, bottom),
+                                  ResBlock(c, c, emb, adaptive_norm, dropout=dropout, group_channels=group_channels)])
         self.up = nn.ModuleList()
         for level, m in reversed(list(enumerate(mults))):
             for _ in range(blocks + 1):
@@ -136,7 +145,7 @@ class UNet(nn.Module):
                 c = width * m
             if level > 0:
                 self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
-        self.out = nn.Sequential(norm(c), nn.SiLU(), nn.Conv2d(c, channels * patch ** 2, 3, padding=1))
+        self.out = nn.Sequential(norm(c, group_channels), nn.SiLU(), nn.Conv2d(c, channels * patch ** 2, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 

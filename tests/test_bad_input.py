@@ -63,6 +63,8 @@ CASES = [
     Case("attention_without_layers", "config", "train",
          lambda w: _gan(w, "model.arch=ncsnv2", "model.attention=[14]", config="ncsn_fashion.yaml"),
          "model.attention: the ncsnv2 network has no attention layers"),
+    Case("group_channels_zero", "config", "train",
+         lambda w: _gan(w, "model.group_channels=0", config="ncsn_fashion.yaml"), "model.group_channels: must be positive"),
     Case("dropout_one", "config", "train", lambda w: _gan(w, "model.dropout=1", config="ncsn_fashion.yaml"),
          "model.dropout: a probability in [0, 1), got 1"),
     Case("device_bogus", "config", "train", lambda w: _gan(w, "device=tpu"), "device: must be"),

@@ -3,6 +3,7 @@ NCSNv2 has the paper's parameter count and computes what the official network do
 numbers) with an explicit power iteration that finds the top singular value, and the U-Net's attention and dropout are what
 they say."""
 import copy
+import math
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from networks.spectral import power_iteration
 from conftest import ROOT
 from common.ema import EMA
 from networks import DCGANDiscriminator, DCGANGenerator, NCSNv2, ResNetDiscriminator, ResNetGenerator, UNet
-from networks.unet import SelfAttention
+from networks.unet import ResBlock, SelfAttention
 
 
 @pytest.mark.parametrize("size", [28, 32, 64])
@@ -143,3 +144,31 @@ def test_unet_dropout_acts_while_training_only_and_never_in_the_average():
     torch.testing.assert_close(net(x, sigma), net(x, sigma), rtol=0, atol=0)
     net.train()
     torch.testing.assert_close(average.module(x, sigma), net.eval()(x, sigma), rtol=0, atol=0)
+
+
+def test_unet_group_norm_holds_the_named_fewest_channels_and_one_channel_groups_erase_channel_means():
+    """model.group_channels k: every norm of the net has the most groups g (a power of two up to 32)
+    that divide its C channels with at least k each: EDM's min(32, C/k) where C/k is a power of two;
+    at 1, gcd(32, C), one channel a group below 32 channels, where a block's residual branch is blind
+    to a constant added to each input channel (its mean is subtracted), which it reads at 4."""
+    for width in (16, 32, 64, 128):
+        for k in (1, 4):
+            net = UNet(3, width, (1, 2), 1, attention=(8,), resolution=16, group_channels=k)
+            norms = [m for m in net.modules() if isinstance(m, nn.GroupNorm)]
+            assert len(norms) == 2 * 8 + 1 + 4  # 8 blocks, the output, attention after the 4 blocks at 8 px
+            for m in norms:
+                c, g = m.num_channels, m.num_groups
+                assert c % g == 0 and c // g >= k and (2 * g > 32 or c % (2 * g) or c // (2 * g) < k), (c, g, k)
+                if k == 1:
+                    assert g == math.gcd(32, c), (c, g)  # the groups of checkpoints written before
+                elif c & (c - 1) == 0:
+                    assert g == min(32, c // k), (c, g)
+    torch.manual_seed(0)
+    x, shift = torch.randn(2, 16, 8, 8, dtype=torch.float64), torch.randn(1, 16, 1, 1, dtype=torch.float64)
+    changes = {}
+    for group_channels in (1, 4):
+        block = ResBlock(16, 16, None, group_channels=group_channels).double()
+        nn.init.normal_(block.conv2.weight, std=0.1)  # zero-initialised: the branch would be 0
+        branch = lambda x: block(x, None) - x  # noqa: E731  (the skip is the identity)
+        changes[group_channels] = (branch(x + shift) - branch(x)).abs().max().item()
+    assert changes[1] < 1e-12 and changes[4] > 1e-3, changes
