@@ -176,13 +176,14 @@ class DDEModelConfig:
 
     # What the denoiser architectures' builders read beyond the fields: no patch folding and no
     # classes; the densities read σ (scale and shift of each block's features) when there is a range of
-    # it (dde.sigma_max), DDE's `density_config` sets `conditional`.
+    # it (dde.sigma_max), DDE's `density_config` sets `conditional`; the U-Net's own GroupNorm groups.
     conditional = False
     patch = 1
     num_classes = 0
     adaptive_norm = True
     attention = ()
     dropout = 0.0
+    group_channels = 1
 
 
 @dataclass

@@ -83,7 +83,8 @@ class ResBlock(nn.Module):
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (EDM, DDPM)
         nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-        self.attn = SelfAttention(cout, group_channels) if attention else None  # after the others: their keys unchanged
+        # after the others, so that their keys are unchanged
+        self.attn = SelfAttention(cout, group_channels) if attention else None
 
     def forward(self, x, emb):
         h = self.conv1(F.silu(self.norm1(x)))
