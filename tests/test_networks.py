@@ -1,7 +1,7 @@
 """Network facts: each architecture gives the shapes its callers rely on at every size it takes,
 NCSNv2 has the paper's parameter count and computes what the official network does, spectral norm is torch's (same checkpoint keys, same
-numbers) with an explicit power iteration that finds the top singular value, and the U-Net's attention and dropout are what
-they say."""
+numbers) with an explicit power iteration that finds the top singular value, and the U-Net's attention, dropout and GroupNorm
+groups are what they say."""
 import copy
 import math
 
