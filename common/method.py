@@ -260,6 +260,10 @@ class Method:
             return self.ema[name].module
         return self.nets[name]
 
+    def warm_start(self):
+        """A fresh run's step 0, before any training: where the config names another run's weights
+        to start from (DDE's dde.teacher), load them. Resumed runs skip it (their checkpoint has all)."""
+
     def distribute(self):
         """Train through the runtime's DDP wrappers of the trained networks (torchrun); call after
         loading any checkpoint."""

@@ -160,8 +160,9 @@ class EBMConfig(NoiseConfig):
 
 @dataclass
 class DDEModelConfig:
-    g_arch: one_of("generator_arch") = "dcgan"  # denoising/dde.py: dcgan | mlp (toy points)
+    g_arch: one_of("generator_arch") = "dcgan"  # denoising/dde.py: dcgan | mlp (toy points) | denoiser
     z_dim: int = 100
+    g_sigma: float = 2.5                      # g_arch denoiser: G(z) = D(g_sigma·z; g_sigma) (SiD's σ_init)
     g_width: int = 64
     g_depth: int = 3
     arch: one_of("denoiser_arch") = "unet"   # the two density networks (σ-conditional with dde.sigma_max)
@@ -171,13 +172,14 @@ class DDEModelConfig:
     depth: int = 3
 
     def check(self, path):
-        require_positive(self, path, "z_dim", "g_width", "g_depth", "width", "blocks", "depth")
+        require_positive(self, path, "z_dim", "g_width", "g_depth", "width", "blocks", "depth", "g_sigma")
         require(len(self.mults) > 0 and all(m > 0 for m in self.mults), f"{path}.mults: positive integers")
 
     # What the denoiser architectures' builders read beyond the fields: no patch folding and no
     # classes; the densities read σ (scale and shift of each block's features) when there is a range of
     # it (dde.sigma_max), DDE's `density_config` sets `conditional`; the U-Net's own GroupNorm groups.
     conditional = False
+    sigma_data = 0.5  # a denoiser generator's σ_d: DDE sets dde.sigma_data
     patch = 1
     num_classes = 0
     adaptive_norm = True
@@ -211,6 +213,10 @@ class DDEConfig:
     # what DSM taught the two apart; false: two independent initialisations, whose difference is a
     # random field of the network's own that the generator follows from step 0
     same_init: bool = True
+    # A trained DAE's checkpoint: p̃ is its EMA denoiser, fixed (no DSM of the data), and q̃ and a
+    # denoiser generator (model.g_arch: denoiser) start as its copies at a fresh run's step 0: the
+    # generator distils the DAE (Diff-Instruct; SiD). model.* must be the DAE's net, σ_d its σ_d
+    teacher: Optional[str] = None
 
     def check(self, path):
         require_positive(self, path, "sigma", "sigma_data")

@@ -26,13 +26,23 @@ The generator needs only the gradient of log q̃ − log p̃, the difference of 
 (D − x)/σ²: no scalar density, but no double backpropagation either, and the generator's term is two
 forward passes with no graph (a step costs about a third of the energy form's; configs/
 fashion_mnist_dde_cpu.yaml). q̃ starts as a copy of p̃ (`dde.same_init`), so G's first gradient is 0.
+
+With `dde.teacher` (a trained DAE's checkpoint) p̃ is that DAE's denoiser, frozen: no DSM_p term, the
+generator distils it as Diff-Instruct (Luo et al. 2023) and SiD (Zhou et al. 2024) distil a diffusion
+model, with q̃ (the "fake score") starting as its copy. `model.g_arch: denoiser` is SiD's one-step
+generator, G(z) = D_G(σ_g·z; σ_g) for image-shaped z ~ N(0, I) at σ_g = model.g_sigma, a U-Net of the
+densities' shape; started from the teacher too, its first samples are the teacher's one-step
+denoising of pure noise at σ_g, not a random net's output.
 """
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 
+from common.checkpoint import load_checkpoint
+from common.errors import ConfigError, UserError
 from common.method import GeneratorMethod, require_arch_fits_data
 from common.registry import lookup, register
 from common.schema import require_square
@@ -60,6 +70,28 @@ def mlp_generator(m: DDEModelConfig, info) -> torch.nn.Module:
     return MLPGenerator(m.z_dim, info.shape[0], m.g_width, m.g_depth)
 
 
+class DenoiserGenerator(torch.nn.Module):
+    """SiD's one-step generator: G(z) = D(σ_g·z; σ_g), the denoiser D (EDM's direct preconditioning
+    at σ_d) of a σ-conditional network, applied to image-shaped noise z ~ N(0, I) scaled to σ_g."""
+
+    def __init__(self, net: torch.nn.Module, sigma: float, sigma_data: float, shape: tuple):
+        super().__init__()
+        self.denoiser, self.sigma, self.latent_shape = Denoiser(net, "direct", sigma_data), sigma, tuple(shape)
+
+    def forward(self, z):
+        return self.denoiser(self.sigma * z, z.new_full((z.shape[0],), self.sigma))
+
+
+@register("generator_arch", "denoiser")
+def denoiser_generator(m: DDEModelConfig, info) -> torch.nn.Module:
+    """A σ-conditional network of the densities' shape (model.arch and its settings), read as a
+    one-step denoiser of noise at model.g_sigma (σ_d: dde.sigma_data, which DDE sets on m)."""
+    density = copy.copy(m)
+    density.conditional = True
+    net = lookup("denoiser_arch", m.arch)(density, info)
+    return DenoiserGenerator(net, m.g_sigma, m.sigma_data, info.shape)
+
+
 def build_generator(m: DDEModelConfig, info) -> torch.nn.Module:
     """The generator model.g_arch names (`@register("generator_arch", NAME)`, `points=True` for
     toy 2-D data)."""
@@ -81,20 +113,67 @@ class DDE(GeneratorMethod):
     def check_config(cls, cfg):
         require_arch_fits_data(cfg, "generator_arch", "g_arch")
         require_arch_fits_data(cfg, "denoiser_arch")
+        d = cfg.dde
+        if d.teacher and (d.parametrization != "direct" or d.sigma_max is None):
+            raise ConfigError("dde.teacher: a DAE teacher is a σ-conditional direct denoiser; set "
+                              "dde.parametrization=direct and a range dde.sigma_max (or drop dde.teacher)")
 
     def __init__(self, cfg, info, device, runtime=None):
         super().__init__(cfg, info, device, runtime)
-        self.add_network("G", build_generator(cfg.model, info))
+        generator_config = copy.copy(cfg.model)
+        generator_config.sigma_data = cfg.dde.sigma_data  # a denoiser generator's σ_d
+        self.add_network("G", build_generator(generator_config, info))
         density = lookup("denoiser_arch", cfg.model.arch)
         for name in ("p", "q"):
             self.add_network(name, density(self.density_config(cfg), info))
         if cfg.dde.same_init:
             self.nets["q"].load_state_dict(self.nets["p"].state_dict())
         o = cfg.optim
-        self.optimizers = {"all": self.adam({"G": o.lr_g, "p": o.lr_d, "q": o.lr_d})}
+        trained = {"G": o.lr_g, "p": o.lr_d, "q": o.lr_d}
+        if cfg.dde.teacher:  # p̃ is the teacher's: never trained
+            self.nets["p"].requires_grad_(False)
+            del trained["p"]
+        self.optimizers = {"all": self.adam(trained)}
         d = cfg.dde  # the smoothing range, σ_hi > σ_lo as the σ samplers read a ladder; None: one level
         self.smoothing_range = (None if d.sigma_max is None
                                 else torch.tensor([d.sigma_max, d.sigma], device=self.device))
+
+    def warm_start(self):
+        """At a fresh run's step 0, with dde.teacher: p̃ becomes the teacher DAE's (EMA) denoiser, q̃ and
+        a denoiser generator its copies. A teacher that does not fit is one line naming the key."""
+        path, d = self.cfg.dde.teacher, self.cfg.dde
+        if not path:
+            return
+        fix = "name a DAE checkpoint trained on this data (scripts/train.py --config configs/<data>_dae*.yaml)"
+        if not Path(path).is_file():
+            raise ConfigError(f"dde.teacher: {path} not found: train the teacher first, or {fix}")
+        try:
+            ckpt = load_checkpoint(path)
+        except UserError as e:
+            raise type(e)(f"dde.teacher: {e}") from None
+        cfg, state = ckpt["config"], ckpt["state"]
+        if cfg.get("method") != "dae":
+            raise ConfigError(f"dde.teacher: {path} is a {cfg.get('method')} checkpoint; {fix}")
+        if tuple(ckpt["data_info"]["shape"]) != tuple(self.info.shape):
+            raise ConfigError(f"dde.teacher: {path} was trained on {tuple(ckpt['data_info']['shape'])} images, "
+                              f"this data is {tuple(self.info.shape)}; {fix}")
+        if cfg["dae"]["sigma_data"] != d.sigma_data:
+            raise ConfigError(f"dde.teacher: {path} has sigma_data {cfg['dae']['sigma_data']}; set "
+                              f"dde.sigma_data={cfg['dae']['sigma_data']}")
+        ema = state.get("ema", {}).get("net")
+        weights = ({k.removeprefix("module."): v for k, v in ema.items() if k != "n_averaged"} if ema else
+                   {k.removeprefix("net."): v for k, v in state["nets"].items()})
+        try:
+            self.nets["p"].load_state_dict(weights)
+        except RuntimeError as e:
+            m, why = cfg["model"], [line.strip() for line in str(e).splitlines() if line.strip()]
+            raise ConfigError(f"dde.teacher: its network does not fit model.* ({why[-1][:120]}): set model.arch={m['arch']} model.width={m['width']} "
+                              f"model.mults=[{','.join(map(str, m['mults']))}] model.blocks={m['blocks']} as the teacher's") from None
+        self.nets["q"].load_state_dict(weights)
+        if isinstance(self.nets["G"], DenoiserGenerator):
+            self.nets["G"].denoiser.net.load_state_dict(weights)
+        for name, avg in self.ema.items():
+            avg.module.load_state_dict(self.nets[name].state_dict())
 
     @staticmethod
     def density_config(cfg) -> DDEModelConfig:
@@ -113,6 +192,11 @@ class DDE(GeneratorMethod):
         if self.smoothing_range is None:
             return torch.full((n,), self.cfg.dde.sigma, device=self.device)
         return log_uniform(n, self.smoothing_range, self.cfg.dde, self.device)
+
+    def sample_latents(self, n, generator=None):
+        """z ~ N(0, I): model.z_dim numbers, or image-shaped for a denoiser generator."""
+        shape = getattr(self.nets["G"], "latent_shape", (self.cfg.model.z_dim,))
+        return torch.randn(n, *shape, device=self.device, generator=generator)
 
     def example_inputs(self, name, n):
         if name == "G":
@@ -141,7 +225,8 @@ class DDE(GeneratorMethod):
         """L = DSM_p(x) + DSM_q(sg(G(z))) + KL_sg(x̃) and its terms (module docstring)."""
         n, weighting = x.shape[0], self.cfg.dde.weighting
         x_fake = self.training_net("G")(self.sample_latents(n))
-        dsm_p = dsm_loss(P, x, self.smoothing(n), weighting).mean()
+        dsm_p = (x.new_zeros(()) if self.cfg.dde.teacher  # the teacher's p̃ is fixed
+                 else dsm_loss(P, x, self.smoothing(n), weighting).mean())
         dsm_q = dsm_loss(Q, x_fake.detach(), self.smoothing(n), weighting).mean()
         sigma = self.smoothing(n)
         x_noisy = x_fake + per_example(sigma, x_fake) * torch.randn_like(x_fake)

@@ -59,7 +59,11 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
                           ctx.rank, ctx.world)
     if ctx.enabled:
         seed_everything(cfg.seed + ctx.rank)  # but each rank its own noise
-    step, trained_s = resume_from(run, cfg, dataset, method, stream, ctx) if resume else (0, 0.0)
+    if resume:
+        step, trained_s = resume_from(run, cfg, dataset, method, stream, ctx)
+    else:
+        step, trained_s = 0, 0.0
+        method.warm_start()  # weights from another run, where the method takes any (DDE's dde.teacher)
     if ctx.enabled:
         method.distribute()
     if ctx.main:

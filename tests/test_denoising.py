@@ -3,6 +3,7 @@ and energy models match the analytic score of a noised mixture; −∇E is the e
 matches moments; the DDE one-loss step gives every network exactly its own gradient. (The samplers
 on exact scores and the schedules: test_samplers.py.)"""
 import math
+import re
 
 import pytest
 import torch
@@ -377,3 +378,64 @@ def test_only_the_ebm_writes_its_attention_out_and_it_trains_through_the_input_g
     stats = m.training_step(torch.rand(4, 1, 28, 28) * 2 - 1)
     assert all(torch.isfinite(v) for v in stats.values())
     assert not torch.equal(layers[0].qkv.weight, before)
+
+
+def train_dae_teacher(fashion_root, root, *overrides):
+    """A U-Net DAE of configs/quick/dde_fashion.yaml's densities' shape, trained 3 steps on the fixture
+    garments (EMA 0.5, so its average differs from its weights): a teacher for dde.teacher."""
+    from common.config import load_config
+    raw = {"method": "dae", "seed": 1, "device": "cpu", "data": {"name": "fashion_mnist", "root": str(fashion_root)},
+           "model": {"arch": "unet", "width": 8, "mults": [1, 2], "blocks": 1},
+           "train": {"steps": 3, "batch_size": 8, "log_every": 3, "sample_every": 3, "n_samples": 4, "ckpt_every": 3, "ema": 0.5},
+           "dae": {"sigma_min": 0.02, "sigma_data": 0.5, "sampler": {"name": "heun", "steps": 2}}}
+    train(load_config(raw=raw, overrides=list(overrides)), root)
+    return root / "checkpoints" / "last.pt"
+
+
+def test_dde_teacher_starts_every_network_from_the_dae_and_keeps_p_fixed(fashion_root, tmp_path):
+    """dde.teacher: at a fresh run's step 0 p̃ and q̃ are the teacher's EMA denoiser and the denoiser
+    generator is its one-step denoising of noise at g_sigma, G(z) = D(σ_g z; σ_g); training moves q̃ and
+    G (from its second step: q̃ = p̃ at the first), never p̃ (no gradient, no optimizer group); a resumed run does not start over from the teacher."""
+    teacher_path = train_dae_teacher(fashion_root, tmp_path / "teacher")
+    teacher, _ = load_method(teacher_path, "cpu")
+    T = teacher.denoiser(ema=True)
+    assert not all(torch.equal(a, b) for a, b in zip(teacher.nets["net"].parameters(),
+                                                     teacher.sampling_net("net").parameters()))  # EMA ≠ weights
+    cfg = quick_config("dde_fashion.yaml", f"data.root={fashion_root}", f"dde.teacher={teacher_path}")
+    m = build(cfg, "cpu", info=teacher.info)
+    m.warm_start()
+    z = m.sample_latents(6, torch.Generator().manual_seed(0))
+    x, s = torch.randn(6, 1, 28, 28), torch.full((6,), 0.7)
+    with torch.no_grad():
+        assert z.shape == (6, 1, 28, 28)
+        assert torch.equal(m.nets["G"](z), T(2.5 * z, torch.full((6,), 2.5)))
+        assert torch.equal(m.ema["G"](z), m.nets["G"](z))  # the average starts there too
+        for name in ("p", "q"):
+            assert torch.equal(m.density(name)(x, s), T(x, s)), name
+    before = {n: [p.detach().clone() for p in m.nets[n].parameters()] for n in ("G", "p", "q")}
+
+    def moved(name):
+        return any(not torch.equal(a, b) for a, b in zip(before[name], m.nets[name].parameters()))
+    batch = torch.rand(8, 1, 28, 28) * 2 - 1
+    m.training_step(batch)  # q̃ = p̃ so far: G's gradient is 0, and Adam leaves it
+    assert [moved(n) for n in ("G", "p", "q")] == [False, False, True]
+    m.training_step(batch)
+    assert [moved(n) for n in ("G", "p", "q")] == [True, False, True]
+    assert all(p.grad is None for p in m.nets["p"].parameters())
+    assert "p" not in m.learning_rates()
+    over = [f"data.root={fashion_root}", f"dde.teacher={teacher_path}"]
+    train_straight_and_resumed("dde_fashion.yaml", over, tmp_path, 2)
+    assert assert_same_state(tmp_path / "straight", tmp_path / "split")[0] == 4
+
+
+def test_dde_teacher_must_fit_the_densities(fashion_root, tmp_path):
+    """A teacher whose net is not model.*'s, or whose σ_d is not dde.sigma_data, is one line naming the fix."""
+    from common.errors import ConfigError
+    from data import DataInfo
+    teacher_path = train_dae_teacher(fashion_root, tmp_path / "teacher", "model.width=16")
+    info = DataInfo("fashion_mnist", (1, 28, 28), 10)
+    for over, message in ((["model.width=8"], "set model.arch=unet model.width=16 model.mults=[1,2] model.blocks=1"),
+                          (["model.width=16", "dde.sigma_data=0.7"], "has sigma_data 0.5; set dde.sigma_data=0.5")):
+        m = build(quick_config("dde_fashion.yaml", f"dde.teacher={teacher_path}", *over), "cpu", info=info)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            m.warm_start()
