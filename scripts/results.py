@@ -59,6 +59,7 @@ class Run:
     config: str
     overrides: list[str] = field(default_factory=list)
     smoke: list[str] = field(default_factory=list)  # --smoke: tiny networks
+    teacher: str | None = None  # the run whose checkpoint this one distils (dde.teacher), trained first
 
 
 @dataclass
@@ -97,7 +98,8 @@ RUNS = {
     "ncsn": Run("fashion_mnist_ncsn_cpu.yaml", [*BUDGET], TINY_UNET),
     "dae": Run("fashion_mnist_dae_cpu.yaml", [*BUDGET], TINY_UNET),
     "ebm": Run("fashion_mnist_ebm_cpu.yaml", [*BUDGET], TINY_UNET),
-    "dde": Run("fashion_mnist_dde_cpu.yaml", [*BUDGET], ["model.g_width=8", *TINY_UNET]),
+    # DDE distils the DAE rows' run (its config's dde.teacher): a one-step generator, trained after it
+    "dde": Run("fashion_mnist_dde_cpu.yaml", [*BUDGET], TINY_UNET, teacher="dae"),
     # class-conditional: the same configs on the data's labels (conditional BatchNorm and a projection
     # critic; a class embedding with 10% label dropout), the same budget
     "gan_conditional": Run("fashion_mnist_dcgan_cpu.yaml", [*BUDGET, "model.num_classes=10"],
@@ -354,11 +356,18 @@ def run_config(name: str, args):
     data = {k: v for k, v in args.dataset.data(args.data_root, "train").items() if k != "split"}
     overrides = [*run.overrides, *(f"data.{k}={'null' if v is None else v}" for k, v in data.items()),
                  f"device={args.device}"]
+    if run.teacher:
+        overrides.append(f"dde.teacher={last_checkpoint(run.teacher, args)}")
     if args.smoke:
         overrides += [*run.smoke, "train.steps=3", "train.max_minutes=null", "optim.schedule_over=steps",
                       "train.log_every=1", "train.compile=false", "train.sample_every=3",
                       "train.ckpt_every=3", "train.n_samples=4", "train.batch_size=8"]
     return load_config(ROOT / "configs" / run.config, overrides)
+
+
+def teacher_of(run: str | None, args) -> str | None:
+    """The run that `run` distils (Run.teacher), if any."""
+    return args.dataset.runs[run].teacher if run else None
 
 
 def last_checkpoint(run: str, args) -> Path:
@@ -371,11 +380,16 @@ def config_digest(path: Path) -> str:
     return hashlib.sha256(json.dumps(read_yaml(path), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def finished(run_dir: Path, run: Run, smoke: bool) -> dict | None:
+def teacher_summary(done: dict | None) -> dict | None:
+    """What identifies a finished teacher run (its training summary's steps and seconds)."""
+    return None if done is None else {"run": done["run"], "steps": done["steps"], "seconds": done["seconds"]}
+
+
+def finished(run_dir: Path, run: Run, smoke: bool, teacher: dict | None = None) -> dict | None:
     """The training summary results.py wrote when the run ended, if it did; a --smoke run is never
     taken for a real one, nor the reverse, nor a run trained with other settings than `run`'s: other
-    overrides, another config, or its config's settings edited since (summaries written before the
-    digest was kept are taken as they are)."""
+    overrides, another config, its config's settings edited since (summaries written before the
+    digest was kept are taken as they are), or another run of its teacher."""
     path = run_dir / "results_training.json"
     if not (path.is_file() and (run_dir / "checkpoints/last.pt").is_file()):
         return None
@@ -393,13 +407,17 @@ def finished(run_dir: Path, run: Run, smoke: bool) -> dict | None:
     if done.get("config_digest", digest) != digest:
         raise ConfigError(f"{run_dir} was trained before configs/{run.config}'s settings were last edited: pass "
                           f"--retrain (with --methods, for only the rows it trains) to train it again")
+    if done.get("teacher") != teacher_summary(teacher):
+        raise ConfigError(f"{run_dir} distils another run of its teacher {run.teacher} than the one in "
+                          f"{run_dir.parent}: pass --retrain to train it again")
     return done
 
 
-def train_run(name: str, cfg, args) -> dict:
-    """A finished run of the table's runs[name] in --runs: reused, or trained (from `cfg`, checked up front)."""
+def train_run(name: str, cfg, args, teacher: dict | None = None) -> dict:
+    """A finished run of the table's runs[name] in --runs: reused, or trained (from `cfg`, checked up
+    front; from its teacher run's checkpoint, whose summary is `teacher`, when it distils one)."""
     run_dir, run = Path(args.runs) / name, args.dataset.runs[name]
-    done = None if args.retrain else finished(run_dir, run, args.smoke)
+    done = None if args.retrain else finished(run_dir, run, args.smoke, teacher)
     if args.reuse:
         if done is None:
             raise ConfigError(f"--reuse: no finished run {name} in {run_dir} (no results_training.json "
@@ -421,7 +439,8 @@ def train_run(name: str, cfg, args) -> dict:
     done = {"run": name, "config": run.config, "config_digest": config_digest(ROOT / "configs" / run.config),
             "overrides": run.overrides,
             "seconds": summary["seconds"], "steps": summary["step"], "images": images,
-            "threads": torch.get_num_threads(), "precision": summary["precision"], **({"smoke": True} if args.smoke else {})}
+            "threads": torch.get_num_threads(), "precision": summary["precision"], **({"smoke": True} if args.smoke else {}),
+            **({"teacher": teacher_summary(teacher)} if run.teacher else {})}
     write_text_atomic(run_dir / "results_training.json", json.dumps(done, indent=1) + "\n")
     return done
 
@@ -675,12 +694,15 @@ def main(argv=None):
     rows = [r for r in dataset.rows if r.method in args.methods]
     inpaint = dataset.inpainting if "inpaint" in args.methods else []
     # Every input is checked before any run is trained or deleted (--retrain): configs, then data.
-    runs = [*(name for r in rows for name in (r.run, r.guide) if name), *(run for run, _, _ in inpaint)]
+    runs = [*(name for r in rows for name in (teacher_of(r.run, args), r.run, r.guide) if name),
+            *(run for run, _, _ in inpaint)]
     configs = {name: run_config(name, args) for name in dict.fromkeys(runs)}
     test_cfg = data_config(args, "test")
     test = build_dataset(test_cfg)
     train_images = build_dataset(data_config(args)).data
-    trained = {name: train_run(name, cfg, args) for name, cfg in configs.items()}
+    trained = {}
+    for name, cfg in configs.items():  # a teacher before the run that distils it
+        trained[name] = train_run(name, cfg, args, trained.get(teacher_of(name, args)))
     classifier = ensure_classifier(args, device)
     trained_at = time.monotonic()
     if args.train_only:
@@ -705,10 +727,10 @@ def main(argv=None):
         else:
             images, seconds, nfe, _, labels = sample_row(row, args, device, n)
             run, config = trained[row.run], describe_run(row.run, args)
-            if row.guide:  # the guide's training counts toward the row's
-                guide = trained[row.guide]
-                run = dict(run, seconds=run["seconds"] + guide["seconds"])
-                config += f"; guide {row.guide}: {describe_run(row.guide, args)}, {guide['steps']:,} steps"
+            for kind, other in (("guide", row.guide), ("teacher", teacher_of(row.run, args))):
+                if other:  # a guide's or a teacher's training counts toward the row's
+                    run = dict(run, seconds=run["seconds"] + trained[other]["seconds"])
+                    config += f"; {kind} {other}: {describe_run(other, args)}, {trained[other]['steps']:,} steps"
         if labels is not None:  # a conditional model's grid: a row per class, its first 6 samples
             order = torch.cat([torch.nonzero(labels == c).flatten()[:6] for c in range(int(labels.max()) + 1)])
             save_grid(images[order].float() / 127.5 - 1, out / dataset.stem / f"{row.name}.png", nrow=6)

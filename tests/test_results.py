@@ -28,10 +28,12 @@ def test_there_is_a_cpu_config_for_every_method():
 def test_every_cpu_config_trains_five_steps_and_samples(name, fashion_root, tmp_path):
     from common.config import load_config
     # Eager: compiling (tests/test_fast_paths.py checks it) would cost each 5-step run half a minute.
-    cfg = load_config(ROOT / "configs" / name, [f"data.root={fashion_root}", "device=cpu", "train.steps=5",
-                                                "train.compile=false",
-                                                "train.batch_size=16", "train.sample_every=5", "train.n_samples=4",
-                                                "train.ckpt_every=5"])
+    quick = [f"data.root={fashion_root}", "device=cpu", "train.steps=5", "train.compile=false", "train.batch_size=16",
+             "train.sample_every=5", "train.n_samples=4", "train.ckpt_every=5"]
+    cfg = load_config(ROOT / "configs" / name, quick)
+    if getattr(cfg, "dde", None) is not None and cfg.dde.teacher:  # distils its DAE config: train that first
+        train(load_config(ROOT / "configs" / "fashion_mnist_dae_cpu.yaml", quick), tmp_path / "teacher")
+        cfg = load_config(ROOT / "configs" / name, [*quick, f"dde.teacher={tmp_path / 'teacher/checkpoints/last.pt'}"])
     summary = train(cfg, tmp_path / "run")
     assert summary["step"] == 5 and (tmp_path / "run" / "samples" / "step_0000005.png").is_file()
     method, _ = load_method(tmp_path / "run" / "checkpoints" / "last.pt", "cpu")
@@ -121,6 +123,7 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
         assert f"guide {method}_guide: fashion_mnist_{method}_cpu.yaml" in by_name[f"{method}_ag_dpm20"][2]
         assert by_name[f"{method}_ag_dpm20"][4] == by_name[f"{method}_dpm20"][4]  # the same run's steps
         assert by_name[f"{method}_ag_dpm20"][14] == "–"  # not the unguided model's density
+    assert "; teacher dae: fashion_mnist_dae_cpu.yaml" in by_name["dde"][2]  # distils the DAE rows' run
     text = (out / "docs" / "results.md").read_text()
     assert "test accuracy" in text and "best diagonal Gaussian" in text
     conditional = [line for line in text.split("Class-conditional rows")[1].splitlines()
@@ -176,6 +179,23 @@ def test_results_never_retrains_a_finished_run_unasked(smoke, capsys):
     summary.write_text(kept)
     assert e.value.code == 2 and last.stat().st_mtime_ns == before
     assert "configs/fashion_mnist_dcgan_cpu.yaml's settings were last edited" in capsys.readouterr().err
+
+
+def test_a_distilled_run_is_reused_only_beside_the_teacher_run_it_distilled(tmp_path):
+    from common.errors import ConfigError
+    from results import RUNS, config_digest, finished, teacher_summary
+    run = RUNS["dde"]
+    assert run.teacher == "dae"
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"")
+    teacher = {"run": "dae", "steps": 5930, "seconds": 722.0, "images": 379520}
+    done = {"run": "dde", "config": run.config, "config_digest": config_digest(ROOT / "configs" / run.config),
+            "overrides": run.overrides, "steps": 3, "seconds": 1.0, "teacher": teacher_summary(teacher)}
+    (tmp_path / "results_training.json").write_text(json.dumps(done))
+    assert finished(tmp_path, run, False, teacher) == done
+    for other in (dict(teacher, steps=5931), dict(teacher, seconds=700.0)):  # the DAE trained again since
+        with pytest.raises(ConfigError, match="distils another run of its teacher dae"):
+            finished(tmp_path, run, False, other)
 
 
 def test_a_config_digest_reads_the_settings_not_the_comments(tmp_path):
