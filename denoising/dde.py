@@ -92,6 +92,30 @@ def denoiser_generator(m: DDEModelConfig, info) -> torch.nn.Module:
     return DenoiserGenerator(net, m.g_sigma, m.sigma_data, info.shape)
 
 
+def teacher_weights(path, info, sigma_data: float) -> tuple[dict, dict]:
+    """dde.teacher's network weights (its EMA average where it has one) and model section, checked to
+    be a DAE of this data's shape and σ_d; anything else is one line naming the key."""
+    fix = "name a DAE checkpoint trained on this data (scripts/train.py --config configs/<data>_dae*.yaml)"
+    if not Path(path).is_file():
+        raise ConfigError(f"dde.teacher: {path} not found: train the teacher first, or {fix}")
+    try:
+        ckpt = load_checkpoint(path)
+    except UserError as e:
+        raise type(e)(f"dde.teacher: {e}") from None
+    cfg, state, shape = ckpt["config"], ckpt["state"], tuple(ckpt["data_info"]["shape"])
+    if cfg.get("method") != "dae":
+        raise ConfigError(f"dde.teacher: {path} is a {cfg.get('method')} checkpoint; {fix}")
+    if shape != tuple(info.shape):
+        raise ConfigError(f"dde.teacher: {path} was trained on {shape} images, this data is {tuple(info.shape)}; {fix}")
+    if cfg["dae"]["sigma_data"] != sigma_data:
+        raise ConfigError(f"dde.teacher: {path} has sigma_data {cfg['dae']['sigma_data']}; set "
+                          f"dde.sigma_data={cfg['dae']['sigma_data']}")
+    ema = state.get("ema", {}).get("net")
+    weights = ({k.removeprefix("module."): v for k, v in ema.items() if k != "n_averaged"} if ema else
+               {k.removeprefix("net."): v for k, v in state["nets"].items()})
+    return weights, cfg["model"]
+
+
 def build_generator(m: DDEModelConfig, info) -> torch.nn.Module:
     """The generator model.g_arch names (`@register("generator_arch", NAME)`, `points=True` for
     toy 2-D data)."""
@@ -141,34 +165,16 @@ class DDE(GeneratorMethod):
     def warm_start(self):
         """At a fresh run's step 0, with dde.teacher: p̃ becomes the teacher DAE's (EMA) denoiser, q̃ and
         a denoiser generator its copies. A teacher that does not fit is one line naming the key."""
-        path, d = self.cfg.dde.teacher, self.cfg.dde
-        if not path:
+        if not self.cfg.dde.teacher:
             return
-        fix = "name a DAE checkpoint trained on this data (scripts/train.py --config configs/<data>_dae*.yaml)"
-        if not Path(path).is_file():
-            raise ConfigError(f"dde.teacher: {path} not found: train the teacher first, or {fix}")
-        try:
-            ckpt = load_checkpoint(path)
-        except UserError as e:
-            raise type(e)(f"dde.teacher: {e}") from None
-        cfg, state = ckpt["config"], ckpt["state"]
-        if cfg.get("method") != "dae":
-            raise ConfigError(f"dde.teacher: {path} is a {cfg.get('method')} checkpoint; {fix}")
-        if tuple(ckpt["data_info"]["shape"]) != tuple(self.info.shape):
-            raise ConfigError(f"dde.teacher: {path} was trained on {tuple(ckpt['data_info']['shape'])} images, "
-                              f"this data is {tuple(self.info.shape)}; {fix}")
-        if cfg["dae"]["sigma_data"] != d.sigma_data:
-            raise ConfigError(f"dde.teacher: {path} has sigma_data {cfg['dae']['sigma_data']}; set "
-                              f"dde.sigma_data={cfg['dae']['sigma_data']}")
-        ema = state.get("ema", {}).get("net")
-        weights = ({k.removeprefix("module."): v for k, v in ema.items() if k != "n_averaged"} if ema else
-                   {k.removeprefix("net."): v for k, v in state["nets"].items()})
+        weights, model = teacher_weights(self.cfg.dde.teacher, self.info, self.cfg.dde.sigma_data)
         try:
             self.nets["p"].load_state_dict(weights)
         except RuntimeError as e:
-            m, why = cfg["model"], [line.strip() for line in str(e).splitlines() if line.strip()]
-            raise ConfigError(f"dde.teacher: its network does not fit model.* ({why[-1][:120]}): set model.arch={m['arch']} model.width={m['width']} "
-                              f"model.mults=[{','.join(map(str, m['mults']))}] model.blocks={m['blocks']} as the teacher's") from None
+            why = [line.strip() for line in str(e).splitlines() if line.strip()][-1][:120]
+            raise ConfigError(f"dde.teacher: its network does not fit model.* ({why}): set model.arch={model['arch']} "
+                              f"model.width={model['width']} model.mults=[{','.join(map(str, model['mults']))}] "
+                              f"model.blocks={model['blocks']} as the teacher's") from None
         self.nets["q"].load_state_dict(weights)
         if isinstance(self.nets["G"], DenoiserGenerator):
             self.nets["G"].denoiser.net.load_state_dict(weights)
@@ -225,14 +231,16 @@ class DDE(GeneratorMethod):
         """L = DSM_p(x) + DSM_q(sg(G(z))) + KL_sg(x̃) and its terms (module docstring)."""
         n, weighting = x.shape[0], self.cfg.dde.weighting
         x_fake = self.training_net("G")(self.sample_latents(n))
-        dsm_p = (x.new_zeros(()) if self.cfg.dde.teacher  # the teacher's p̃ is fixed
-                 else dsm_loss(P, x, self.smoothing(n), weighting).mean())
+        # with a teacher, p̃ is fixed: no DSM of the data
+        dsm_p = {} if self.cfg.dde.teacher else {"dsm_p": dsm_loss(P, x, self.smoothing(n), weighting).mean()}
         dsm_q = dsm_loss(Q, x_fake.detach(), self.smoothing(n), weighting).mean()
         sigma = self.smoothing(n)
         x_noisy = x_fake + per_example(sigma, x_fake) * torch.randn_like(x_fake)
         P_sg, Q_sg = (Denoiser(frozen(d.net), d.parametrization, d.sigma_data) for d in (P, Q))
         g_loss, g_stats = self.kl(x_noisy, sigma, P_sg, Q_sg)
-        return dsm_p + dsm_q + g_loss, {"dsm_p": dsm_p.detach(), "dsm_q": dsm_q.detach(), **g_stats}
+        total = sum(dsm_p.values(), dsm_q + g_loss)
+        stats = {k: v.detach() for k, v in {**dsm_p, "dsm_q": dsm_q}.items()}
+        return total, {**stats, **g_stats}
 
     def kl(self, x_noisy, sigma, P, Q) -> tuple[torch.Tensor, dict]:
         """The generator's loss at smoothed samples x̃ (σ per example) and what to log of it: the batch

@@ -439,8 +439,8 @@ def train_run(name: str, cfg, args, teacher: dict | None = None) -> dict:
     done = {"run": name, "config": run.config, "config_digest": config_digest(ROOT / "configs" / run.config),
             "overrides": run.overrides,
             "seconds": summary["seconds"], "steps": summary["step"], "images": images,
-            "threads": torch.get_num_threads(), "precision": summary["precision"], **({"smoke": True} if args.smoke else {}),
-            **({"teacher": teacher_summary(teacher)} if run.teacher else {})}
+            "threads": torch.get_num_threads(), "precision": summary["precision"],
+            **({"smoke": True} if args.smoke else {}), **({"teacher": teacher_summary(teacher)} if run.teacher else {})}
     write_text_atomic(run_dir / "results_training.json", json.dumps(done, indent=1) + "\n")
     return done
 

@@ -40,10 +40,13 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def interpolation_latents(method, rows: int, cols: int, generator) -> torch.Tensor:
+    """rows × cols latents, each row a slerp between two draws over all of a latent's numbers (an
+    image-shaped latent, as DDE's denoiser generator takes, as one vector)."""
     ends = method.sample_latents(2 * rows, generator)
-    a, b = ends[:rows], ends[rows:]
-    t = torch.linspace(0, 1, cols, device=a.device).view(1, cols, *([1] * (a.dim() - 1)))
-    return slerp(a[:, None], b[:, None], t).reshape(rows * cols, *a.shape[1:])
+    shape = ends.shape[1:]
+    a, b = ends.flatten(1)[:rows], ends.flatten(1)[rows:]
+    t = torch.linspace(0, 1, cols, device=a.device).view(1, cols, 1)
+    return slerp(a[:, None], b[:, None], t).reshape(rows * cols, *shape)
 
 
 MAX_N = 10_000  # one grid; more is unreadable and may not fit in memory

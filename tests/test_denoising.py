@@ -386,7 +386,8 @@ def train_dae_teacher(fashion_root, root, *overrides):
     from common.config import load_config
     raw = {"method": "dae", "seed": 1, "device": "cpu", "data": {"name": "fashion_mnist", "root": str(fashion_root)},
            "model": {"arch": "unet", "width": 8, "mults": [1, 2], "blocks": 1},
-           "train": {"steps": 3, "batch_size": 8, "log_every": 3, "sample_every": 3, "n_samples": 4, "ckpt_every": 3, "ema": 0.5},
+           "train": {"steps": 3, "batch_size": 8, "log_every": 3, "sample_every": 3, "n_samples": 4, "ckpt_every": 3,
+                     "ema": 0.5},
            "dae": {"sigma_min": 0.02, "sigma_data": 0.5, "sampler": {"name": "heun", "steps": 2}}}
     train(load_config(raw=raw, overrides=list(overrides)), root)
     return root / "checkpoints" / "last.pt"
@@ -395,7 +396,8 @@ def train_dae_teacher(fashion_root, root, *overrides):
 def test_dde_teacher_starts_every_network_from_the_dae_and_keeps_p_fixed(fashion_root, tmp_path):
     """dde.teacher: at a fresh run's step 0 p̃ and q̃ are the teacher's EMA denoiser and the denoiser
     generator is its one-step denoising of noise at g_sigma, G(z) = D(σ_g z; σ_g); training moves q̃ and
-    G (from its second step: q̃ = p̃ at the first), never p̃ (no gradient, no optimizer group); a resumed run does not start over from the teacher."""
+    G (from its second step: q̃ = p̃ at the first), never p̃ (no gradient, no optimizer group); a resumed
+    run does not start over from the teacher."""
     teacher_path = train_dae_teacher(fashion_root, tmp_path / "teacher")
     teacher, _ = load_method(teacher_path, "cpu")
     T = teacher.denoiser(ema=True)

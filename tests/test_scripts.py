@@ -58,6 +58,23 @@ def test_slerp_endpoints_and_norm():
     assert torch.allclose(mid.norm(dim=1), torch.ones(3), atol=1e-5)  # stays on the sphere
 
 
+def test_interpolation_slerps_an_image_shaped_latent_as_one_vector():
+    """DDE's denoiser generator takes image-shaped latents: each row of the interpolation grid is the
+    slerp between two draws taken as whole vectors (one angle between them), not a slerp per pixel row."""
+    from sample import interpolation_latents, slerp
+
+    class Method:
+        def sample_latents(self, n, generator):
+            return torch.randn(n, 1, 4, 4, generator=generator)
+    z = interpolation_latents(Method(), 2, 5, torch.Generator().manual_seed(0))
+    ends = Method().sample_latents(4, torch.Generator().manual_seed(0)).flatten(1)
+    assert z.shape == (10, 1, 4, 4)
+    for row in range(2):
+        for col, t in enumerate(torch.linspace(0, 1, 5)):
+            want = slerp(ends[row], ends[2 + row], t)
+            assert torch.allclose(z[5 * row + col].flatten(), want, atol=1e-5), (row, col)
+
+
 def test_missing_data_set_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "scripts/train.py"), "--config",
                         str(ROOT / "configs/cifar10_sngan.yaml"), "--run-dir", str(tmp_path / "r"),
