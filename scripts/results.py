@@ -564,11 +564,13 @@ def saved_config(path: Path, mtime_ns: int) -> dict:
 
 def redescribed(row: dict, run: str | None, args) -> str:
     """A kept row's config column, its run's part described again from the checkpoint (how it ran
-    against the config now); as it was when the run is gone. Its guide's part is kept as scored."""
+    against the config now); as it was when the run is gone. Its guide's or teacher's part is kept as
+    scored."""
     if not run or not last_checkpoint(run, args).is_file():
         return row["config"]
-    _, sep, guide = row["config"].partition("; guide ")
-    return describe_run(run, args) + sep + guide
+    _, *others = row["config"].split("; ")
+    kept = [part for part in others if part.startswith(("guide ", "teacher "))]
+    return "; ".join([describe_run(run, args), *kept])
 
 
 def partial(args) -> bool:

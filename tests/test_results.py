@@ -161,6 +161,7 @@ def test_results_never_retrains_a_finished_run_unasked(smoke, capsys):
     assert [r[0] for r in table_rows(out / "docs" / "results.md")[1:]] == [r.name for r in ROWS]
     described = {r["row"]: r["config"] for r in json.loads(saved.read_text())["rows"]}
     assert all(described[r.name].count("; guide ") == 1 for r in ROWS if r.guide)  # a kept row keeps its guide
+    assert described["dde"].count("; teacher dae: ") == 1  # and its teacher
     summary = out / "runs" / "gan_one_loss" / "results_training.json"
     kept = summary.read_text()
     summary.unlink()  # as if training had been killed: an unfinished run is neither reused nor deleted
