@@ -123,9 +123,10 @@ def load_tagged(path, fmt: str, version: int, what: str, missing: str, foreign: 
     return ckpt
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """A training checkpoint, validated; any problem is one CheckpointError line."""
-    ckpt = load_tagged(path, FORMAT, VERSION, "checkpoint", "pass a checkpoints/*.pt file of a run",
+def load_checkpoint(path, map_location="cpu", missing: str = "pass a checkpoints/*.pt file of a run") -> dict:
+    """A training checkpoint, validated; any problem is one CheckpointError line (`missing`: what to
+    do when there is no such file)."""
+    ckpt = load_tagged(path, FORMAT, VERSION, "checkpoint", missing,
                        "use another checkpoint (checkpoints/step_*.pt) or start a new run", map_location)
     for key in ("config", "step", "method", "data_info"):
         if key not in ckpt:
@@ -133,6 +134,13 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     from .config import upgrade_saved  # config imports the registry's users; keep this module light
     ckpt["config"] = upgrade_saved(ckpt["config"])
     return ckpt
+
+
+def state_dict_mismatch(error: Exception) -> str:
+    """What a load_state_dict error says does not fit: its first detail line (missing, unexpected or
+    mis-shaped keys), else its message."""
+    lines = str(error).strip().splitlines()
+    return next((line.strip() for line in lines[1:] if line.strip()), lines[0] if lines else "")
 
 
 def config_differences(ckpt: dict, cfg, section: str) -> list[tuple[str, object, object]]:

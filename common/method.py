@@ -25,6 +25,7 @@ import contextlib
 import torch
 from torch import nn
 
+from .checkpoint import state_dict_mismatch
 from .config import Config, OptimConfig
 from .ema import EMA, STANDING_SAMPLES
 from .errors import CheckpointError, ConfigError
@@ -306,9 +307,8 @@ class Method:
         try:
             self.nets.load_state_dict(state["nets"])
         except (RuntimeError, KeyError) as e:
-            first = str(e).strip().splitlines()
-            detail = next((line.strip() for line in first[1:] if line.strip()), first[0] if first else "")
-            raise CheckpointError(f"the checkpoint's networks do not fit this config's ({detail[:200]}): use "
+            detail = state_dict_mismatch(e)[:200]
+            raise CheckpointError(f"the checkpoint's networks do not fit this config's ({detail}): use "
                                   f"the checkpoint's own model settings") from None
         changes = [] if weights_only else self._load_optimizers(state.get("optimizers", {}))
         if self.scaler is not None and not weights_only and "scaler" in state:

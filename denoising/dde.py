@@ -37,11 +37,10 @@ denoising of pure noise at σ_g, not a random net's output.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 
-from common.checkpoint import load_checkpoint
+from common.checkpoint import load_checkpoint, state_dict_mismatch
 from common.errors import ConfigError, UserError
 from common.method import GeneratorMethod, require_arch_fits_data
 from common.registry import lookup, register
@@ -96,10 +95,8 @@ def teacher_weights(path, info, sigma_data: float) -> tuple[dict, dict]:
     """dde.teacher's network weights (its EMA average where it has one) and model section, checked to
     be a DAE of this data's shape and σ_d; anything else is one line naming the key."""
     fix = "name a DAE checkpoint trained on this data (scripts/train.py --config configs/<data>_dae*.yaml)"
-    if not Path(path).is_file():
-        raise ConfigError(f"dde.teacher: {path} not found: train the teacher first, or {fix}")
     try:
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, missing=f"train the teacher first, or {fix}")
     except UserError as e:
         raise type(e)(f"dde.teacher: {e}") from None
     cfg, state, shape = ckpt["config"], ckpt["state"], tuple(ckpt["data_info"]["shape"])
@@ -171,8 +168,8 @@ class DDE(GeneratorMethod):
         try:
             self.nets["p"].load_state_dict(weights)
         except RuntimeError as e:
-            why = [line.strip() for line in str(e).splitlines() if line.strip()][-1][:120]
-            raise ConfigError(f"dde.teacher: its network does not fit model.* ({why}): set model.arch={model['arch']} "
+            raise ConfigError(f"dde.teacher: its network does not fit model.* ({state_dict_mismatch(e)[:120]}): "
+                              f"set model.arch={model['arch']} "
                               f"model.width={model['width']} model.mults=[{','.join(map(str, model['mults']))}] "
                               f"model.blocks={model['blocks']} as the teacher's") from None
         self.nets["q"].load_state_dict(weights)
