@@ -217,6 +217,12 @@ class DDEConfig:
     # denoiser generator (model.g_arch: denoiser) start as its copies at a fresh run's step 0: the
     # generator distils the DAE (Diff-Instruct; SiD). model.* must be the DAE's net, σ_d its σ_d
     teacher: Optional[str] = None
+    # The generator's loss, with direct densities (D_p, D_q at x̃ = G(z) + σε). integral_kl: gradient
+    # (D_q − D_p)/σ_lo² in x̃ (Diff-Instruct). dmd: (D_q − D_p)/mean|G(z) − D_p| per example (DMD, Yin
+    # et al. 2024). sid: SiD's loss (Zhou et al. 2024), (D_p − D_q)·((D_p − G(z)) − α(D_p − D_q)) /
+    # mean|G(z) − D_p|, differentiated through both densities' inputs as well (α = sid_alpha)
+    g_loss: Literal["integral_kl", "dmd", "sid"] = "integral_kl"
+    sid_alpha: float = 1.2
 
     def check(self, path):
         require_positive(self, path, "sigma", "sigma_data")

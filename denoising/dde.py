@@ -33,6 +33,16 @@ model, with q̃ (the "fake score") starting as its copy. `model.g_arch: denoiser
 generator, G(z) = D_G(σ_g·z; σ_g) for image-shaped z ~ N(0, I) at σ_g = model.g_sigma, a U-Net of the
 densities' shape; started from the teacher too, its first samples are the teacher's one-step
 denoising of pure noise at σ_g, not a random net's output.
+
+With direct densities `dde.g_loss` picks G's loss. `integral_kl` is the gradient above. `dmd` divides
+the same difference per example by mean|G(z) − D_p(x̃)| instead of σ_lo² (DMD, Yin et al. 2024): each
+level and example weighed by how far the teacher moves it, which lifts the small σ, where both are
+small. `sid` is SiD's loss (Zhou et al. 2024), with g = D_p − D_q and r = D_p − G(z) at x̃,
+
+    L_G = g·(r − α g) / sg(mean|r|)         (α = dde.sid_alpha, 1.2 in SiD)
+
+differentiated through both densities' inputs as well (their weights stopped): one more backward pass
+through each density, no weight gradients.
 """
 from __future__ import annotations
 
@@ -138,6 +148,9 @@ class DDE(GeneratorMethod):
         if d.teacher and (d.parametrization != "direct" or d.sigma_max is None):
             raise ConfigError("dde.teacher: a DAE teacher is a σ-conditional direct denoiser; set "
                               "dde.parametrization=direct and a range dde.sigma_max (or drop dde.teacher)")
+        if d.g_loss != "integral_kl" and d.parametrization != "direct":
+            raise ConfigError(f"dde.g_loss: {d.g_loss} is written in the two denoisers D_p, D_q; set "
+                              "dde.parametrization=direct (or dde.g_loss=integral_kl)")
 
     def __init__(self, cfg, info, device, runtime=None):
         super().__init__(cfg, info, device, runtime)
@@ -234,23 +247,38 @@ class DDE(GeneratorMethod):
         sigma = self.smoothing(n)
         x_noisy = x_fake + per_example(sigma, x_fake) * torch.randn_like(x_fake)
         P_sg, Q_sg = (Denoiser(frozen(d.net), d.parametrization, d.sigma_data) for d in (P, Q))
-        g_loss, g_stats = self.kl(x_noisy, sigma, P_sg, Q_sg)
+        g_loss, g_stats = self.kl(x_noisy, sigma, P_sg, Q_sg, x_fake)
         total = sum(dsm_p.values(), dsm_q + g_loss)
         stats = {k: v.detach() for k, v in {**dsm_p, "dsm_q": dsm_q}.items()}
         return total, {**stats, **g_stats}
 
-    def kl(self, x_noisy, sigma, P, Q) -> tuple[torch.Tensor, dict]:
+    @staticmethod
+    def g_scale(x_fake, d_p):
+        """DMD's and SiD's per-example normaliser of the generator's gradient: mean |G(z) − D_p|."""
+        with torch.no_grad():
+            r = (x_fake - d_p).abs().flatten(1)
+            return per_example(r.to(torch.promote_types(r.dtype, torch.float32)).mean(1).clamp(min=1e-5), x_fake)
+
+    def kl(self, x_noisy, sigma, P, Q, x_fake=None) -> tuple[torch.Tensor, dict]:
         """The generator's loss at smoothed samples x̃ (σ per example) and what to log of it: the batch
         mean of (σ/σ_lo)²·(log q̃ − log p̃)(x̃; σ) up to a constant (`g_loss`), whose gradient in x̃ is
         (D_q − D_p)(x̃; σ)/(n σ_lo²) (module docstring). Direct densities have no log density: their
         loss is ⟨sg(that gradient), x̃⟩ (the same gradient, from two forward passes with no graph;
-        its value is not the KL), and the log has `d_gap`, the rms pixel of D_q − D_p."""
+        its value is not the KL), and the log has `d_gap`, the rms pixel of D_q − D_p. dde.g_loss dmd and
+        sid: the module docstring's forms, normalised by g_scale (they need x_fake = G(z))."""
         if P.parametrization == "energy":
             weight = (sigma / self.cfg.dde.sigma) ** 2  # 1 at one level
             g_loss = (weight * (P.energy(x_noisy, sigma) - Q.energy(x_noisy, sigma))).mean()
             return g_loss, {"g_loss": g_loss.detach()}
+        s, kind = per_example(sigma, x_noisy), self.cfg.dde.g_loss
+        if kind == "sid":  # through both densities' inputs
+            d_p, d_q = P(x_noisy, s), Q(x_noisy, s)
+            gap = d_p - d_q
+            loss = gap * ((d_p - x_fake) - self.cfg.dde.sid_alpha * gap)
+            return (loss / self.g_scale(x_fake, d_p)).flatten(1).sum(1).mean(), {"d_gap": gap.detach().float().pow(2).mean().sqrt()}
         with torch.no_grad():
-            s = per_example(sigma, x_noisy)
-            gap = Q(x_noisy, s) - P(x_noisy, s)
-        loss = (gap * x_noisy).flatten(1).sum(1).mean() / self.cfg.dde.sigma ** 2
+            d_p = P(x_noisy, s)
+            gap = Q(x_noisy, s) - d_p
+            scale = self.g_scale(x_fake, d_p) if kind == "dmd" else self.cfg.dde.sigma ** 2
+        loss = (gap / scale * x_noisy).flatten(1).sum(1).mean()
         return loss, {"d_gap": gap.float().pow(2).mean().sqrt()}

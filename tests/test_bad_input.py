@@ -71,6 +71,8 @@ CASES = [
     Case("dde_teacher_energy", "config", "train",
          lambda w: _gan(w, f"dde.teacher={w['ckpt']}", "dde.parametrization=energy", config="dde_fashion.yaml"),
          "dde.teacher: a DAE teacher is a σ-conditional direct denoiser"),
+    Case("dde_g_loss_energy", "config", "train",
+         lambda w: _gan(w, "dde.g_loss=sid", config="dde_toy.yaml"), "dde.g_loss: sid is written in the two denoisers"),
     Case("unet_patch", "config", "train", lambda w: _gan(w, "model.patch=3", config="ncsn_fashion.yaml"),
          "model.patch"),
     Case("unet_attention_resolution", "config", "train",
