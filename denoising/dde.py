@@ -274,8 +274,8 @@ class DDE(GeneratorMethod):
         if kind == "sid":  # through both densities' inputs
             d_p, d_q = P(x_noisy, s), Q(x_noisy, s)
             gap = d_p - d_q
-            loss = gap * ((d_p - x_fake) - self.cfg.dde.sid_alpha * gap)
-            return (loss / self.g_scale(x_fake, d_p)).flatten(1).sum(1).mean(), {"d_gap": gap.detach().float().pow(2).mean().sqrt()}
+            loss = gap * ((d_p - x_fake) - self.cfg.dde.sid_alpha * gap) / self.g_scale(x_fake, d_p)
+            return loss.flatten(1).sum(1).mean(), {"d_gap": gap.detach().float().pow(2).mean().sqrt()}
         with torch.no_grad():
             d_p = P(x_noisy, s)
             gap = Q(x_noisy, s) - d_p
