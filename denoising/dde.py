@@ -273,12 +273,12 @@ class DDE(GeneratorMethod):
         s, kind = per_example(sigma, x_noisy), self.cfg.dde.g_loss
         if kind == "sid":  # through both densities' inputs
             d_p, d_q = P(x_noisy, s), Q(x_noisy, s)
-            gap = d_p - d_q
-            loss = gap * ((d_p - x_fake) - self.cfg.dde.sid_alpha * gap) / self.g_scale(x_fake, d_p)
-            return loss.flatten(1).sum(1).mean(), {"d_gap": gap.detach().float().pow(2).mean().sqrt()}
-        with torch.no_grad():
-            d_p = P(x_noisy, s)
-            gap = Q(x_noisy, s) - d_p
-            scale = self.g_scale(x_fake, d_p) if kind == "dmd" else self.cfg.dde.sigma ** 2
-        loss = (gap / scale * x_noisy).flatten(1).sum(1).mean()
-        return loss, {"d_gap": gap.float().pow(2).mean().sqrt()}
+            g = d_p - d_q
+            loss = g * ((d_p - x_fake) - self.cfg.dde.sid_alpha * g) / self.g_scale(x_fake, d_p)
+        else:
+            with torch.no_grad():
+                d_p, d_q = P(x_noisy, s), Q(x_noisy, s)
+                scale = self.g_scale(x_fake, d_p) if kind == "dmd" else self.cfg.dde.sigma ** 2
+            loss = (d_q - d_p) / scale * x_noisy
+        gap = (d_q - d_p).detach().float()
+        return loss.flatten(1).sum(1).mean(), {"d_gap": gap.pow(2).mean().sqrt()}
