@@ -49,7 +49,8 @@ def minutes(seconds):
 
 def table(results: list[dict], header: dict) -> str:
     lines = [
-        f"{header.get('data', 'Fashion-MNIST')}, every method at CPU scale: trained on {header['machine']}, scored against the "
+        f"{header.get('data', 'Fashion-MNIST')}, every method at CPU scale: trained on {header['machine']}"
+        + (f" (sampled and scored on {header['scored_on']})" if header.get("scored_on") else "") + ", scored against the "
         f"{header['n_ref']:,} test images in the features of a ResNet-9 classifier (width "
         f"{header['classifier']['width']}, {header['classifier']['epochs']} epochs, seed 0; test accuracy "
         f"{header['classifier']['accuracy']:.2%}) that `scripts/results.py` trains itself. FID and KID are "

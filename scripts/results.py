@@ -439,7 +439,7 @@ def train_run(name: str, cfg, args, teacher: dict | None = None) -> dict:
     done = {"run": name, "config": run.config, "config_digest": config_digest(ROOT / "configs" / run.config),
             "overrides": run.overrides,
             "seconds": summary["seconds"], "steps": summary["step"], "images": images,
-            "threads": torch.get_num_threads(), "precision": summary["precision"],
+            "threads": torch.get_num_threads(), "precision": summary["precision"], "machine": args.machine,
             **({"smoke": True} if args.smoke else {}), **({"teacher": teacher_summary(teacher)} if run.teacher else {})}
     write_text_atomic(run_dir / "results_training.json", json.dumps(done, indent=1) + "\n")
     return done
@@ -578,9 +578,27 @@ def partial(args) -> bool:
     return not set(args.methods) >= set(args.dataset.methods)
 
 
+def training_machine(names, args) -> str:
+    """The one machine every run of the table trained on: a finished run's from its summary (one written
+    before summaries named it: this machine), a run still to train this one. Rows train for equal minutes,
+    so runs of two machines would compare machines, not methods (checked before anything is trained)."""
+    where = {}
+    for name in names:
+        path = Path(args.runs) / name / "results_training.json"
+        done = json.loads(path.read_text()) if path.is_file() and not args.retrain else {}
+        where[name] = done.get("machine", args.machine)
+    machines = list(dict.fromkeys(where.values()))
+    if len(machines) > 1:
+        a, b = (next(n for n in where if where[n] == m) for m in machines[:2])
+        raise ConfigError(f"{Path(args.runs) / a} trained on {where[a]}, {Path(args.runs) / b} on {where[b]}: rows "
+                          f"trained for equal minutes on different machines do not compare; pass --retrain (with "
+                          f"--methods for the rows of the runs to train again) on one machine")
+    return machines[0] if machines else args.machine
+
+
 def refuse_another_machine(path: Path, here: str, args):
-    """Rows train for equal minutes, so a partial run may only join a table made on this machine: on
-    another, its rows would compare machines, not methods (checked before anything is trained)."""
+    """Rows train for equal minutes, so a partial run may only join a table whose runs trained on the
+    machine its own runs train on (`here`): checked before anything is trained."""
     if not (partial(args) and path.is_file()):
         return
     try:
@@ -691,13 +709,14 @@ def main(argv=None):
     for folder, what in ((out, "--out"), (Path(args.runs), "--runs")):
         require_writable(folder, what, folder=True)
         folder.mkdir(parents=True, exist_ok=True)
-    dataset = args.dataset
-    refuse_another_machine(out / f"{dataset.stem}.json", machine(device), args)
+    dataset, args.machine = args.dataset, machine(device)
     rows = [r for r in dataset.rows if r.method in args.methods]
     inpaint = dataset.inpainting if "inpaint" in args.methods else []
-    # Every input is checked before any run is trained or deleted (--retrain): configs, then data.
+    # Every input is checked before any run is trained or deleted (--retrain): machines, configs, then data.
     runs = [*(name for r in rows for name in (teacher_of(r.run, args), r.run, r.guide) if name),
             *(run for run, _, _ in inpaint)]
+    trained_on = training_machine(dict.fromkeys(runs), args)
+    refuse_another_machine(out / f"{dataset.stem}.json", trained_on, args)
     configs = {name: run_config(name, args) for name in dict.fromkeys(runs)}
     test_cfg = data_config(args, "test")
     test = build_dataset(test_cfg)
@@ -757,7 +776,8 @@ def main(argv=None):
         progress(f"{inpainted[-1]['row']}: PSNR {inpainted[-1]['psnr_model']:.2f} dB (mean fill "
                  f"{inpainted[-1]['psnr_mean_fill']:.2f}, nearest {inpainted[-1]['psnr_nearest']:.2f}), class kept "
                  f"{inpainted[-1]['class_agreement_model']:.3f}")
-    header = {"data": dataset.title, "machine": machine(device),
+    header = {"data": dataset.title, "machine": trained_on,
+              **({"scored_on": args.machine} if args.machine != trained_on else {}),
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "seed": args.seed,
               "n_ref": reference.n, "baselines": baselines, "classifier": {"width": classifier["arch"]["width"],
                                                    "epochs": classifier.get("epochs"),

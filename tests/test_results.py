@@ -354,3 +354,57 @@ def test_bits_per_dim_sentence_names_the_points_of_rows_kept_from_another_scorin
     assert "on 200 test images (the first of a fixed random order); dae's on the first 100 of them," in text
     assert "; dae's" not in likelihood_sentence(header, rows[:1])
     assert likelihood_sentence({}, rows) == "Bits/dim: not measured in this run."
+
+
+def spoil_machines(runs: Path, names, machine: str) -> dict:
+    """Rewrites the training summaries of `names` as if trained on `machine`; returns their texts to restore."""
+    saved = {}
+    for name in names:
+        path = runs / name / "results_training.json"
+        saved[path] = path.read_text()
+        path.write_text(json.dumps(dict(json.loads(saved[path]), machine=machine)))
+    return saved
+
+
+def test_runs_trained_on_two_machines_are_one_line_before_anything_is_scored(smoke, capsys):
+    out, argv = smoke
+    markdown = out / "docs" / "results.md"
+    text = markdown.read_text()
+    saved = spoil_machines(out / "runs", ["gan_alternating"], ANOTHER_MACHINE)
+    try:
+        with pytest.raises(SystemExit) as e:
+            results([*argv, "--reuse"])
+    finally:
+        for path, before in saved.items():
+            path.write_text(before)
+    from engine.report import machine
+    err = capsys.readouterr().err.strip().splitlines()
+    runs = out / "runs"
+    assert e.value.code == 2 and err == [
+        f"error: {runs / 'gan_one_loss'} trained on {machine(torch.device('cpu'))}, {runs / 'gan_alternating'} on "
+        f"{ANOTHER_MACHINE}: rows trained for equal minutes on different machines do not compare; pass --retrain "
+        "(with --methods for the rows of the runs to train again) on one machine"], err
+    assert markdown.read_text() == text
+
+
+def test_a_table_scored_elsewhere_names_the_machine_its_runs_trained_on(smoke, tmp_path):
+    """Trained on one machine, scored on another (--reuse): the header names both, and a partial run
+    trained here cannot join it."""
+    out, argv = smoke
+    from engine.report import machine
+    from results import RUNS
+    here = machine(torch.device("cpu"))
+    saved = spoil_machines(out / "runs", RUNS, ANOTHER_MACHINE)
+    docs = [*argv[:argv.index("--out")], "--out", str(tmp_path / "docs"), *argv[argv.index("--out") + 2:]]
+    try:
+        results([*docs, "--reuse", "--n-bpd", "0", "--n-inpaint", "4"])
+        table = json.loads((tmp_path / "docs" / "results.json").read_text())
+        assert table["header"]["machine"] == ANOTHER_MACHINE and table["header"]["scored_on"] == here
+        assert f"trained on {ANOTHER_MACHINE} (sampled and scored on {here}), scored against" in \
+            (tmp_path / "docs" / "results.md").read_text()
+    finally:
+        for path, before in saved.items():
+            path.write_text(before)
+    with pytest.raises(SystemExit) as e:
+        results([*docs, "--methods", "gan", "--retrain"])
+    assert e.value.code == 2
