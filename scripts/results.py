@@ -14,7 +14,8 @@ sampler of its rows, and scores them with the evaluation machinery of scripts/ev
 it trains itself, with fixed settings and seed, when --classifier is absent. It writes docs/results.md
 (docs/results_cifar10.md), one sample grid per row in docs/results/ (docs/results_cifar10/), and the same
 table and grids into README.md between the data set's results markers. Every number in them comes out of
-this script.
+this script. Rows train for equal minutes, so every run of a table trained on one machine (each run's
+summary names it, and the header does): --train-only in one sitting and --reuse in another split a full run.
 """
 from __future__ import annotations
 
