@@ -588,13 +588,13 @@ def training_machine(names, args) -> str:
         path = Path(args.runs) / name / "results_training.json"
         done = json.loads(path.read_text()) if path.is_file() and not args.retrain else {}
         where[name] = done.get("machine", args.machine)
-    machines = list(dict.fromkeys(where.values()))
-    if len(machines) > 1:
-        a, b = (next(n for n in where if where[n] == m) for m in machines[:2])
-        raise ConfigError(f"{Path(args.runs) / a} trained on {where[a]}, {Path(args.runs) / b} on {where[b]}: rows "
-                          f"trained for equal minutes on different machines do not compare; pass --retrain (with "
-                          f"--methods for the rows of the runs to train again) on one machine")
-    return machines[0] if machines else args.machine
+    first = next(iter(where), None)
+    other = next((name for name in where if where[name] != where[first]), None)
+    if other:
+        raise ConfigError(f"{Path(args.runs) / first} trained on {where[first]}, {Path(args.runs) / other} on "
+                          f"{where[other]}: rows trained for equal minutes on different machines do not compare; "
+                          f"pass --retrain (with --methods for the rows of the runs to train again) on one machine")
+    return where[first] if first else args.machine
 
 
 def refuse_another_machine(path: Path, here: str, args):

@@ -387,7 +387,7 @@ def test_runs_trained_on_two_machines_are_one_line_before_anything_is_scored(smo
     assert markdown.read_text() == text
 
 
-def test_a_table_scored_elsewhere_names_the_machine_its_runs_trained_on(smoke, tmp_path):
+def test_a_table_scored_elsewhere_names_the_machine_its_runs_trained_on(smoke, tmp_path, capsys):
     """Trained on one machine, scored on another (--reuse): the header names both, and a partial run
     trained here cannot join it."""
     out, argv = smoke
@@ -405,6 +405,11 @@ def test_a_table_scored_elsewhere_names_the_machine_its_runs_trained_on(smoke, t
     finally:
         for path, before in saved.items():
             path.write_text(before)
+    capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         results([*docs, "--methods", "gan", "--retrain"])
-    assert e.value.code == 2
+    saved_table = tmp_path / "docs" / "results.json"
+    assert e.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
+        f"error: {saved_table} was made on {ANOTHER_MACHINE}, this is {here}: rows trained for equal minutes on "
+        "different machines do not compare; run every method here (no --methods), or pass --out DIR for a table of "
+        "its own"]
