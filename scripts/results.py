@@ -418,14 +418,15 @@ def train_run(name: str, cfg, args, teacher: dict | None = None) -> dict:
     """A finished run of the table's runs[name] in --runs: reused, or trained (from `cfg`, checked up
     front; from its teacher run's checkpoint, whose summary is `teacher`, when it distils one)."""
     run_dir, run = Path(args.runs) / name, args.dataset.runs[name]
-    done = None if args.retrain else finished(run_dir, run, args.smoke, teacher)
+    done = None if name in args.to_retrain else finished(run_dir, run, args.smoke, teacher)
     if args.reuse:
         if done is None:
             raise ConfigError(f"--reuse: no finished run {name} in {run_dir} (no results_training.json "
                               f"and checkpoints/last.pt); drop --reuse to train it")
         return done
     if done is not None:
-        progress(f"reusing the finished run {run_dir} (--retrain trains it again)")
+        progress(f"reusing the finished run {run_dir} ("
+                 + ("a teacher: select its rows to train it again)" if args.retrain else "--retrain trains it again)"))
         return done
     if run_dir.exists():
         if not args.retrain:
@@ -586,7 +587,7 @@ def training_machine(names, args) -> str:
     where = {}
     for name in names:
         path = Path(args.runs) / name / "results_training.json"
-        done = json.loads(path.read_text()) if path.is_file() and not args.retrain else {}
+        done = json.loads(path.read_text()) if path.is_file() and name not in args.to_retrain else {}
         where[name] = done.get("machine", args.machine)
     first = next(iter(where), None)
     other = next((name for name in where if where[name] != where[first]), None)
@@ -650,7 +651,8 @@ def parse_args(argv=None):
     p.add_argument("--methods", help="rows to produce (default all): for fashion_mnist "
                                      f"{','.join(METHODS)}; for cifar10 {','.join(DATASETS['cifar10'].methods)}")
     p.add_argument("--reuse", action="store_true", help="score finished runs only; train nothing")
-    p.add_argument("--retrain", action="store_true", help="delete the selected runs and train them again")
+    p.add_argument("--retrain", action="store_true", help="delete the selected rows' runs and train them again (a teacher "
+                   "they distil is reused when finished: select its rows too to retrain it)")
     p.add_argument("--train-only", action="store_true", help="train the runs that are missing, then stop")
     p.add_argument("--runs", help="where the runs live (default runs/results; with --smoke, OUT/runs)")
     p.add_argument("--out", help="writes OUT/results.md and OUT/results/*.png (default docs, and the README's "
@@ -716,6 +718,10 @@ def main(argv=None):
     # Every input is checked before any run is trained or deleted (--retrain): machines, configs, then data.
     runs = [*(name for r in rows for name in (teacher_of(r.run, args), r.run, r.guide) if name),
             *(run for run, _, _ in inpaint)]
+    # --retrain trains the selected rows' own runs again; a teacher they distil is another row's run: reused
+    # when finished (its rows, kept from the last table, would otherwise describe a deleted run)
+    args.to_retrain = {*(n for r in rows for n in (r.run, r.guide) if n), *(run for run, _, _ in inpaint)} \
+        if args.retrain else set()
     trained_on = training_machine(dict.fromkeys(runs), args)
     refuse_another_machine(out / f"{dataset.stem}.json", trained_on, args)
     configs = {name: run_config(name, args) for name in dict.fromkeys(runs)}

@@ -199,6 +199,24 @@ def test_a_distilled_run_is_reused_only_beside_the_teacher_run_it_distilled(tmp_
             finished(tmp_path, run, False, other)
 
 
+def test_retraining_a_distilled_run_keeps_its_teacher_run_and_the_teachers_rows(smoke):
+    """--methods dde --retrain trains the DDE again from the DAE rows' run, which the table still shows:
+    retraining the teacher too would leave those rows describing a deleted run."""
+    out, argv = smoke
+    teacher, dde = out / "runs" / "dae", out / "runs" / "dde"
+    before = (teacher / "checkpoints" / "last.pt").stat().st_mtime_ns, (teacher / "results_training.json").read_text()
+    dde_before = (dde / "checkpoints" / "last.pt").stat().st_mtime_ns
+    rows = {r["row"]: r for r in json.loads((out / "docs" / "results.json").read_text())["rows"]}
+    results([*argv, "--methods", "dde", "--retrain"])
+    assert ((teacher / "checkpoints" / "last.pt").stat().st_mtime_ns, (teacher / "results_training.json").read_text()) \
+        == before
+    assert (dde / "checkpoints" / "last.pt").stat().st_mtime_ns != dde_before  # the DDE itself trained again
+    summary = json.loads((dde / "results_training.json").read_text())
+    assert summary["teacher"] == {k: json.loads(before[1])[k] for k in ("run", "steps", "seconds")}
+    after = {r["row"]: r for r in json.loads((out / "docs" / "results.json").read_text())["rows"]}
+    assert all(after[name] == rows[name] for name in rows if name.startswith("dae_"))  # kept, and still true
+
+
 def test_a_config_digest_reads_the_settings_not_the_comments(tmp_path):
     from results import config_digest
     a, b, c = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
