@@ -150,8 +150,9 @@ def denoising_rows(method: str) -> list[Row]:
 
 # Autoguided rows: each denoiser's 12-minute run guided by its guide run (3 minutes, width 8) at the
 # weight w that a sweep picked (against the training images, n 1,000, DPM-Solver++ 20: DAE w 1.5, 1.75,
-# 2, 2.5, 3 gave KID ×10³ 73, 54, 46, 76, 119; NCSN w 1.5, 2, 2.5 gave 34, 85, 100; the EBM, n 500 and
-# Heun 35, w 1.5, 2 gave 1442, 1211), at the two budgets, 40 and 20 network evaluations a sample.
+# 2, 2.5, 3 gave KID ×10³ 73, 54, 46, 76, 119; NCSN w 1.5, 2, 2.5 gave 34, 85, 100; the EBM's run of the
+# table of 2026-12-06, w 1.5, 2, 2.5, 3, 4 gave 618, 473, 480, 615, 1443, and guided at σ in (0.28, 5.42]
+# only, w 2.5 and 3 gave 571 and 683), at the two budgets, 40 and 20 network evaluations a sample.
 AUTOGUIDE_WEIGHTS = {"dae": 2.0, "ncsn": 1.5, "ebm": 2.0}
 
 
