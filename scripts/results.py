@@ -717,12 +717,11 @@ def main(argv=None):
     rows = [r for r in dataset.rows if r.method in args.methods]
     inpaint = dataset.inpainting if "inpaint" in args.methods else []
     # Every input is checked before any run is trained or deleted (--retrain): machines, configs, then data.
-    runs = [*(name for r in rows for name in (teacher_of(r.run, args), r.run, r.guide) if name),
-            *(run for run, _, _ in inpaint)]
-    # --retrain trains the selected rows' own runs again; a teacher they distil is another row's run: reused
-    # when finished (its rows, kept from the last table, would otherwise describe a deleted run)
-    args.to_retrain = {*(n for r in rows for n in (r.run, r.guide) if n), *(run for run, _, _ in inpaint)} \
-        if args.retrain else set()
+    own = [*(name for r in rows for name in (r.run, r.guide) if name), *(run for run, _, _ in inpaint)]
+    # a teacher that one of them distils is another row's run: trained first when missing, but not retrained
+    # by --retrain unless its rows are selected (they would be left describing a deleted run)
+    runs = [name for run in own for name in (teacher_of(run, args), run) if name]
+    args.to_retrain = set(own) if args.retrain else set()
     trained_on = training_machine(dict.fromkeys(runs), args)
     refuse_another_machine(out / f"{dataset.stem}.json", trained_on, args)
     configs = {name: run_config(name, args) for name in dict.fromkeys(runs)}
