@@ -426,8 +426,8 @@ def train_run(name: str, cfg, args, teacher: dict | None = None) -> dict:
                               f"and checkpoints/last.pt); drop --reuse to train it")
         return done
     if done is not None:
-        progress(f"reusing the finished run {run_dir} ("
-                 + ("a teacher: select its rows to train it again)" if args.retrain else "--retrain trains it again)"))
+        again = "a teacher: select its rows to train it again" if args.retrain else "--retrain trains it again"
+        progress(f"reusing the finished run {run_dir} ({again})")
         return done
     if run_dir.exists():
         if not args.retrain:
