@@ -149,11 +149,14 @@ def denoising_rows(method: str) -> list[Row]:
 
 
 # Autoguided rows: each denoiser's 12-minute run guided by its guide run (3 minutes, width 8) at the
-# weight w that a sweep picked (against the training images, n 1,000, DPM-Solver++ 20: DAE w 1.5, 1.75,
-# 2, 2.5, 3 gave KID ×10³ 73, 54, 46, 76, 119; NCSN w 1.5, 2, 2.5 gave 34, 85, 100; the EBM's run of the
-# table of 2026-12-06, w 1.5, 2, 2.5, 3, 4 gave 618, 473, 480, 615, 1443, and guided at σ in (0.28, 5.42]
-# only, w 2.5 and 3 gave 571 and 683), at the two budgets, 40 and 20 network evaluations a sample.
-AUTOGUIDE_WEIGHTS = {"dae": 2.0, "ncsn": 1.5, "ebm": 2.0}
+# weight w and the levels L (2L network evaluations a sample, ≤ 50) that a sweep picked, and at 10
+# levels (20 evaluations). The sweeps, against the training images, n 1,000, DPM-Solver++, KID ×10³:
+# at 20 levels DAE w 1.5, 1.75, 2, 2.5, 3 gave 73, 54, 46, 76, 119; NCSN w 1.5, 2, 2.5 gave 34, 85, 100;
+# the EBM's run of the table of 2026-12-06, w 1.5, 2, 2.5, 3, 4 gave 618, 473, 480, 615, 1443, and
+# guided at σ in (0.28, 5.42] only, w 2.5 and 3 gave 571 and 683. On that table's runs, 20 → 25 levels
+# (40 → 50 evaluations): the EBM at w 2 473 → 398 (w 1.75 and 2.5 at 25: 481, 402), the DAE at w 2
+# 30 → 38, NCSN at w 1.5 22 → 65; so the EBM takes 25 levels, the others 20.
+AUTOGUIDE = {"dae": (2.0, 20), "ncsn": (1.5, 20), "ebm": (2.0, 25)}  # method → (w, levels)
 
 
 def in_interval(method: str, interval: tuple[float, float] | None) -> tuple[str, str, list[str]]:
@@ -176,9 +179,10 @@ def autoguided_row(method: str, w: float, suffix: str, label: str, settings: dic
                guide=f"{method}_guide")
 
 
-def autoguided_rows(method: str, w: float) -> list[Row]:
+def autoguided_rows(method: str) -> list[Row]:
+    w, levels = AUTOGUIDE[method]
     return [autoguided_row(method, w, f"dpm{steps}", f"DPM-Solver++(2M) SDE, {steps} levels",
-                           {"name": "dpmpp_2m_sde", "steps": steps}) for steps in (20, 10)]
+                           {"name": "dpmpp_2m_sde", "steps": steps}) for steps in (levels, 10)]
 
 
 GUIDANCE = (0, 0.5, 1, 1.5, 2, 3, 4)  # classifier-free guidance weights of the conditional DAE's rows
@@ -206,7 +210,7 @@ INPAINTING = [("dae", "right", 1.0), ("dae", "right", 0.0), ("dae", "centre", 1.
 ROWS = [Row("real_train", "real", None, "the training split"),
         Row("gan_one_loss", "gan", "gan_one_loss", "generator"),
         Row("gan_alternating", "gan", "gan_alternating", "generator"),
-        *(row for m in ("ncsn", "dae", "ebm") for row in (*denoising_rows(m), *autoguided_rows(m, AUTOGUIDE_WEIGHTS[m]))),
+        *(row for m in ("ncsn", "dae", "ebm") for row in (*denoising_rows(m), *autoguided_rows(m))),
         Row("dde", "dde", "dde", "generator"),
         *conditional_rows(18, GUIDANCE)]
 

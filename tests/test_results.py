@@ -118,11 +118,14 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
     for r in body:  # the model's bits/dim in its three sampler rows, none for generators
         assert (re.match(r"^\d+\.\d+ ± \d+\.\d+$", r[14]) is not None) == (r[1] in ("ncsn", "dae", "ebm")), r
     assert by_name["dae_heun35"][14] == by_name["dae_langevin"][14]
-    for method in ("dae", "ncsn", "ebm"):  # autoguided: the guide's pass doubles the NFE; its training counts
-        assert by_name[f"{method}_ag_dpm20"][7] == "40" and by_name[f"{method}_ag_dpm10"][7] == "20"
-        assert f"guide {method}_guide: fashion_mnist_{method}_cpu.yaml" in by_name[f"{method}_ag_dpm20"][2]
-        assert by_name[f"{method}_ag_dpm20"][4] == by_name[f"{method}_dpm20"][4]  # the same run's steps
-        assert by_name[f"{method}_ag_dpm20"][14] == "–"  # not the unguided model's density
+    # autoguided, at each method's levels (scripts/results.py's AUTOGUIDE): the guide's pass doubles the NFE
+    # (≤ 50); its training counts
+    for method, levels in (("dae", 20), ("ncsn", 20), ("ebm", 25)):
+        guided = by_name[f"{method}_ag_dpm{levels}"]
+        assert guided[7] == str(2 * levels) and by_name[f"{method}_ag_dpm10"][7] == "20"
+        assert f"guide {method}_guide: fashion_mnist_{method}_cpu.yaml" in guided[2]
+        assert guided[4] == by_name[f"{method}_dpm20"][4]  # the same run's steps
+        assert guided[14] == "–"  # not the unguided model's density
     assert "; teacher dae: fashion_mnist_dae_cpu.yaml" in by_name["dde"][2]  # distils the DAE rows' run
     text = (out / "docs" / "results.md").read_text()
     assert "test accuracy" in text and "best diagonal Gaussian" in text
