@@ -79,17 +79,26 @@ SMALL_GAN = ["model.g_width=8", "model.d_width=8"]
 # Every method gets the same wall-clock budget, not the same steps: what 12 minutes of training buy on
 # the machine at hand (a step of the DAE took 158 ms on one 2-core machine and 310 ms on another).
 BUDGET = ["train.steps=1000000", "train.max_minutes=12"]
-GUIDE_BUDGET = ["train.steps=1000000", "train.max_minutes=3"]
+# Each guide's minutes (autoguidance wants a guide well behind its model: Karras et al. 2024). The EBM's
+# guide trains 1.5: on the 2026-12-06 table's EBM run (DPM-Solver++ 25 levels, w 2, evaluate.py n 1,000
+# against the training images, KID ×10³) guides of 0.75, 1.5 and 3 minutes (329, 624 and 1,522 steps)
+# gave 279 ± 46, 265 ± 49 and 398 ± 64, a second 1.5-minute guide (seed 1, 744 steps) 303 ± 51; at width
+# 4 for 3 minutes 382 ± 53 (precision 0.41, recall 0.61). With the 1.5-minute guide w 1.5 and 2.5 gave 453
+# and 270 (recall 0.67), 20 levels 317: w 2 at 25 levels stays. DAE and NCSN keep 3: their 1.5-minute
+# guides (at AUTOGUIDE's w and levels) gave 69 ± 21 and 28 ± 11 against 30 ± 12 and 22 ± 10.
+GUIDE_MINUTES = {"dae": 3, "ncsn": 3, "ebm": 1.5}
 # A guide's settings beyond its width: the EBM's guide keeps the learning rate 1e-3 its config trained
 # at before 2e-3 (a guide at 2e-3 guided worse: configs/fashion_mnist_ebm_cpu.yaml).
 GUIDE_OVERRIDES = {"ebm": ["optim.lr=1e-3"]}
 
 
-def guide_runs(data: str, budget: list[str], methods) -> dict:
-    """Each method's guide run <method>_guide: its CPU config for `data` at half the width, for `budget`."""
-    return {f"{m}_guide": Run(f"{data}_{m}_cpu.yaml", [*budget, "model.width=8", *GUIDE_OVERRIDES.get(m, [])],
+def guide_runs(data: str, minutes: dict[str, float]) -> dict:
+    """Each method's guide run <method>_guide: its CPU config for `data` at half the width, trained
+    `minutes[method]` minutes."""
+    return {f"{m}_guide": Run(f"{data}_{m}_cpu.yaml", ["train.steps=1000000", f"train.max_minutes={t:g}",
+                                                       "model.width=8", *GUIDE_OVERRIDES.get(m, [])],
                               [*TINY_UNET, "model.width=4"])
-            for m in methods}
+            for m, t in minutes.items()}
 
 
 RUNS = {
@@ -106,9 +115,9 @@ RUNS = {
     "gan_conditional": Run("fashion_mnist_dcgan_cpu.yaml", [*BUDGET, "model.num_classes=10"],
                            SMALL_GAN),
     "dae_conditional": Run("fashion_mnist_dae_cpu.yaml", [*BUDGET, "model.num_classes=10"], TINY_UNET),
-    # autoguidance's guides (Karras et al. 2024): the same configs at half the width for a quarter of the
-    # time, each the weaker model its method's autoguided rows extrapolate away from
-    **guide_runs("fashion_mnist", GUIDE_BUDGET, ("dae", "ncsn", "ebm")),
+    # autoguidance's guides (Karras et al. 2024): the same configs at half the width for at most a quarter
+    # of the time (GUIDE_MINUTES), each the weaker model its method's autoguided rows extrapolate away from
+    **guide_runs("fashion_mnist", GUIDE_MINUTES),
 }
 
 
@@ -219,14 +228,13 @@ ROWS = [Row("real_train", "real", None, "the training split"),
 # each with its own wall time; the denoisers 15 minutes each (and their guides 4), sampled as
 # cifar10_denoising_rows says.
 CIFAR10_BUDGET = ["train.steps=1000000", "train.max_minutes=15"]
-CIFAR10_GUIDE_BUDGET = ["train.steps=1000000", "train.max_minutes=4"]
 CIFAR10_RUNS = {
     "gan_one_loss": Run("cifar10_dcgan_cpu.yaml", [], SMALL_GAN),
     "gan_alternating": Run("cifar10_dcgan_cpu.yaml", ["gan.step=alternating"], SMALL_GAN),
     "dae": Run("cifar10_dae_cpu.yaml", [*CIFAR10_BUDGET], TINY_UNET),
     "ncsn": Run("cifar10_ncsn_cpu.yaml", [*CIFAR10_BUDGET], TINY_UNET),
     # autoguidance's guides, as Fashion-MNIST's: half the width for about a quarter of the time
-    **guide_runs("cifar10", CIFAR10_GUIDE_BUDGET, ("dae", "ncsn")),
+    **guide_runs("cifar10", {"dae": 4, "ncsn": 4}),
     # class-conditional, as Fashion-MNIST's: the same configs and budgets on the folders' labels; the GAN's
     # learning rate decays linearly to 0 over its steps, for a KID that varies less from seed to seed
     # (configs/cifar10_dcgan_cpu.yaml's header has the measurement)

@@ -94,7 +94,7 @@ def markdown_rows(text: str) -> list[list[str]]:
 
 
 def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
-    from results import GUIDANCE, ROWS
+    from results import GUIDANCE, GUIDE_MINUTES, ROWS
     out, _ = smoke
     rows = table_rows(out / "docs" / "results.md")
     header, body = rows[0], rows[1:]
@@ -124,6 +124,7 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
         guided = by_name[f"{method}_ag_dpm{levels}"]
         assert guided[7] == str(2 * levels) and by_name[f"{method}_ag_dpm10"][7] == "20"
         assert f"guide {method}_guide: fashion_mnist_{method}_cpu.yaml" in guided[2]
+        assert f"train.max_minutes={GUIDE_MINUTES[method]:g} model.width=8" in guided[2]  # its own guide's time
         assert guided[4] == by_name[f"{method}_dpm20"][4]  # the same run's steps
         assert guided[14] == "–"  # not the unguided model's density
     assert "; teacher dae: fashion_mnist_dae_cpu.yaml" in by_name["dde"][2]  # distils the DAE rows' run
