@@ -157,14 +157,14 @@ def denoising_rows(method: str) -> list[Row]:
               for suffix, label, settings in SAMPLER_ROWS)]
 
 
-# Autoguided rows: each denoiser's 12-minute run guided by its guide run (3 minutes, width 8) at the
+# Autoguided rows: each denoiser's 12-minute run guided by its guide run (width 8, GUIDE_MINUTES) at the
 # weight w and the levels L (2L network evaluations a sample, ≤ 50) that a sweep picked, and at 10
 # levels (20 evaluations). The sweeps, against the training images, n 1,000, DPM-Solver++, KID ×10³:
 # at 20 levels DAE w 1.5, 1.75, 2, 2.5, 3 gave 73, 54, 46, 76, 119; NCSN w 1.5, 2, 2.5 gave 34, 85, 100;
 # the EBM's run of the table of 2026-12-06, w 1.5, 2, 2.5, 3, 4 gave 618, 473, 480, 615, 1443, and
 # guided at σ in (0.28, 5.42] only, w 2.5 and 3 gave 571 and 683. On that table's runs, 20 → 25 levels
-# (40 → 50 evaluations): the EBM at w 2 473 → 398 (w 1.75 and 2.5 at 25: 481, 402), the DAE at w 2
-# 30 → 38, NCSN at w 1.5 22 → 65; so the EBM takes 25 levels, the others 20.
+# (40 → 50 evaluations), with the 3-minute guides: the EBM at w 2 473 → 398 (w 1.75 and 2.5 at 25: 481,
+# 402), the DAE at w 2 30 → 38, NCSN at w 1.5 22 → 65; so the EBM takes 25 levels, the others 20.
 AUTOGUIDE = {"dae": (2.0, 20), "ncsn": (1.5, 20), "ebm": (2.0, 25)}  # method → (w, levels)
 
 

@@ -94,7 +94,7 @@ def markdown_rows(text: str) -> list[list[str]]:
 
 
 def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
-    from results import GUIDANCE, GUIDE_MINUTES, ROWS
+    from results import AUTOGUIDE, GUIDANCE, GUIDE_MINUTES, ROWS
     out, _ = smoke
     rows = table_rows(out / "docs" / "results.md")
     header, body = rows[0], rows[1:]
@@ -118,9 +118,8 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
     for r in body:  # the model's bits/dim in its three sampler rows, none for generators
         assert (re.match(r"^\d+\.\d+ ± \d+\.\d+$", r[14]) is not None) == (r[1] in ("ncsn", "dae", "ebm")), r
     assert by_name["dae_heun35"][14] == by_name["dae_langevin"][14]
-    # autoguided, at each method's levels (scripts/results.py's AUTOGUIDE): the guide's pass doubles the NFE
-    # (≤ 50); its training counts
-    for method, levels in (("dae", 20), ("ncsn", 20), ("ebm", 25)):
+    # autoguided, at each method's levels: the guide's pass doubles the NFE (≤ 50); its training counts
+    for method, (_, levels) in AUTOGUIDE.items():
         guided = by_name[f"{method}_ag_dpm{levels}"]
         assert guided[7] == str(2 * levels) and by_name[f"{method}_ag_dpm10"][7] == "20"
         assert f"guide {method}_guide: fashion_mnist_{method}_cpu.yaml" in guided[2]
