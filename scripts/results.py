@@ -78,7 +78,12 @@ TINY_UNET = ["model.width=8", "model.mults=[1,2]", "model.blocks=1"]
 SMALL_GAN = ["model.g_width=8", "model.d_width=8"]
 # Every method gets the same wall-clock budget, not the same steps: what 12 minutes of training buy on
 # the machine at hand (a step of the DAE took 158 ms on one 2-core machine and 310 ms on another).
-BUDGET = ["train.steps=1000000", "train.max_minutes=12"]
+def minutes_budget(minutes: float) -> list[str]:
+    """A run's overrides for training `minutes` of wall-clock time (its steps unbounded)."""
+    return ["train.steps=1000000", f"train.max_minutes={minutes:g}"]
+
+
+BUDGET = minutes_budget(12)
 # Each guide's minutes (autoguidance wants a guide well behind its model: Karras et al. 2024). The EBM's
 # guide trains 1.5: on the 2026-12-06 table's EBM run (DPM-Solver++ 25 levels, w 2, evaluate.py n 1,000
 # against the training images, KID ×10³) guides of 0.75, 1.5 and 3 minutes (329, 624 and 1,522 steps)
@@ -95,9 +100,8 @@ GUIDE_OVERRIDES = {"ebm": ["optim.lr=1e-3"]}
 def guide_runs(data: str, minutes: dict[str, float]) -> dict:
     """Each method's guide run <method>_guide: its CPU config for `data` at half the width, trained
     `minutes[method]` minutes."""
-    return {f"{m}_guide": Run(f"{data}_{m}_cpu.yaml", ["train.steps=1000000", f"train.max_minutes={t:g}",
-                                                       "model.width=8", *GUIDE_OVERRIDES.get(m, [])],
-                              [*TINY_UNET, "model.width=4"])
+    return {f"{m}_guide": Run(f"{data}_{m}_cpu.yaml", [*minutes_budget(t), "model.width=8",
+                                                       *GUIDE_OVERRIDES.get(m, [])], [*TINY_UNET, "model.width=4"])
             for m, t in minutes.items()}
 
 
@@ -227,14 +231,15 @@ ROWS = [Row("real_train", "real", None, "the training split"),
 # CIFAR-10 (configs/cifar10_*_cpu.yaml): the two GAN trainers at the config's equal number of steps,
 # each with its own wall time; the denoisers 15 minutes each (and their guides 4), sampled as
 # cifar10_denoising_rows says.
-CIFAR10_BUDGET = ["train.steps=1000000", "train.max_minutes=15"]
+CIFAR10_BUDGET = minutes_budget(15)
+CIFAR10_GUIDE_MINUTES = {"dae": 4, "ncsn": 4}
 CIFAR10_RUNS = {
     "gan_one_loss": Run("cifar10_dcgan_cpu.yaml", [], SMALL_GAN),
     "gan_alternating": Run("cifar10_dcgan_cpu.yaml", ["gan.step=alternating"], SMALL_GAN),
     "dae": Run("cifar10_dae_cpu.yaml", [*CIFAR10_BUDGET], TINY_UNET),
     "ncsn": Run("cifar10_ncsn_cpu.yaml", [*CIFAR10_BUDGET], TINY_UNET),
     # autoguidance's guides, as Fashion-MNIST's: half the width for about a quarter of the time
-    **guide_runs("cifar10", {"dae": 4, "ncsn": 4}),
+    **guide_runs("cifar10", CIFAR10_GUIDE_MINUTES),
     # class-conditional, as Fashion-MNIST's: the same configs and budgets on the folders' labels; the GAN's
     # learning rate decays linearly to 0 over its steps, for a KID that varies less from seed to seed
     # (configs/cifar10_dcgan_cpu.yaml's header has the measurement)
