@@ -59,6 +59,8 @@ class PlainRuntime:
     """The runtime of a method built outside the engine: its device, eager fp32 forwards, one process
     (engine/runtime.py's Runtime applies a config's fast paths, precision and DDP)."""
 
+    precision = "fp32"
+
     def __init__(self, device):
         self.device = torch.device(device)
 
@@ -365,6 +367,12 @@ class Method:
                latents: torch.Tensor | None = None, progress: bool = False,
                labels: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    @property
+    def sampling_precision(self) -> str:
+        """The precision `sample` runs the networks in: fp32 (a denoising method's nets run in the
+        run's own precision, under its autocast)."""
+        return "fp32"
 
     def evaluations_per_sample(self) -> int | None:
         """Network passes one sample costs under the configured sampler (None: it cannot say)."""

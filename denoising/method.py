@@ -261,13 +261,19 @@ class DenoisingMethod(Method):
         guide = self.guided(self.guide.denoiser(ema=True), labels)  # set_guide: the same classes, null class
         return AutoGuided(fn, guide, self.noise.autoguide_weight, self.noise.guidance_interval)
 
+    @property
+    def sampling_precision(self) -> str:
+        return self.runtime.precision  # sample() runs the net under the runtime's autocast
+
     @torch.no_grad()
     def sample(self, n, generator=None, ema=True, latents=None, progress=False, labels=None,
                inpaint: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Samples from σ_max·z with the sampler the config names; `progress` shows a bar over the
         sampler's levels. A class-conditional net's are of classes `labels` (uniform when not
         given), guided with weight <method>.guidance. `inpaint` = (images in [−1, 1], mask of their
-        known pixels) completes those images instead: n of them, the known pixels as given."""
+        known pixels) completes those images instead: n of them, the known pixels as given. The net
+        runs in the run's precision (bf16 autocast for a bf16 run; `precision=fp32` overrides it), the
+        sampler's arithmetic in fp32."""
         settings = self.noise.sampler
         sampler, schedule = lookup("sampler", settings.name), self.schedule()
         # inpainting's noise is drawn anew when σ changes, and guidance in an interval branches on σ:
@@ -289,8 +295,9 @@ class DenoisingMethod(Method):
                 if inpaint is not None:
                     fn = Inpainting(fn, inpaint[0][rows].to(self.device), inpaint[1][rows].to(self.device), generator,
                                     self.noise.inpaint_guidance)
-                x = sampler(fn, chunk * self.sigmas[0], settings, schedule, generator, progress)
-                out.append(fn.complete(x) if inpaint is not None else x)
+                with self.autocast():  # the net in the run's precision; the sampler's arithmetic in fp32
+                    x = sampler(fn, chunk * self.sigmas[0], settings, schedule, generator, progress)
+                    out.append(fn.complete(x) if inpaint is not None else x)
             return torch.cat(out).float()
         finally:
             D.net.train(was_training)

@@ -57,7 +57,8 @@ def table(results: list[dict], header: dict) -> str:
         f"in those 8·{header['classifier']['width']} = {8 * header['classifier']['width']} features "
         f"(not comparable with Inception FIDs); precision and recall are Kynkäänniemi et al.'s (k = 3). "
         f"FID depends on n: compare rows at equal n, or by KID (unbiased). Samples from the EMA weights, "
-        f"seed {header['seed']}. torch {header['torch']}, {header['date']}.{dates_note(results, header)}",
+        f"seed {header['seed']}; a denoising net samples in its run's precision, fp32 unless the sampler "
+        f"column names another. torch {header['torch']}, {header['date']}.{dates_note(results, header)}",
         "",
         likelihood_sentence(header, results),
         "",

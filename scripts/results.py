@@ -486,14 +486,14 @@ def ensure_classifier(args, device) -> dict:
 
 
 def sample_row(row: Row, args, device, n: int):
-    """(uint8 samples, sampling seconds, nfe, checkpoint, classes) of a row, drawn in batches with a
-    fixed seed; a class-conditional model's with balanced classes (None otherwise)."""
+    """(uint8 samples, sampling seconds, nfe, the precision its nets ran in, classes) of a row, drawn in
+    batches with a fixed seed; a class-conditional model's with balanced classes (None otherwise)."""
     section = row.overrides[0].split(".", 1)[0] if row.overrides else None  # the model's method: dae, ncsn, ebm
     smoke = [f"{section}.num_scales=3"] if args.smoke and section else []
     smoke += [f"{section}.sampler.steps=1"] if smoke and row.langevin else []
     guide = [f"{section}.autoguide={last_checkpoint(row.guide, args)}"] if row.guide else []
-    method, ckpt = load_method(last_checkpoint(row.run, args), args.device,
-                               [*row.overrides, *guide, *smoke])
+    method, _ = load_method(last_checkpoint(row.run, args), args.device,
+                            [*row.overrides, *guide, *smoke])
     gen = torch.Generator(device=device).manual_seed(args.seed)
     labels = balanced_labels(n, method.num_classes) if method.num_classes else None
     out, start = [], time.monotonic()
@@ -501,7 +501,7 @@ def sample_row(row: Row, args, device, n: int):
         part = labels[i:i + args.batch_size] if labels is not None else None
         out.append(from_unit_range(method.sample(min(args.batch_size, n - i), generator=gen, progress=True,
                                                  labels=part)).cpu())
-    return torch.cat(out), time.monotonic() - start, method.evaluations_per_sample(), ckpt, labels
+    return torch.cat(out), time.monotonic() - start, method.evaluations_per_sample(), method.sampling_precision, labels
 
 
 def inpainting_row(run: str, cfg, mask_name: str, weight: float, args, test, train_images, extractor,
@@ -765,12 +765,13 @@ def main(argv=None):
     results, test_classes = [], None
     for row in tqdm(rows, desc="rows"):
         n = args.n_langevin if row.langevin else args.n
-        labels = None
+        labels, sampler = None, row.sampler
         if row.run is None:
             images, seconds, nfe, run = real_rows(args, train_images, n), None, None, {}
             config = "–"
         else:
-            images, seconds, nfe, _, labels = sample_row(row, args, device, n)
+            images, seconds, nfe, precision, labels = sample_row(row, args, device, n)
+            sampler += "" if precision == "fp32" else f", net in {precision}"
             run, config = trained[row.run], describe_run(row.run, args)
             for kind, other in (("guide", row.guide), ("teacher", teacher_of(row.run, args))):
                 if other:  # a guide's or a teacher's training counts toward the row's
@@ -786,7 +787,7 @@ def main(argv=None):
         batches = tqdm(images.split(args.batch_size), desc=f"features {row.name}", leave=False)
         scores = score(batches, extractor, reference, device, seed=args.seed, labels=labels,
                        classes=test_classes if labels is not None else None)
-        results.append({"row": row.name, "method": row.method, "config": config, "sampler": row.sampler,
+        results.append({"row": row.name, "method": row.method, "config": config, "sampler": sampler,
                         "train_seconds": run.get("seconds"), "steps": run.get("steps"),
                         "images": run.get("images"), "nfe": nfe, "sample_seconds": seconds, **scores,
                         "likelihood": None if row.guide else likelihoods.get(row.run)})  # guided: another density

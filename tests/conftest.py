@@ -160,15 +160,18 @@ def quick_config(name: str, *overrides: str):
     return load_config(ROOT / "configs" / "quick" / name, overrides)
 
 
-def attending_denoiser(method: str, device: str = "cpu", width: int = 8, batch_size: int = 4):
+def attending_denoiser(method: str, device: str = "cpu", width: int = 8, batch_size: int = 4,
+                       precision: str = "fp32", sampler: dict | None = None):
     """A `method` (dae, ncsn or ebm) of Fashion-MNIST's shape whose two-level U-Net attends at 14×14
-    (4 layers: one block down, two up, none in the 7×7 middle), built without data."""
+    (4 layers: one block down, two up, none in the 7×7 middle), built without data; `sampler`: its
+    <method>.sampler section (the method's default when None)."""
     from common.config import load_config
     from data import DataInfo
     from engine import build
     raw = {"method": method, "seed": 0, "device": device, "data": {"name": "fashion_mnist"},
            "model": {"arch": "unet", "width": width, "mults": [1, 2], "blocks": 1, "attention": [14]},
-           "train": {"batch_size": batch_size}, method: {"sigma_max": 1.0, "num_scales": 2}}
+           "train": {"batch_size": batch_size}, "precision": precision,
+           method: {"sigma_max": 1.0, "num_scales": 2, **({"sampler": sampler} if sampler else {})}}
     return build(load_config(raw=raw), device, info=DataInfo("fashion_mnist", (1, 28, 28), 10))
 
 

@@ -473,3 +473,27 @@ def test_dde_teacher_must_fit_the_densities(fashion_root, tmp_path):
         m = build(quick_config("dde_fashion.yaml", f"dde.teacher={teacher_path}", *over), "cpu", info=info)
         with pytest.raises(ConfigError, match=re.escape(message)):
             m.warm_start()
+
+
+@pytest.mark.parametrize("method", ["dae", "ncsn", "ebm"])
+def test_a_bf16_run_samples_with_its_net_in_bf16_and_its_sampler_in_fp32(method):
+    """Sampling runs the net in the precision the run trained in (under its autocast, as
+    scripts/benchmark.py times it), the sampler's arithmetic in fp32: the net's outputs are bf16,
+    and the samples differ from the same weights' fp32 samples by bf16's rounding only."""
+    def built(precision):
+        torch.manual_seed(0)
+        m = attending_denoiser(method, precision=precision, sampler={"name": "heun", "steps": 4})
+        g = torch.Generator().manual_seed(2)  # the same weights in both, none at 0 (the output layer starts there)
+        with torch.no_grad():
+            for p in m.denoiser(ema=True).net.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+        return m
+
+    fp32, bf16 = built("fp32"), built("bf16")
+    seen = []
+    bf16.denoiser(ema=True).net.register_forward_hook(lambda mod, args, out: seen.append((args[0].dtype, out.dtype)))
+    z = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    a, b = fp32.sample(6, latents=z), bf16.sample(6, latents=z)
+    assert seen and set(seen) == {(torch.float32, torch.bfloat16)}  # the sampler's state stays fp32
+    err = (a - b).abs().max().item()
+    assert 0 < err < 0.05, err

@@ -127,6 +127,13 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
         assert guided[4] == by_name[f"{method}_dpm20"][4]  # the same run's steps
         assert guided[14] == "–"  # not the unguided model's density
     assert "; teacher dae: fashion_mnist_dae_cpu.yaml" in by_name["dde"][2]  # distils the DAE rows' run
+    for row in ROWS:  # a denoising net samples in its run's precision, and its sampler's label says so
+        if row.run is None:
+            continue
+        trained = json.loads((out / "runs" / row.run / "results_training.json").read_text())["precision"]
+        denoiser = not row.method.startswith(("gan", "dde"))
+        said = re.search(r", net in (\w+)$", by_name[row.name][6])
+        assert (said.group(1) if said else "fp32") == (trained if denoiser else "fp32"), row.name
     text = (out / "docs" / "results.md").read_text()
     assert "test accuracy" in text and "best diagonal Gaussian" in text
     conditional = [line for line in text.split("Class-conditional rows")[1].splitlines()
