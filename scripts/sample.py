@@ -7,7 +7,8 @@
     python scripts/sample.py --checkpoint ... --out classes.png --class all             # one row per class
     python scripts/sample.py --checkpoint ... --out fill.png --inpaint right --n 8      # complete test images
 
-Trailing key=value overrides change the checkpoint's config for sampling (e.g. the sampler).
+Trailing key=value overrides change the checkpoint's config for sampling (e.g. the sampler; a
+denoising net samples in its run's precision, and precision=fp32 samples a bf16 run in fp32).
 --class takes a class (its index or, for data that names them, its name: --class Sneaker), a
 comma-separated list (one row each) or "all"; --guidance is classifier-free
 guidance's w (0 unconditional, 1 conditional; a denoising model's). --inpaint MASK completes the first
