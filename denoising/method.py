@@ -297,7 +297,7 @@ class DenoisingMethod(Method):
                                     self.noise.inpaint_guidance)
                 with self.autocast():  # the net in the run's precision; the sampler's arithmetic in fp32
                     x = sampler(fn, chunk * self.sigmas[0], settings, schedule, generator, progress)
-                    out.append(fn.complete(x) if inpaint is not None else x)
+                out.append(fn.complete(x) if inpaint is not None else x)
             return torch.cat(out).float()
         finally:
             D.net.train(was_training)
