@@ -13,8 +13,8 @@ The reference is the data set the model was trained on (the checkpoint's data co
 images, statistics cached per data set and extractor). Prints one JSON object, writes it to --json,
 and adds eval/<extractor>/<metric> scalars at the checkpoint's step to the run's tb/ directory.
 Trailing key=value overrides change how a checkpoint samples (its sampler and the sampler's
-settings, or precision=fp32 for a bf16 run's denoising net, as for sample.py); scores under overrides are not added to TensorBoard, whose curves hold
-the run's own sampler.
+settings, or precision=fp32 for a bf16 run's denoising net, as for sample.py); scores under
+overrides are not added to TensorBoard, whose curves hold the run's own sampler.
 
 A class-conditional model draws its samples with balanced classes and is also scored per class:
 conditional accuracy (the agreement of a classifier of this data set, --features classifier:PATH,
