@@ -144,3 +144,24 @@ def test_guidance_in_an_interval_samples_eagerly_where_capture_is_asked(fashion_
     assert replays[0] == 0 and bool(torch.isfinite(x).all())
     nfe = method.noise.sampler.nfe(method.schedule())
     assert sum(rows) // 2 == method.evaluations_per_sample() and nfe < sum(rows) // 2 < 2 * nfe
+
+
+def test_a_bf16_net_samples_captured_as_it_samples_eagerly(fashion_root, replays):
+    """A bf16 run's net samples under bf16 autocast, whose cache of cast weights is off while steps
+    are captured (engine/runtime.py): captured Langevin draws eager Langevin's samples, up to bf16's
+    rounding of σ given as a device scalar rather than a number."""
+    from data import DataInfo
+    from engine import build
+
+    def sampled(graphed: bool):
+        torch.manual_seed(0)
+        cfg = quick_config("ncsn_fashion.yaml", f"data.root={fashion_root}", "ncsn.sigma_max=5", "precision=bf16",
+                           "ncsn.sampler.steps=2", f"train.cuda_graph={str(graphed).lower()}")
+        method = build(cfg, "cuda", info=DataInfo("fashion_mnist", (1, 28, 28), 10))
+        dtypes = set()
+        method.nets["net"].register_forward_hook(lambda m, args, out: dtypes.add(out.dtype))
+        return method.sample(8, torch.Generator("cuda").manual_seed(0), ema=False), dtypes
+
+    (eager, eager_dtypes), (graphed, graphed_dtypes) = sampled(False), sampled(True)
+    assert replays[0] > 0 and eager_dtypes == graphed_dtypes == {torch.bfloat16}
+    assert torch.isfinite(graphed).all() and (eager - graphed).abs().max() < 0.05
