@@ -94,7 +94,7 @@ def markdown_rows(text: str) -> list[list[str]]:
 
 
 def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
-    from results import AUTOGUIDE, GUIDANCE, GUIDE_MINUTES, ROWS
+    from results import AUTOGUIDE, CONDITIONAL_SAMPLER, GUIDANCE, GUIDE_MINUTES, ROWS
     out, _ = smoke
     rows = table_rows(out / "docs" / "results.md")
     header, body = rows[0], rows[1:]
@@ -139,10 +139,14 @@ def test_results_smoke_writes_a_well_formed_table_and_a_grid_per_row(smoke):
     conditional = [line for line in text.split("Class-conditional rows")[1].splitlines()
                    if line.startswith("| dae_conditional_w")]
     assert [line.split(" | ")[0][2:] for line in conditional] == [f"dae_conditional_w{w:g}" for w in GUIDANCE]
-    for w, line in zip(GUIDANCE, conditional):  # accuracy in [0, 1]; guided rows (w ∉ {0, 1}) cost twice the NFE
+    # the conditional DAE under its sampler: the unconditional DAE's NFE there, twice it where guided (w ∉ {0, 1})
+    label = CONDITIONAL_SAMPLER[0]
+    unguided = next(r[7] for r in body if r[1] == "dae" and r[6].startswith(label))
+    for w, line in zip(GUIDANCE, conditional):  # accuracy in [0, 1]
         cells = line.strip("|").split("|")
         assert 0 <= float(cells[3]) <= 1
-        assert cells[2].strip() == ("35" if w in (0, 1) else "70")
+        assert cells[2].strip() == (unguided if w in (0, 1) else str(2 * int(unguided)))
+        assert by_name[f"dae_conditional_w{w:g}"][6].startswith(f"{label}, uniform classes, guidance w = {w:g}")
     inpainting = [line for line in text.splitlines() if line.startswith("| inpaint_dae_")]
     assert len(inpainting) == 3 and all(re.search(r"\| \d+\.\d\d \| \d+\.\d\d \(k 4\) \| \d+\.\d\d \| \d+\.\d\d \|", line)
                                              for line in inpainting)
