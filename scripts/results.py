@@ -150,6 +150,11 @@ SAMPLER_ROWS = [
 ]
 
 
+def sampler_row(suffix: str) -> tuple[str, dict]:
+    """The (label, settings) of SAMPLER_ROWS' row `suffix`, for rows that sample as it does."""
+    return next((label, settings) for s, label, settings in SAMPLER_ROWS if s == suffix)
+
+
 def sampler_overrides(method: str, settings: dict) -> list[str]:
     return [f"{method}.sampler={settings['name']}"] + [f"{method}.sampler.{k}={v}" for k, v in settings.items()
                                                        if k != "name"]
@@ -204,7 +209,7 @@ GUIDANCE = (0, 0.5, 1, 1.5, 2, 3, 4)  # classifier-free guidance weights of the 
 # 2026-12-06; the table's protocol), Heun 18 → DPM 20, KID ×10³: w 1 286 ± 50 → 82 ± 26, w 1.5 52 ± 21 →
 # 6 ± 12, w 2 8 ± 12 → 40 ± 22, w 4 164 → 304; the seven rows' sampling 381 → 225 s. The best weight moves
 # from 2 to 1.5 (precision 0.843 → 0.888, recall 0.662 → 0.669, conditional accuracy 0.971 → 0.962).
-CONDITIONAL_SAMPLER = ("DPM-Solver++(2M) SDE, 20 levels", {"name": "dpmpp_2m_sde", "steps": 20})
+CONDITIONAL_SAMPLER = sampler_row("dpm20")
 
 
 def guided_row(sampler: tuple[str, dict], w: float, interval: tuple[float, float] | None = None) -> Row:
@@ -269,7 +274,7 @@ CIFAR10_RUNS = {
 # on the DAE, 787 against 587 on NCSN; full churn 609 against defaults 585), so it has no row here.
 CIFAR10_AUTOGUIDE_WEIGHT = 1.25
 # The sampler of CIFAR-10's guided rows, autoguided and class-conditional: Heun at 10 levels
-CIFAR10_HEUN10 = ("Heun, 10 levels", {"name": "heun", "steps": 10})
+CIFAR10_HEUN10 = sampler_row("heun19")
 # Classifier-free guidance weights of the conditional DAE's rows, at the autoguided rows' budget (Heun at 10
 # levels: 19 evaluations a sample, 38 where w is neither 0 nor 1 and both the conditional and the
 # unconditional net run). w 4 added after a check on the 2026-12-05 table's run (evaluate.py, training
@@ -301,11 +306,10 @@ CIFAR10_AUTOGUIDE_INTERVAL, CIFAR10_AUTOGUIDE_INTERVAL_WEIGHT = (0, 1), 1.5
 
 
 def cifar10_denoising_rows(method: str) -> list[Row]:
-    label, heun10 = CIFAR10_HEUN10
-    return [*(Row(f"{method}_{suffix}", method, method, label, sampler_overrides(method, settings))
-              for suffix, label, settings in SAMPLER_ROWS if suffix == "heun35"),
-            autoguided_row(method, CIFAR10_AUTOGUIDE_WEIGHT, "heun19", label, heun10),
-            autoguided_row(method, CIFAR10_AUTOGUIDE_INTERVAL_WEIGHT, "heun19", label, heun10,
+    (label35, heun35), (label10, heun10) = sampler_row("heun35"), CIFAR10_HEUN10
+    return [Row(f"{method}_heun35", method, method, label35, sampler_overrides(method, heun35)),
+            autoguided_row(method, CIFAR10_AUTOGUIDE_WEIGHT, "heun19", label10, heun10),
+            autoguided_row(method, CIFAR10_AUTOGUIDE_INTERVAL_WEIGHT, "heun19", label10, heun10,
                            CIFAR10_AUTOGUIDE_INTERVAL)]
 
 
