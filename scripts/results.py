@@ -130,6 +130,13 @@ RUNS = {
 # the sampler's defaults (churn 5 from σ 0.05; configs/fashion_mnist_dae_cpu.yaml says more). Not for
 # CIFAR-10 (CIFAR10_SAMPLER_ROWS), where it measured worse.
 FULL_CHURN = {"churn": 40, "tmin": 0}
+
+
+def dpm(levels: int) -> tuple[str, dict]:
+    """The (label, settings) of DPM-Solver++(2M) SDE at `levels` levels, one evaluation a level."""
+    return f"DPM-Solver++(2M) SDE, {levels} levels", {"name": "dpmpp_2m_sde", "steps": levels}
+
+
 # Each fast sampler at two budgets, ≤ 50 and ≤ 20 network evaluations: (row suffix, label, settings).
 SAMPLER_ROWS = [
     ("heun35", "Heun, 18 levels", {"name": "heun", "steps": 18}),
@@ -142,8 +149,8 @@ SAMPLER_ROWS = [
     ("pc20", "predictor–corrector, 10 levels", {"name": "pc", "steps": 10}),
     ("anc50", "ancestral, 50 levels", {"name": "ancestral", "steps": 50}),
     ("anc20", "ancestral, 20 levels", {"name": "ancestral", "steps": 20}),
-    ("dpm50", "DPM-Solver++(2M) SDE, 50 levels", {"name": "dpmpp_2m_sde", "steps": 50}),
-    ("dpm20", "DPM-Solver++(2M) SDE, 20 levels", {"name": "dpmpp_2m_sde", "steps": 20}),
+    ("dpm50", *dpm(50)),
+    ("dpm20", *dpm(20)),
     # Xu et al.'s CIFAR-10 EDM setting: two restarts from σ 0.14 to 0.30, 3 levels back down each
     ("rs43", "Restart, 18 levels + 2 restarts on [0.14, 0.30]", {"name": "restart", "steps": 18}),
     ("rs19", "Restart, 6 levels + 2 restarts on [0.14, 0.30]", {"name": "restart", "steps": 6}),
@@ -199,8 +206,7 @@ def autoguided_row(method: str, w: float, suffix: str, label: str, settings: dic
 
 def autoguided_rows(method: str) -> list[Row]:
     w, levels = AUTOGUIDE[method]
-    return [autoguided_row(method, w, f"dpm{steps}", f"DPM-Solver++(2M) SDE, {steps} levels",
-                           {"name": "dpmpp_2m_sde", "steps": steps}) for steps in (levels, 10)]
+    return [autoguided_row(method, w, f"dpm{steps}", *dpm(steps)) for steps in (levels, 10)]
 
 
 GUIDANCE = (0, 0.5, 1, 1.5, 2, 3, 4)  # classifier-free guidance weights of the conditional DAE's rows
