@@ -223,12 +223,25 @@ class DDEConfig:
     # mean|G(z) − D_p|, differentiated through both densities' inputs as well (α = sid_alpha)
     g_loss: Literal["integral_kl", "dmd", "sid"] = "integral_kl"
     sid_alpha: float = 1.2
+    # DMD's regression loss (Yin et al. 2024), with dde.teacher and a denoiser generator: at step 0 the
+    # teacher's probability-flow ODE (DPM-Solver++(2M), η 0, on regression_steps of EDM's levels over its
+    # σ range) carries
+    # regression_pairs noises z from σ_max·z to images y, and every step adds regression·½‖G(z) − y‖²
+    # (summed over pixels, a batch of pairs as large as the training batch), which ties G's map to the
+    # teacher's and so keeps its modes. 0: off. Drawing the pairs counts in train.max_minutes
+    regression: float = 0.0
+    regression_pairs: int = 2000
+    regression_steps: int = 20
 
     def check(self, path):
         require_positive(self, path, "sigma", "sigma_data")
         require(self.sigma_max is None or self.sigma_max > self.sigma,
                 f"{path}.sigma_max: must exceed sigma ({self.sigma}), or null for one smoothing level")
         require(self.q_steps >= 1, f"{path}.q_steps: must be >= 1")
+        require(self.regression >= 0, f"{path}.regression: must be >= 0 (0 turns it off), got {self.regression}")
+        require(self.regression_pairs >= 1, f"{path}.regression_pairs: must be >= 1, got {self.regression_pairs}")
+        require(self.regression_steps >= 2, f"{path}.regression_steps: must be >= 2 (σ_max and σ_min), got "
+                                            f"{self.regression_steps}")
 
 
 # Sampler settings were once keys of the method's section; configs and checkpoints written then still load.

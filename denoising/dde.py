@@ -43,6 +43,13 @@ small. `sid` is SiD's loss (Zhou et al. 2024), with g = D_p − D_q and r = D_p 
 
 differentiated through both densities' inputs as well (their weights stopped): one more backward pass
 through each density, no weight gradients.
+
+`dde.regression` > 0 adds DMD's regression loss (Yin et al. 2024): at a fresh run's step 0 the teacher's
+probability-flow ODE (DPM-Solver++(2M) with no fresh noise: deterministic) carries N fixed noises z, drawn from the run's seed, from
+σ_max·z to images y(z), and each step adds λ·½‖G(z) − y(z)‖² on a batch of those pairs. The KL terms
+match G's density to the teacher's whatever G's map is, and can let it drop modes; the regression ties
+the map itself to the teacher's, which covers them. (DMD measures the gap with LPIPS; this is the plain
+squared error.) The targets are saved with the checkpoint, so a resumed run regresses on the same ones.
 """
 from __future__ import annotations
 
@@ -51,7 +58,7 @@ import copy
 import torch
 
 from common.checkpoint import load_checkpoint, state_dict_mismatch
-from common.errors import ConfigError, UserError
+from common.errors import CheckpointError, ConfigError, UserError
 from common.method import GeneratorMethod, require_arch_fits_data
 from common.registry import lookup, register
 from common.schema import require_square
@@ -62,7 +69,8 @@ from . import architectures  # noqa: F401  (registers the density networks' arch
 from .config import DDEConfig, DDEModelConfig, DDEOptimConfig
 from .denoiser import Denoiser, per_example
 from .losses import dsm_loss
-from .schedule import log_uniform
+from .samplers import DPMSolverSettings, Schedule
+from .schedule import geometric_sigmas, log_uniform
 
 
 @register("generator_arch", "dcgan")
@@ -102,8 +110,8 @@ def denoiser_generator(m: DDEModelConfig, info) -> torch.nn.Module:
 
 
 def teacher_weights(path, info, sigma_data: float) -> tuple[dict, dict]:
-    """dde.teacher's network weights (its EMA average where it has one) and model section, checked to
-    be a DAE of this data's shape and σ_d; anything else is one line naming the key."""
+    """dde.teacher's network weights (its EMA average where it has one) and config, checked to be a
+    DAE of this data's shape and σ_d; anything else is one line naming the key."""
     fix = "name a DAE checkpoint trained on this data (scripts/train.py --config configs/<data>_dae*.yaml)"
     try:
         ckpt = load_checkpoint(path, missing=f"train the teacher first, or {fix}")
@@ -120,7 +128,7 @@ def teacher_weights(path, info, sigma_data: float) -> tuple[dict, dict]:
     ema = state.get("ema", {}).get("net")
     weights = ({k.removeprefix("module."): v for k, v in ema.items() if k != "n_averaged"} if ema else
                {k.removeprefix("net."): v for k, v in state["nets"].items()})
-    return weights, cfg["model"]
+    return weights, cfg
 
 
 def build_generator(m: DDEModelConfig, info) -> torch.nn.Module:
@@ -151,6 +159,9 @@ class DDE(GeneratorMethod):
         if d.g_loss != "integral_kl" and d.parametrization != "direct":
             raise ConfigError(f"dde.g_loss: {d.g_loss} is written in the two denoisers D_p, D_q; set "
                               "dde.parametrization=direct (or dde.g_loss=integral_kl)")
+        if d.regression and not (d.teacher and cfg.model.g_arch == "denoiser"):
+            raise ConfigError("dde.regression: regresses a denoiser generator's G(z) on the teacher's ODE from "
+                              "σ_max·z; set dde.teacher=PATH and model.g_arch=denoiser, or dde.regression=0")
 
     def __init__(self, cfg, info, device, runtime=None):
         super().__init__(cfg, info, device, runtime)
@@ -171,13 +182,15 @@ class DDE(GeneratorMethod):
         d = cfg.dde  # the smoothing range, σ_hi > σ_lo as the σ samplers read a ladder; None: one level
         self.smoothing_range = (None if d.sigma_max is None
                                 else torch.tensor([d.sigma_max, d.sigma], device=self.device))
+        self.pairs = None  # dde.regression's (z, y(z)): drawn by warm_start, or loaded with the checkpoint
 
     def warm_start(self):
         """At a fresh run's step 0, with dde.teacher: p̃ becomes the teacher DAE's (EMA) denoiser, q̃ and
         a denoiser generator its copies. A teacher that does not fit is one line naming the key."""
         if not self.cfg.dde.teacher:
             return
-        weights, model = teacher_weights(self.cfg.dde.teacher, self.info, self.cfg.dde.sigma_data)
+        weights, teacher = teacher_weights(self.cfg.dde.teacher, self.info, self.cfg.dde.sigma_data)
+        model = teacher["model"]
         try:
             self.nets["p"].load_state_dict(weights)
         except RuntimeError as e:
@@ -190,6 +203,48 @@ class DDE(GeneratorMethod):
             self.nets["G"].denoiser.net.load_state_dict(weights)
         for name, avg in self.ema.items():
             avg.module.load_state_dict(self.nets[name].state_dict())
+        if self.cfg.dde.regression:
+            self.pairs = self.regression_latents(), self.teacher_ode(teacher["dae"])
+
+    def regression_latents(self) -> torch.Tensor:
+        """dde.regression's N noises z: one seeded CPU draw, the same on every rank and machine."""
+        g = torch.Generator().manual_seed(self.cfg.seed)
+        return torch.randn(self.cfg.dde.regression_pairs, *self.nets["G"].latent_shape, generator=g).to(self.device)
+
+    @torch.no_grad()
+    def teacher_ode(self, teacher: dict, batch: int = 500) -> torch.Tensor:
+        """y(z) for regression_latents(): DPM-Solver++(2M) on the probability-flow ODE of p̃ (the teacher's
+        denoiser; η = 0: no fresh noise) from σ_max·z, on dde.regression_steps of EDM's levels over the
+        teacher's σ range (or its ladder, where it was trained on the ladder's levels only), as the teacher
+        samples; the net in the run's precision, the ODE's arithmetic in fp32."""
+        sigmas = geometric_sigmas(teacher["sigma_max"], teacher["sigma_min"], teacher["num_scales"])
+        schedule = Schedule.of(sigmas.to(self.device, torch.float32), teacher["sigma_sampling"],
+                               conditional=True)  # p̃ reads σ (a teacher needs a range dde.sigma_max)
+        settings = DPMSolverSettings("dpmpp_2m_sde", self.cfg.dde.regression_steps, eta=0.0)
+        ode = lookup("sampler", settings.name)
+        net = self.nets["p"]
+        D, was_training = Denoiser(net, "direct", self.cfg.dde.sigma_data), net.training
+        net.eval()
+        try:
+            with self.autocast():
+                return torch.cat([ode(D, z * schedule.sigmas[0], settings, schedule).float()
+                                  for z in self.regression_latents().split(batch)])
+        finally:
+            net.train(was_training)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        return state if self.pairs is None else {**state, "regression_targets": self.pairs[1].cpu()}
+
+    def load_state_dict(self, state: dict, weights_only: bool = False) -> list[str]:
+        """As every method's, and dde.regression's targets y(z) (z is redrawn from the seed)."""
+        changes = super().load_state_dict(state, weights_only)
+        if self.cfg.dde.regression and not weights_only:
+            if "regression_targets" not in state:
+                raise CheckpointError("dde.regression: the checkpoint has no regression targets (it was trained "
+                                      "without them); resume it with dde.regression=0, or start a new run")
+            self.pairs = self.regression_latents(), state["regression_targets"].to(self.device)
+        return changes
 
     @staticmethod
     def density_config(cfg) -> DDEModelConfig:
@@ -238,9 +293,18 @@ class DDE(GeneratorMethod):
         return self.optimizer_step(opt, objective, self.micro_batches(batch), "G", "p", "q")
 
     def objective(self, x, P, Q):
-        """L = DSM_p(x) + DSM_q(sg(G(z))) + KL_sg(x̃) and its terms (module docstring)."""
+        """L = DSM_p(x) + DSM_q(sg(G(z))) + KL_sg(x̃) (+ λ·½‖G(z) − y(z)‖² on regression pairs) and its
+        terms (module docstring)."""
         n, weighting = x.shape[0], self.cfg.dde.weighting
-        x_fake = self.training_net("G")(self.sample_latents(n))
+        z = self.sample_latents(n)
+        if self.pairs is not None:  # a batch of regression pairs through the same forward pass
+            chosen = torch.randint(len(self.pairs[0]), (n,), device=self.device)
+            z = torch.cat([z, self.pairs[0][chosen]])
+        x_fake = self.training_net("G")(z)
+        reg = {}
+        if self.pairs is not None:
+            x_fake, mapped = x_fake[:n], x_fake[n:]
+            reg = {"regression": 0.5 * (mapped.float() - self.pairs[1][chosen]).pow(2).flatten(1).sum(1).mean()}
         # with a teacher, p̃ is fixed: no DSM of the data
         dsm_p = {} if self.cfg.dde.teacher else {"dsm_p": dsm_loss(P, x, self.smoothing(n), weighting).mean()}
         dsm_q = dsm_loss(Q, x_fake.detach(), self.smoothing(n), weighting).mean()
@@ -248,8 +312,8 @@ class DDE(GeneratorMethod):
         x_noisy = x_fake + per_example(sigma, x_fake) * torch.randn_like(x_fake)
         P_sg, Q_sg = (Denoiser(frozen(d.net), d.parametrization, d.sigma_data) for d in (P, Q))
         g_loss, g_stats = self.kl(x_noisy, sigma, P_sg, Q_sg, x_fake)
-        total = sum(dsm_p.values(), dsm_q + g_loss)
-        stats = {k: v.detach() for k, v in {**dsm_p, "dsm_q": dsm_q}.items()}
+        total = sum(dsm_p.values(), dsm_q + g_loss) + self.cfg.dde.regression * reg.get("regression", 0)
+        stats = {k: v.detach() for k, v in {**dsm_p, "dsm_q": dsm_q, **reg}.items()}
         return total, {**stats, **g_stats}
 
     @staticmethod

@@ -178,10 +178,8 @@ class DenoisingMethod(Method):
         return torch.randn(n, *self.info.shape, device=self.device, generator=generator)
 
     def schedule(self) -> Schedule:
-        """What every sampler is told of this model: its ladder, and whether its net knows only the
-        ladder's levels (σ-conditional and trained on them)."""
-        on_ladder = getattr(lookup("sigma_sampling", self.noise.sigma_sampling), "on_ladder", False)
-        return Schedule(self.sigmas, on_ladder and self.cfg.model.conditional, self.cfg.train.cuda_graph)
+        """What every sampler is told of this model (Schedule.of)."""
+        return Schedule.of(self.sigmas, self.noise.sigma_sampling, self.cfg.model.conditional, self.cfg.train.cuda_graph)
 
     def require_used(self, keys):
         """A sampler setting the sampler ignores for this model (its `unused(schedule)`: e.g. `steps`

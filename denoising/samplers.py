@@ -32,7 +32,7 @@ from typing import Literal, Optional
 import torch
 
 from common.graphs import GraphedInPlace
-from common.registry import register
+from common.registry import lookup, register
 from common.schema import require, require_positive
 from common.signals import stoppable
 from .schedule import edm_sigmas, langevin_step_size
@@ -250,6 +250,13 @@ class Schedule:
     sigmas: torch.Tensor       # the trained ladder σ_1 > … > σ_L, on the device
     on_ladder: bool            # a σ-conditional net trained on the ladder's levels only
     cuda_graph: bool = False   # capture repeated steps as one CUDA graph (train.cuda_graph)
+
+    @classmethod
+    def of(cls, sigmas: torch.Tensor, sigma_sampling: str, conditional: bool, cuda_graph: bool = False) -> Schedule:
+        """What every sampler is told of a model: its ladder, and whether its net knows only the
+        ladder's levels (σ-conditional and trained on them, by `sigma_sampling`)."""
+        on_ladder = getattr(lookup("sigma_sampling", sigma_sampling), "on_ladder", False)
+        return cls(sigmas, on_ladder and conditional, cuda_graph)
 
     @property
     def sigma_max(self) -> float:

@@ -62,8 +62,10 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
     if resume:
         step, trained_s = resume_from(run, cfg, dataset, method, stream, ctx)
     else:
-        step, trained_s = 0, 0.0
+        step, trained_s, started = 0, 0.0, time.monotonic()
         method.warm_start()  # weights from another run, where the method takes any (DDE's dde.teacher)
+    # the warm start's time is training time (train.max_minutes): DDE's regression pairs are drawn there
+    warm_s = 0.0 if resume else time.monotonic() - started
     if ctx.enabled:
         method.distribute()
     if ctx.main:
@@ -86,8 +88,8 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
         evaluate = TrainingEvaluator(cfg, dataset, device)
     meter, last, scale = Meter(), {}, {}
     over_minutes = cfg.optim.schedule_over == "minutes"
-    clock = Clock(trained_s, whole_run=over_minutes)
-    tick = clock.start
+    clock = Clock(trained_s, whole_run=over_minutes, spent=warm_s)
+    tick = clock.start + warm_s  # images/s: of the steps only
     tick_step, saved_step, checked_step = step, step, step
     images_per_step = t.batch_size * method.batches_per_step
     bar = tqdm(total=t.steps, initial=step, dynamic_ncols=True, mininterval=1.0, desc=cfg.method,
@@ -335,8 +337,9 @@ class Clock:
     checkpoint, plus this one). train.max_minutes budgets each session, or the whole run when the
     learning-rate schedule runs over it (optim.schedule_over: minutes), as train.steps does."""
 
-    def __init__(self, before: float = 0.0, whole_run: bool = False):
-        self.before, self.whole_run, self.start = before, whole_run, time.monotonic()
+    def __init__(self, before: float = 0.0, whole_run: bool = False, spent: float = 0.0):
+        """`before`: the run's earlier sessions; `spent`: seconds of this session already trained."""
+        self.before, self.whole_run, self.start = before, whole_run, time.monotonic() - spent
 
     def session(self) -> float:
         return time.monotonic() - self.start

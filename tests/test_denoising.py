@@ -475,6 +475,53 @@ def test_dde_teacher_must_fit_the_densities(fashion_root, tmp_path):
             m.warm_start()
 
 
+def test_dde_regression_pairs_are_the_teachers_ode_and_its_loss_is_dmds(fashion_root, tmp_path):
+    """dde.regression (DMD's regression loss): warm_start draws z from the run's seed and y(z) by
+    DPM-Solver++(2M) on the teacher's ODE from σ_max·z, the images the teacher DAE's own sampler gives for
+    those z at η 0; the
+    loss is λ·½‖G(z) − y(z)‖² on a batch of pairs: pairs G already maps exactly cost nothing, and on one
+    pair the generator's gradient moves by Δλ times that pair's ∇½‖G(z) − y‖²; a run with pairs saves
+    them and resumes to the same state."""
+    teacher_path = train_dae_teacher(fashion_root, tmp_path / "teacher", "dae.sigma_sampling=log_normal")
+    teacher, _ = load_method(teacher_path, "cpu", ["dae.sampler=dpmpp_2m_sde", "dae.sampler.steps=3",
+                                                   "dae.sampler.eta=0"])
+    over = [f"data.root={fashion_root}", f"dde.teacher={teacher_path}", "dde.regression_steps=3"]
+
+    def dde(weight, pairs=5):
+        m = build(quick_config("dde_fashion.yaml", *over, f"dde.regression={weight}",
+                               f"dde.regression_pairs={pairs}"), "cpu", info=teacher.info)
+        m.warm_start()
+        for weight in m.nets["q"].parameters():  # q̃ ≠ p̃, so that the KL moves G too
+            weight.data += 0.01 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(weight.numel()))
+        return m
+
+    m = dde(2.0)
+    z, y = m.pairs
+    assert torch.equal(z, torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    assert torch.allclose(y, teacher.sample(5, latents=z), atol=1e-5) and y.std() > 0.1
+
+    def step(m):
+        torch.manual_seed(1)
+        total, stats = m.objective(torch.rand(8, 1, 28, 28) * 2 - 1, m.density("p"), m.density("q"))
+        return torch.autograd.grad(total, list(m.nets["G"].parameters())), stats
+
+    with torch.no_grad():
+        m.pairs = z, m.nets["G"](z)
+    assert step(m)[1]["regression"] < 1e-8  # each z with its own image: nothing to regress
+    (low, stats), (high, _) = step(dde(0.5, pairs=1)), step(m := dde(2.0, pairs=1))
+    z, y = m.pairs
+    want = torch.autograd.grad(0.5 * (m.nets["G"](z) - y).pow(2).sum(), list(m.nets["G"].parameters()))
+    assert stats["regression"] > 1
+    for a, b, w in zip(high, low, want):
+        assert torch.allclose(a - b, 1.5 * w, rtol=1e-4, atol=1e-7)
+    train_straight_and_resumed("dde_fashion.yaml", [*over, "dde.regression=1", "dde.regression_pairs=5"], tmp_path, 2)
+    at, state = assert_same_state(tmp_path / "straight", tmp_path / "split")
+    targets = next(v for k, v in state.items() if k.endswith("state.regression_targets"))
+    assert at == 4 and torch.allclose(targets, dde(1.0).pairs[1])
+    resumed, _ = load_method(tmp_path / "split" / "checkpoints" / "last.pt", "cpu")
+    assert resumed.pairs is None  # loaded to sample: no targets held
+
+
 @pytest.mark.parametrize("method", ["dae", "ncsn", "ebm"])
 def test_a_bf16_run_samples_with_its_net_in_bf16_and_its_sampler_in_fp32(method):
     """Sampling runs the net in the precision the run trained in (under its autocast, as

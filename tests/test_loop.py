@@ -135,6 +135,17 @@ def test_wall_time_budget_checkpoints_and_stops(fashion_root, tmp_path):
     assert (tmp_path / "samples" / "step_0000001.png").is_file()
 
 
+def test_the_warm_start_is_training_time(fashion_root, tmp_path, monkeypatch):
+    """A fresh run's warm start (where DDE draws its regression pairs from the teacher) counts as training:
+    in the run's seconds, and so in train.max_minutes; a resumed run has none."""
+    from common.method import Method
+    monkeypatch.setattr(Method, "warm_start", lambda self: time.sleep(0.5))
+    summary = train(fashion(fashion_root, "train.steps=2"), tmp_path)
+    assert summary["seconds"] >= 0.5 and load_checkpoint(tmp_path / "checkpoints" / "last.pt")["seconds"] >= 0.5
+    summary = train(fashion(fashion_root, "train.steps=4"), tmp_path, resume=True)
+    assert summary["seconds"] < 0.5
+
+
 def test_periodic_checkpoints_are_kept(fashion_root, tmp_path):
     train(fashion(fashion_root, "train.keep_every=4"), tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
