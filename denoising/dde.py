@@ -45,11 +45,12 @@ differentiated through both densities' inputs as well (their weights stopped): o
 through each density, no weight gradients.
 
 `dde.regression` > 0 adds DMD's regression loss (Yin et al. 2024): at a fresh run's step 0 the teacher's
-probability-flow ODE (DPM-Solver++(2M) with no fresh noise: deterministic) carries N fixed noises z, drawn from the run's seed, from
-σ_max·z to images y(z), and each step adds λ·½‖G(z) − y(z)‖² on a batch of those pairs. The KL terms
-match G's density to the teacher's whatever G's map is, and can let it drop modes; the regression ties
-the map itself to the teacher's, which covers them. (DMD measures the gap with LPIPS; this is the plain
-squared error.) The targets are saved with the checkpoint, so a resumed run regresses on the same ones.
+probability-flow ODE (DPM-Solver++(2M) with no fresh noise: deterministic) carries N fixed noises z,
+drawn from the run's seed, from σ_max·z to images y(z), and each step adds λ·½‖G(z) − y(z)‖² on a batch
+of those pairs. The KL terms match G's density to the teacher's whatever G's map is, and can let it drop
+modes; the regression ties the map itself to the teacher's, which covers them. (DMD measures the gap with
+LPIPS; this is the plain squared error.) The targets are saved with the checkpoint, so a resumed run
+regresses on the same ones.
 """
 from __future__ import annotations
 

@@ -179,7 +179,8 @@ class DenoisingMethod(Method):
 
     def schedule(self) -> Schedule:
         """What every sampler is told of this model (Schedule.of)."""
-        return Schedule.of(self.sigmas, self.noise.sigma_sampling, self.cfg.model.conditional, self.cfg.train.cuda_graph)
+        return Schedule.of(self.sigmas, self.noise.sigma_sampling, self.cfg.model.conditional,
+                           self.cfg.train.cuda_graph)
 
     def require_used(self, keys):
         """A sampler setting the sampler ignores for this model (its `unused(schedule)`: e.g. `steps`
