@@ -478,10 +478,9 @@ def test_dde_teacher_must_fit_the_densities(fashion_root, tmp_path):
 def test_dde_regression_pairs_are_the_teachers_ode_and_its_loss_is_dmds(fashion_root, tmp_path):
     """dde.regression (DMD's regression loss): warm_start draws z from the run's seed and y(z) by
     DPM-Solver++(2M) on the teacher's ODE from σ_max·z, the images the teacher DAE's own sampler gives for
-    those z at η 0; the
-    loss is λ·½‖G(z) − y(z)‖² on a batch of pairs: pairs G already maps exactly cost nothing, and on one
-    pair the generator's gradient moves by Δλ times that pair's ∇½‖G(z) − y‖²; a run with pairs saves
-    them and resumes to the same state."""
+    those z at η 0; the loss is λ·½‖G(z) − y(z)‖² on a batch of pairs: pairs G already maps exactly cost
+    nothing, and on one pair the generator's gradient moves by Δλ times that pair's ∇½‖G(z) − y‖²; a run
+    with pairs saves them and resumes to the same state."""
     teacher_path = train_dae_teacher(fashion_root, tmp_path / "teacher", "dae.sigma_sampling=log_normal")
     teacher, _ = load_method(teacher_path, "cpu", ["dae.sampler=dpmpp_2m_sde", "dae.sampler.steps=3",
                                                    "dae.sampler.eta=0"])
@@ -491,8 +490,8 @@ def test_dde_regression_pairs_are_the_teachers_ode_and_its_loss_is_dmds(fashion_
         m = build(quick_config("dde_fashion.yaml", *over, f"dde.regression={weight}",
                                f"dde.regression_pairs={pairs}"), "cpu", info=teacher.info)
         m.warm_start()
-        for weight in m.nets["q"].parameters():  # q̃ ≠ p̃, so that the KL moves G too
-            weight.data += 0.01 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(weight.numel()))
+        for w in m.nets["q"].parameters():  # q̃ ≠ p̃, so that the KL moves G too
+            w.data += 0.01 * torch.randn(w.shape, generator=torch.Generator().manual_seed(w.numel()))
         return m
 
     m = dde(2.0)
