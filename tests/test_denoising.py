@@ -519,6 +519,9 @@ def test_dde_regression_pairs_are_the_teachers_ode_and_its_loss_is_dmds(fashion_
     assert at == 4 and torch.allclose(targets, dde(1.0).pairs[1])
     resumed, _ = load_method(tmp_path / "split" / "checkpoints" / "last.pt", "cpu")
     assert resumed.pairs is None  # loaded to sample: no targets held
+    m = dde(1.0)  # a run saved without targets cannot be resumed with the regression on
+    with pytest.raises(CheckpointError, match="^dde.regression: the checkpoint has no regression targets"):
+        m.load_state_dict({k: v for k, v in m.state_dict().items() if k != "regression_targets"})
 
 
 @pytest.mark.parametrize("method", ["dae", "ncsn", "ebm"])
