@@ -225,10 +225,10 @@ class DDEConfig:
     sid_alpha: float = 1.2
     # DMD's regression loss (Yin et al. 2024), with dde.teacher and a denoiser generator: at step 0 the
     # teacher's probability-flow ODE (DPM-Solver++(2M), η 0, on regression_steps of EDM's levels over its
-    # σ range) carries
-    # regression_pairs noises z from σ_max·z to images y, and every step adds regression·½‖G(z) − y‖²
-    # (summed over pixels, a batch of pairs as large as the training batch), which ties G's map to the
-    # teacher's and so keeps its modes. 0: off. Drawing the pairs counts in train.max_minutes
+    # σ range) carries regression_pairs noises z from σ_max·z to images y, and every step adds
+    # regression·½‖G(z) − y‖² (summed over pixels, a batch of pairs as large as the training batch), which
+    # ties G's map to the teacher's and so keeps its modes. 0: off. Drawing the pairs counts in
+    # train.max_minutes. Measured on Fashion-MNIST: configs/fashion_mnist_dde_cpu.yaml
     regression: float = 0.0
     regression_pairs: int = 2000
     regression_steps: int = 20
