@@ -205,7 +205,8 @@ class DDE(GeneratorMethod):
         for name, avg in self.ema.items():
             avg.module.load_state_dict(self.nets[name].state_dict())
         if self.cfg.dde.regression:
-            self.pairs = self.regression_latents(), self.teacher_ode(teacher["dae"])
+            z = self.regression_latents()
+            self.pairs = z, self.teacher_ode(teacher["dae"], z)
 
     def regression_latents(self) -> torch.Tensor:
         """dde.regression's N noises z: one seeded CPU draw, the same on every rank and machine."""
@@ -213,8 +214,8 @@ class DDE(GeneratorMethod):
         return torch.randn(self.cfg.dde.regression_pairs, *self.nets["G"].latent_shape, generator=g).to(self.device)
 
     @torch.no_grad()
-    def teacher_ode(self, teacher: dict, batch: int = 500) -> torch.Tensor:
-        """y(z) for regression_latents(): DPM-Solver++(2M) on the probability-flow ODE of p̃ (the teacher's
+    def teacher_ode(self, teacher: dict, z: torch.Tensor, batch: int = 500) -> torch.Tensor:
+        """y(z) for the noises z: DPM-Solver++(2M) on the probability-flow ODE of p̃ (the teacher's
         denoiser; η = 0: no fresh noise) from σ_max·z, on dde.regression_steps of EDM's levels over the
         teacher's σ range (or its ladder, where it was trained on the ladder's levels only), as the teacher
         samples; the net in the run's precision, the ODE's arithmetic in fp32."""
@@ -228,8 +229,8 @@ class DDE(GeneratorMethod):
         net.eval()
         try:
             with self.autocast():
-                return torch.cat([ode(D, z * schedule.sigmas[0], settings, schedule).float()
-                                  for z in self.regression_latents().split(batch)])
+                return torch.cat([ode(D, part * schedule.sigmas[0], settings, schedule).float()
+                                  for part in z.split(batch)])
         finally:
             net.train(was_training)
 

@@ -61,11 +61,12 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
         seed_everything(cfg.seed + ctx.rank)  # but each rank its own noise
     if resume:
         step, trained_s = resume_from(run, cfg, dataset, method, stream, ctx)
+        warm_s = 0.0
     else:
         step, trained_s, started = 0, 0.0, time.monotonic()
         method.warm_start()  # weights from another run, where the method takes any (DDE's dde.teacher)
-    # the warm start's time is training time (train.max_minutes): DDE's regression pairs are drawn there
-    warm_s = 0.0 if resume else time.monotonic() - started
+        # its time is training time (train.max_minutes): DDE's regression pairs are drawn there
+        warm_s = time.monotonic() - started
     if ctx.enabled:
         method.distribute()
     if ctx.main:
