@@ -90,7 +90,9 @@ BUDGET = minutes_budget(12)
 # gave 279 ± 46, 265 ± 49 and 398 ± 64, a second 1.5-minute guide (seed 1, 744 steps) 303 ± 51; at width
 # 4 for 3 minutes 382 ± 53 (precision 0.41, recall 0.61). With the 1.5-minute guide w 1.5 and 2.5 gave 453
 # and 270 (recall 0.67), 20 levels 317: w 2 at 25 levels stays. DAE and NCSN keep 3: their 1.5-minute
-# guides (at AUTOGUIDE's w and levels) gave 69 ± 21 and 28 ± 11 against 30 ± 12 and 22 ± 10.
+# guides (at AUTOGUIDE's w and levels) gave 69 ± 21 and 28 ± 11 against 30 ± 12 and 22 ± 10. (The EBM's
+# sweeps were on its two-level net; the three-level one of its config since 2026-12-06 keeps w 2, 25 levels
+# and 1.5 minutes, unswept: its header has what its guides gave.)
 GUIDE_MINUTES = {"dae": 3, "ncsn": 3, "ebm": 1.5}
 # A guide's settings beyond its width: the EBM's guide keeps the learning rate 1e-3 its config trained
 # at before 2e-3 (a guide at 2e-3 guided worse: configs/fashion_mnist_ebm_cpu.yaml).
