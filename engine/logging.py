@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import yaml
@@ -17,6 +18,19 @@ from torch.utils.tensorboard.summary import hparams
 from common.errors import UserError
 from common.paths import require_writable, write_text_atomic
 from .run_dir import flatten
+
+
+def _quiet_tensorboard_worker(args, previous=threading.excepthook):
+    """threading.excepthook: TensorBoard's background event writer dying of an OSError (a full disk)
+    prints no traceback; the writer raises the same error again in the thread that writes next (its
+    add, flush or close), where it is one line (common/errors.py) or gives way to the run's own error
+    (RunLogger.finish)."""
+    if isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread":
+        return
+    previous(args)
+
+
+threading.excepthook = _quiet_tensorboard_worker
 
 
 class RunLogger:
@@ -84,6 +98,17 @@ class RunLogger:
     def close(self):
         if self.enabled:
             self.writer.close()
+
+    def finish(self, step: int, config: dict, failing: BaseException | None = None):
+        """The hyperparameters with this session's last values, then close, however the run ends. When
+        it ends by an error (`failing`), a write error of the logs themselves (TensorBoard's writer on
+        the disk that error filled) is dropped: it would replace the error that says what happened."""
+        try:
+            self.hparams(step, config)
+            self.close()
+        except OSError:
+            if failing is None:
+                raise
 
 
 

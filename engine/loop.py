@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -152,8 +153,7 @@ def run_training(cfg: Config, run: RunDir, resume: bool, device, ctx) -> dict:
                 raise Stopped(stop_message(stop.name, step, run), 128 + stop.signum)
         finally:
             bar.close()
-            logger.hparams(step, shown)  # with this session's last values, however it ends
-            logger.close()
+            logger.finish(step, shown, sys.exc_info()[1])  # however it ends; never hiding why it did
     distributed.barrier(ctx)
     return {"step": step, "run_dir": str(run.root), "metrics": last, "main": ctx.main,
             "seconds": clock.session(), "precision": method.runtime.precision}

@@ -82,6 +82,54 @@ def test_a_full_disk_at_a_checkpoint_keeps_the_last_one(fashion_root, tmp_path, 
     assert load_checkpoint(last)["step"] == 4 and not leftovers(tmp_path)
 
 
+def test_a_checkpoint_error_is_not_hidden_by_tensorboard_failing_on_the_same_full_disk(fashion_root, tmp_path,
+                                                                                      monkeypatch, disk, capsys):
+    """The disk fills during a checkpoint, and TensorBoard's writer, on the same disk, raises its own
+    ENOSPC when the run closes its logs: train.py still ends with the checkpoint's line and status 2."""
+    from engine.logging import RunLogger
+    from train import main
+    fill_after_step(monkeypatch, disk, 4, room=1000)
+
+    def hparams(self, step, config):  # where TensorBoard re-raises its writer thread's error
+        if disk["room"] is not None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(RunLogger, "hparams", hparams)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(ROOT / "configs/quick/gan_fashion.yaml"), "--run-dir", str(tmp_path / "run"),
+              f"data.root={fashion_root}", "train.steps=12", "train.ckpt_every=4", "train.sample_every=100"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert e.value.code == 2 and err[-1].startswith(f"error: could not write {tmp_path / 'run' / 'checkpoints'}"), err
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 4
+
+
+def test_tensorboards_writer_thread_dying_of_a_full_disk_prints_no_traceback(tmp_path, monkeypatch, capsys):
+    """engine.logging's threading.excepthook (pytest swaps in its own during a test: set here) keeps
+    TensorBoard's worker from printing a traceback; its error comes back once, as an OSError where the
+    run writes next (one line from the CLI). Another thread's exception still prints one."""
+    import threading
+    from tensorboard.summary.writer import record_writer
+    from engine.logging import RunLogger, _quiet_tensorboard_worker
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(threading, "excepthook", _quiet_tensorboard_worker)
+    logger = RunLogger(tmp_path)
+    monkeypatch.setattr(record_writer.RecordWriter, "write", full)
+    capsys.readouterr()
+    logger.scalars(1, {"x": 1.0})
+    with pytest.raises(OSError):
+        logger.writer.flush()
+    for thread in threading.enumerate():
+        if type(thread).__name__ == "_AsyncWriterThread":
+            thread.join(timeout=10)
+    assert "Traceback" not in capsys.readouterr().err
+    other = threading.Thread(target=full, args=(None, b""))
+    other.start()
+    other.join()
+    assert "OSError: [Errno 28]" in capsys.readouterr().err
+
+
 def test_a_full_disk_at_a_grid_leaves_no_empty_image(fashion_root, tmp_path, disk, capsys):
     train(quick_config("gan_fashion.yaml", f"data.root={fashion_root}"), tmp_path / "run")
     capsys.readouterr()
