@@ -4,6 +4,7 @@
     python scripts/results.py --reuse           # score the finished runs in --runs, train nothing
     python scripts/results.py --train-only      # train what is missing, score nothing
     python scripts/results.py --methods gan,dae --retrain   # train those again (their old runs are deleted)
+    python scripts/results.py --jobs 2          # train two runs at a time, each on half the threads
     python scripts/results.py --smoke --data-root FIXTURE --out /tmp/r   # a test: its runs go to /tmp/r/runs
     python scripts/results.py --data cifar10 --data-root ../shared/datasets/cifar10-jpeg   # the CIFAR-10 table
 
@@ -24,8 +25,10 @@ import dataclasses
 import functools
 import hashlib
 import json
+import multiprocessing
 import shutil
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -480,10 +483,38 @@ def train_run(name: str, cfg, args, teacher: dict | None = None) -> dict:
     done = {"run": name, "config": run.config, "config_digest": config_digest(ROOT / "configs" / run.config),
             "overrides": run.overrides,
             "seconds": summary["seconds"], "steps": summary["step"], "images": images,
-            "threads": torch.get_num_threads(), "precision": summary["precision"], "machine": args.machine,
+            "threads": torch.get_num_threads(), "precision": summary["precision"], "machine": args.trains_on,
             **({"smoke": True} if args.smoke else {}), **({"teacher": teacher_summary(teacher)} if run.teacher else {})}
     write_text_atomic(run_dir / "results_training.json", json.dumps(done, indent=1) + "\n")
     return done
+
+
+def train_runs(configs: dict, args) -> dict:
+    """Every run of `configs` (name → config) finished by train_run, a teacher before the runs that distil
+    it: one at a time on all the threads, or --jobs at a time, each in a process of its own on its share
+    of them (torch's intra-op threads; the machine's summary string says how they trained)."""
+    trained = {}
+    if args.jobs == 1:
+        for name, cfg in configs.items():
+            trained[name] = train_run(name, cfg, args, trained.get(teacher_of(name, args)))
+        return trained
+    waiting, running = dict(configs), {}
+    # spawn, not fork: a forked child inherits the parent's OpenMP pool and torch state half-made
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(args.job_threads,)) as pool:
+        while waiting or running:
+            for name in [n for n in waiting if teacher_of(n, args) in (None, *trained)]:
+                waiting.pop(name)  # checked here; built again there (a config's classes are made at run time)
+                running[pool.submit(train_in_worker, name, args, trained.get(teacher_of(name, args)))] = name
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:  # a run that failed fails the table, after the runs beside it finish
+                trained[running.pop(future)] = future.result()
+    return {name: trained[name] for name in configs}
+
+
+def train_in_worker(name: str, args, teacher: dict | None) -> dict:
+    """train_run in a --jobs process, from the run's config built again there."""
+    return train_run(name, run_config(name, args), args, teacher)
 
 
 def ensure_classifier(args, device) -> dict:
@@ -627,14 +658,14 @@ def training_machine(names, args) -> str:
     for name in names:
         path = Path(args.runs) / name / "results_training.json"
         done = json.loads(path.read_text()) if path.is_file() and name not in args.to_retrain else {}
-        where[name] = done.get("machine", args.machine)
+        where[name] = done.get("machine", args.trains_on)
     first = next(iter(where), None)
     other = next((name for name in where if where[name] != where[first]), None)
     if other:
         raise ConfigError(f"{Path(args.runs) / first} trained on {where[first]}, {Path(args.runs) / other} on "
                           f"{where[other]}: rows trained for equal minutes on different machines do not compare; "
                           f"pass --retrain (with --methods for the rows of the runs to train again) on one machine")
-    return where[first] if first else args.machine
+    return where[first] if first else args.trains_on
 
 
 def refuse_another_machine(path: Path, here: str, args):
@@ -708,6 +739,10 @@ def parse_args(argv=None):
                    "(its PSNR column is one draw's; another gives their mean's)")
     p.add_argument("--bpd-methods", default="ncsn,dae", help="runs given a bits/dim (ebm: slow on a CPU)")
     p.add_argument("--batch-size", type=int, default=500, help="samples drawn at once")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in a process of its own on "
+                   "1/JOBS of the threads (default 1: one at a time on all of them). Runs that share the machine "
+                   "make fewer steps in their minutes, so the runs of one table all train with the same --jobs: "
+                   "their summaries and the table's header name it with the machine")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--smoke", action="store_true", help="3 training steps, tiny networks, --n 16: a test")
@@ -735,6 +770,10 @@ def parse_args(argv=None):
             or args.inpaint_draws < 1:
         raise ConfigError("--n, --n-langevin and --n-inpaint must be at least 4, --batch-size and --inpaint-draws "
                           "positive and --n-bpd >= 0")
+    if not 1 <= args.jobs <= torch.get_num_threads():
+        raise ConfigError(f"--jobs {args.jobs}: torch runs on {torch.get_num_threads()} threads here, and each run "
+                          f"trained at once needs one: pass 1 to {torch.get_num_threads()}")
+    args.job_threads = torch.get_num_threads() // args.jobs
     args.bpd_methods = [m.strip() for m in args.bpd_methods.split(",") if m.strip()]
     if set(args.bpd_methods) - {"ncsn", "dae", "ebm"}:
         raise ConfigError(f"--bpd-methods: choose from ncsn,dae,ebm, not {','.join(args.bpd_methods)}")
@@ -752,6 +791,8 @@ def main(argv=None):
         require_writable(folder, what, folder=True)
         folder.mkdir(parents=True, exist_ok=True)
     dataset, args.machine = args.dataset, machine(device)
+    args.trains_on = args.machine if args.jobs == 1 else \
+        f"{args.machine}, {args.jobs} runs at a time on {args.job_threads} thread{'s' * (args.job_threads > 1)} each"
     rows = [r for r in dataset.rows if r.method in args.methods]
     inpaint = dataset.inpainting if "inpaint" in args.methods else []
     # Every input is checked before any run is trained or deleted (--retrain): machines, configs, then data.
@@ -766,9 +807,7 @@ def main(argv=None):
     test_cfg = data_config(args, "test")
     test = build_dataset(test_cfg)
     train_images = build_dataset(data_config(args)).data
-    trained = {}
-    for name, cfg in configs.items():  # a teacher before the run that distils it
-        trained[name] = train_run(name, cfg, args, trained.get(teacher_of(name, args)))
+    trained = train_runs(configs, args)
     classifier = ensure_classifier(args, device)
     trained_at = time.monotonic()
     if args.train_only:

@@ -196,6 +196,59 @@ def test_results_never_retrains_a_finished_run_unasked(smoke, capsys):
     assert "configs/fashion_mnist_dcgan_cpu.yaml's settings were last edited" in capsys.readouterr().err
 
 
+def checkpoint_tensors(path: Path) -> dict:
+    """Every tensor of a checkpoint's state (networks, EMA, optimisers), by its nested key."""
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, torch.Tensor):
+            flat[prefix] = value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}/{k}", v)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(f"{prefix}/{i}", v)
+    walk("", torch.load(path, map_location="cpu", weights_only=True)["state"])
+    return flat
+
+
+def test_runs_trained_at_once_are_the_runs_trained_one_by_one(fashion_root, tmp_path, capsys):
+    """--jobs 2 trains two runs at a time, each in its own process on one thread, a teacher before the run
+    that distils it: bitwise the weights of --jobs 1 on one thread. Each summary names how its run
+    trained, so a run trained one at a time cannot join runs trained two at a time."""
+    threads = torch.get_num_threads()
+    argv = ["--smoke", "--data-root", str(fashion_root), "--device", "cpu", "--methods", "gan,dde", "--train-only"]
+    try:
+        torch.set_num_threads(2)
+        results([*argv, "--out", str(tmp_path / "two"), "--runs", str(tmp_path / "two" / "runs"), "--jobs", "2"])
+        torch.set_num_threads(1)
+        results([*argv, "--out", str(tmp_path / "one"), "--runs", str(tmp_path / "one" / "runs"), "--jobs", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    runs = ["gan_one_loss", "gan_alternating", "dae", "dde"]  # the DDE distils the DAE's run
+    summaries = {}
+    for jobs in ("one", "two"):
+        summaries[jobs] = {r: json.loads((tmp_path / jobs / "runs" / r / "results_training.json").read_text())
+                           for r in runs}
+    for run in runs:
+        a, b = (checkpoint_tensors(tmp_path / jobs / "runs" / run / "checkpoints" / "last.pt") for jobs in ("one", "two"))
+        assert a.keys() == b.keys() and len(a) > 10, run
+        assert all(torch.equal(a[k], b[k]) for k in a), run
+        assert summaries["two"][run]["threads"] == summaries["one"][run]["threads"] == 1
+        host = summaries["one"][run]["machine"].replace(", 1 threads", ", 2 threads")  # the same machine
+        assert summaries["two"][run]["machine"] == f"{host}, 2 runs at a time on 1 thread each"
+    dae = summaries["two"]["dae"]  # the DDE started from the DAE's finished run
+    assert summaries["two"]["dde"]["teacher"] == {k: dae[k] for k in ("run", "steps", "seconds")}
+    shutil.rmtree(tmp_path / "two" / "runs" / "gan_alternating")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # trained one at a time beside runs trained two at a time: refused
+        results([*argv, "--out", str(tmp_path / "two"), "--runs", str(tmp_path / "two" / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "2 runs at a time on 1 thread each" in err[0], err
+    assert not (tmp_path / "two" / "runs" / "gan_alternating").exists()
+
+
 def test_a_distilled_run_is_reused_only_beside_the_teacher_run_it_distilled(tmp_path):
     from common.errors import ConfigError
     from results import RUNS, config_digest, finished, teacher_summary
@@ -285,6 +338,8 @@ def test_a_cpu_is_named_with_its_widest_matrix_unit():
     (["--methods", "gan,bogus"], "--methods: unknown method 'bogus'"),
     (["--reuse", "--methods", "ncsn"], "--reuse: no finished run ncsn"),
     (["--out", "FILE/docs"], "--out: FILE is a file, so FILE/docs cannot be created under it"),
+    (["--jobs", "0"], "--jobs 0: torch runs on"),
+    (["--jobs", "65536"], "each run trained at once needs one"),
 ])
 def test_results_bad_input_is_one_line(extra, message, fashion_root, tmp_path, capsys):
     (tmp_path / "FILE").write_text("a file where a folder should be")
