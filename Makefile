@@ -1,9 +1,9 @@
 # make train: set up, fetch Fashion-MNIST, train the default one-loss GAN (GPU config if CUDA, else CPU)
 # make test:  set up and run the test suite
 # make results: train every method's CPU config, score it, write docs/results.md and the README table (its
-#   training took 110.5 minutes and its scoring 70.1 on a 2-core AMD EPYC, 2026-12-06; ARGS=--train-only, then
-#   ARGS=--reuse, splits it; ARGS=--jobs 2 trains two runs at a time, each on half the threads: fewer steps
-#   each, README "Results")
+#   training took 110.5 minutes and its scoring 70.1 on a 2-core AMD EPYC, 2026-12-06, 50.1 with bf16 sampling
+#   on 2026-12-07; ARGS=--train-only, then ARGS=--reuse, splits it; ARGS=--jobs 2 trains two runs at a time,
+#   each on half the threads: 53.5 minutes, with fewer steps and worse denoisers, README "Results")
 # make results DATA=cifar10: the same on CIFAR-10 (configs/cifar10_*_cpu.yaml, docs/results_cifar10.md) from
 #   the JPEG zips in $(CIFAR10) (or torchvision's cifar-10-batches-py/ there)
 PYTHON ?= python3

@@ -502,8 +502,9 @@ def train_runs(configs: dict, args) -> dict:
     # spawn, not fork: a forked child inherits the parent's OpenMP pool and torch state half-made
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=torch.set_num_threads, initargs=(args.job_threads,)) as pool:
-        while waiting or running:
-            for name in [n for n in waiting if teacher_of(n, args) in (None, *trained)]:
+        while waiting or running:  # a free process takes the first run whose teacher has finished
+            ready = [n for n in waiting if teacher_of(n, args) in (None, *trained)]
+            for name in ready[:args.jobs - len(running)]:
                 waiting.pop(name)  # checked here; built again there (a config's classes are made at run time)
                 running[pool.submit(train_in_worker, name, args, trained.get(teacher_of(name, args)))] = name
             done, _ = wait(running, return_when=FIRST_COMPLETED)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from engine import train
-from conftest import ROOT, quick_config  # noqa: F401
+from conftest import ROOT, assert_same_state, quick_config  # noqa: F401
 from engine import load_method
 
 CPU_CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("fashion_mnist_*_cpu.yaml"))
@@ -196,27 +196,11 @@ def test_results_never_retrains_a_finished_run_unasked(smoke, capsys):
     assert "configs/fashion_mnist_dcgan_cpu.yaml's settings were last edited" in capsys.readouterr().err
 
 
-def checkpoint_tensors(path: Path) -> dict:
-    """Every tensor of a checkpoint's state (networks, EMA, optimisers), by its nested key."""
-    flat = {}
-
-    def walk(prefix, value):
-        if isinstance(value, torch.Tensor):
-            flat[prefix] = value
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}/{k}", v)
-        elif isinstance(value, (list, tuple)):
-            for i, v in enumerate(value):
-                walk(f"{prefix}/{i}", v)
-    walk("", torch.load(path, map_location="cpu", weights_only=True)["state"])
-    return flat
-
-
 def test_runs_trained_at_once_are_the_runs_trained_one_by_one(fashion_root, tmp_path, capsys):
     """--jobs 2 trains two runs at a time, each in its own process on one thread, a teacher before the run
-    that distils it: bitwise the weights of --jobs 1 on one thread. Each summary names how its run
-    trained, so a run trained one at a time cannot join runs trained two at a time."""
+    that distils it: bitwise the state (weights, optimisers, EMA, RNGs) of --jobs 1 on one thread. Each
+    summary names how its run trained, so a run trained one at a time cannot join runs trained two at a
+    time."""
     threads = torch.get_num_threads()
     argv = ["--smoke", "--data-root", str(fashion_root), "--device", "cpu", "--methods", "gan,dde", "--train-only"]
     try:
@@ -232,9 +216,7 @@ def test_runs_trained_at_once_are_the_runs_trained_one_by_one(fashion_root, tmp_
         summaries[jobs] = {r: json.loads((tmp_path / jobs / "runs" / r / "results_training.json").read_text())
                            for r in runs}
     for run in runs:
-        a, b = (checkpoint_tensors(tmp_path / jobs / "runs" / run / "checkpoints" / "last.pt") for jobs in ("one", "two"))
-        assert a.keys() == b.keys() and len(a) > 10, run
-        assert all(torch.equal(a[k], b[k]) for k in a), run
+        assert_same_state(tmp_path / "one" / "runs" / run, tmp_path / "two" / "runs" / run)
         assert summaries["two"][run]["threads"] == summaries["one"][run]["threads"] == 1
         host = summaries["one"][run]["machine"].replace(", 1 threads", ", 2 threads")  # the same machine
         assert summaries["two"][run]["machine"] == f"{host}, 2 runs at a time on 1 thread each"
