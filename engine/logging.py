@@ -102,10 +102,13 @@ class RunLogger:
     def finish(self, step: int, config: dict, failing: BaseException | None = None):
         """The hyperparameters with this session's last values, then close, however the run ends. When
         it ends by an error (`failing`), a write error of the logs themselves (TensorBoard's writer on
-        the disk that error filled) is dropped: it would replace the error that says what happened."""
+        the disk that error filled) is dropped: it would replace the error that says what happened.
+        The writer is closed either way (its thread and files are not left to the process's exit)."""
         try:
-            self.hparams(step, config)
-            self.close()
+            try:
+                self.hparams(step, config)
+            finally:
+                self.close()
         except OSError:
             if failing is None:
                 raise

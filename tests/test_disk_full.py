@@ -178,3 +178,22 @@ def test_a_real_full_disk_is_one_line_and_keeps_the_last_checkpoint(fashion_root
     assert lines[-1].startswith(f"error: could not write {run / 'checkpoints' / 'last.pt'} (No space left on "
                                 f"device); the previous file is intact"), lines
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4 and not leftovers(run)
+
+
+@pytest.mark.parametrize("failing", [None, RuntimeError("the run's own error")])
+def test_the_logs_close_when_their_last_write_fails(tmp_path, monkeypatch, failing):
+    """RunLogger.finish closes TensorBoard's writer even when writing the hyperparameters fails (a full
+    disk): the error is raised when the run itself succeeded, dropped when the run ends by another."""
+    from engine.logging import RunLogger
+
+    def hparams(self, step, config):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(RunLogger, "hparams", hparams)
+    logger = RunLogger(tmp_path)
+    logger.scalars(1, {"x": 1.0})
+    if failing is None:
+        with pytest.raises(OSError):
+            logger.finish(1, {}, failing)
+    else:
+        logger.finish(1, {}, failing)
+    assert logger.writer.all_writers is None  # SummaryWriter.close() drops its file writers
