@@ -498,15 +498,16 @@ def train_runs(configs: dict, args) -> dict:
         for name, cfg in configs.items():
             trained[name] = train_run(name, cfg, args, trained.get(teacher_of(name, args)))
         return trained
-    waiting, running = dict(configs), {}
+    teachers = {name: teacher_of(name, args) for name in configs}
+    waiting, running = list(configs), {}  # names only: a config is checked here and built again there
     # spawn, not fork: a forked child inherits the parent's OpenMP pool and torch state half-made
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=torch.set_num_threads, initargs=(args.job_threads,)) as pool:
         while waiting or running:  # a free process takes the first run whose teacher has finished
-            ready = [n for n in waiting if teacher_of(n, args) in (None, *trained)]
+            ready = [n for n in waiting if teachers[n] in (None, *trained)]
             for name in ready[:args.jobs - len(running)]:
-                waiting.pop(name)  # checked here; built again there (a config's classes are made at run time)
-                running[pool.submit(train_in_worker, name, args, trained.get(teacher_of(name, args)))] = name
+                waiting.remove(name)  # (a config's classes are made at run time and do not pickle)
+                running[pool.submit(train_in_worker, name, args, trained.get(teachers[name]))] = name
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:  # a run that failed fails the table, after the runs beside it finish
                 trained[running.pop(future)] = future.result()
